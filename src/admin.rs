@@ -1,0 +1,512 @@
+//! The exercise's admin API (`GET /rep`, `POST /add`, `DELETE /rm`) and ringlb's own reserved
+//! paths (under [`RESERVED_PREFIX`]), served on the load balancer's port by an axum router.
+//!
+//! `/add` and `/rm` change the desired state by rewriting the manifest file, never by touching
+//! replicas: the manifest stays the single source of truth, so a restart comes back with the same
+//! replicas. One edit at a time (a mutex serialises them); each edit first applies what is on disk,
+//! validates the whole new manifest before it writes anything, writes atomically, and answers once
+//! the controller has taken the new version, with the `/rep` body of that version. Bad input gets a
+//! 4xx in the exercise's error shape and changes nothing.
+
+use crate::json;
+use crate::manifest::edit::rewrite_scale;
+use crate::manifest::source::ManifestSource;
+use crate::manifest::{Manifest, NAME_RULE, file, is_valid_name};
+use crate::snapshot::{Snapshot, Snapshots};
+use axum::Router;
+use axum::body::{Body, to_bytes};
+use axum::extract::{Request, State};
+use axum::response::Response;
+use axum::routing::{get, post};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use rand::seq::SliceRandom;
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Every path of ringlb's own beyond `/rep`, `/add` and `/rm` starts with this; no replica path is
+/// ever hidden by anything else.
+pub const RESERVED_PREFIX: &str = "/_ringlb/";
+
+/// The largest admin request body.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// How long an edit waits for the controller to take the new manifest.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The environment variable holding the admin token.
+pub const TOKEN_ENV: &str = "RINGLB_ADMIN_TOKEN";
+
+/// True for paths the admin router answers; everything else goes to the replicas.
+pub fn is_reserved(path: &str) -> bool {
+    matches!(path, "/rep" | "/add" | "/rm")
+        || path.starts_with(RESERVED_PREFIX)
+        || path == "/_ringlb"
+}
+
+/// What the admin handlers share.
+pub struct AdminState {
+    /// The desired state.
+    pub source: Arc<ManifestSource>,
+    /// The published state.
+    pub snapshots: Arc<Snapshots>,
+    /// Serialises manifest edits.
+    pub edits: tokio::sync::Mutex<()>,
+    /// `/add` and `/rm` need `Authorization: Bearer <token>` when set.
+    pub token: Option<String>,
+}
+
+/// The admin router.
+pub fn router(state: Arc<AdminState>) -> Router {
+    Router::new()
+        .route("/rep", get(rep))
+        .route("/add", post(add))
+        .route("/rm", post(rm).delete(rm))
+        .route("/_ringlb/status", get(status))
+        .fallback(unknown)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+/// The `/rep` payload.
+#[derive(Serialize)]
+struct Replicas<'a> {
+    #[serde(rename = "N")]
+    n: usize,
+    replicas: &'a [String],
+}
+
+fn rep_body(snapshot: &Snapshot) -> Response {
+    json::success(Replicas {
+        n: snapshot.replica_names.len(),
+        replicas: &snapshot.replica_names,
+    })
+}
+
+async fn rep(State(state): State<Arc<AdminState>>) -> Response {
+    rep_body(&state.snapshots.load())
+}
+
+async fn unknown(request: Request) -> Response {
+    json::failure(
+        StatusCode::NOT_FOUND,
+        format!("'{}' is not a ringlb endpoint", request.uri().path()),
+    )
+}
+
+async fn method_not_allowed(request: Request) -> Response {
+    json::failure(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "method {} is not allowed on '{}'",
+            request.method(),
+            request.uri().path()
+        ),
+    )
+}
+
+/// A parsed `/add` or `/rm` body.
+struct ScaleRequest {
+    n: u32,
+    hostnames: Vec<String>,
+}
+
+/// An admin error: status and sentence (rendered as `<Error> <sentence>`).
+struct Refusal(StatusCode, String);
+
+impl From<Refusal> for Response {
+    fn from(Refusal(code, text): Refusal) -> Response {
+        json::failure(code, text)
+    }
+}
+
+fn bad(text: impl Into<String>) -> Refusal {
+    Refusal(StatusCode::BAD_REQUEST, text.into())
+}
+
+/// Checks the bearer token in constant time; `Some` is the 401 to send.
+fn refuse_unauthorized(state: &AdminState, headers: &HeaderMap) -> Option<Response> {
+    let Some(token) = &state.token else {
+        return None;
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if constant_time_eq(given.as_bytes(), token.as_bytes()) {
+        return None;
+    }
+    let mut response = json::failure(
+        StatusCode::UNAUTHORIZED,
+        "a valid 'Authorization: Bearer <token>' header is required",
+    );
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    Some(response)
+}
+
+/// Compares without an early exit, so the time taken does not reveal how much of a guess matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for (i, byte) in b.iter().enumerate() {
+        diff |= usize::from(a.get(i).copied().unwrap_or(!byte) ^ byte);
+    }
+    diff == 0
+}
+
+/// Reads and checks the JSON body `{"n": <positive integer>, "hostnames": [<names>]}`.
+async fn scale_request(body: Body) -> Result<ScaleRequest, Refusal> {
+    let bytes = to_bytes(body, MAX_BODY).await.map_err(|_| {
+        Refusal(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than {} KiB", MAX_BODY / 1024),
+        )
+    })?;
+    let example = r#"expected a JSON object like {"n": 2, "hostnames": ["S1"]}"#;
+    let value: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| bad(format!("malformed JSON ({e}); {example}")))?;
+    let Value::Object(fields) = value else {
+        return Err(bad(example));
+    };
+    if let Some(unknown) = fields
+        .keys()
+        .find(|k| !matches!(k.as_str(), "n" | "hostnames"))
+    {
+        return Err(bad(format!("unknown field '{unknown}'; {example}")));
+    }
+    let n = match fields.get("n") {
+        None => return Err(bad(format!("'n' is missing; {example}"))),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .filter(|n| *n > 0)
+            .and_then(|n| u32::try_from(n).ok()),
+        Some(_) => None,
+    };
+    let n = n.ok_or_else(|| {
+        bad(format!(
+            "'n' must be a positive integer, found {}",
+            fields["n"]
+        ))
+    })?;
+    let hostnames = match fields.get("hostnames") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|item| item.as_str().map(str::to_owned))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| bad("'hostnames' must be a list of strings"))?,
+        Some(_) => return Err(bad("'hostnames' must be a list of strings")),
+    };
+    Ok(ScaleRequest { n, hostnames })
+}
+
+/// Checks that the listed names are valid and distinct.
+fn check_names(names: &[String]) -> Result<(), Refusal> {
+    let mut seen = BTreeSet::new();
+    for name in names {
+        if !is_valid_name(name) {
+            return Err(bad(format!(
+                "'{name}' is not a valid hostname ({NAME_RULE})"
+            )));
+        }
+        if !seen.insert(name) {
+            return Err(bad(format!("'{name}' is listed twice")));
+        }
+    }
+    Ok(())
+}
+
+/// Holds the edit lock with the on-disk manifest applied and in effect.
+struct Editing<'a> {
+    _lock: tokio::sync::MutexGuard<'a, ()>,
+    text: String,
+    manifest: Arc<Manifest>,
+    snapshot: Arc<Snapshot>,
+}
+
+/// Takes the edit lock and makes sure the state being edited is the file on disk.
+async fn begin_edit(state: &AdminState) -> Result<Editing<'_>, Refusal> {
+    let lock = state.edits.lock().await;
+    let path = state.source.path();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Refusal(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot read the manifest {}: {e}", path.display()),
+        )
+    })?;
+    let applied = state.source.apply_text(&text).map_err(|e| {
+        Refusal(
+            StatusCode::CONFLICT,
+            format!("the manifest file is invalid; fix it before scaling through the API: {e}"),
+        )
+    })?;
+    let snapshot = state
+        .snapshots
+        .wait_for_version(applied.version(), APPLY_TIMEOUT)
+        .await
+        .ok_or_else(|| {
+            Refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the controller has not applied the manifest yet; try again".into(),
+            )
+        })?;
+    Ok(Editing {
+        _lock: lock,
+        text,
+        manifest: state.source.current().manifest,
+        snapshot,
+    })
+}
+
+/// Writes the edit and waits until the controller has taken it.
+async fn commit(
+    state: &AdminState,
+    editing: Editing<'_>,
+    names: Vec<String>,
+) -> Result<Response, Refusal> {
+    let count = u32::try_from(names.len()).map_err(|_| bad("too many replicas"))?;
+    let text = rewrite_scale(&editing.text, count, &names).map_err(|e| {
+        Refusal(
+            StatusCode::CONFLICT,
+            format!("cannot rewrite the manifest: {e}"),
+        )
+    })?;
+    // Validate the whole result before anything is written.
+    Manifest::parse(&text)
+        .map_err(|e| bad(format!("the result would be an invalid manifest: {e}")))?;
+    file::write_atomic(state.source.path(), &text).map_err(|e| {
+        Refusal(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!(
+                "cannot write the manifest {}: {e}",
+                state.source.path().display()
+            ),
+        )
+    })?;
+    let applied = state.source.apply_text(&text).map_err(|e| {
+        Refusal(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the written manifest was refused: {e}"),
+        )
+    })?;
+    tracing::info!(event = "manifest_edited", version = applied.version(), replicas = count, hostnames = ?names,
+        "the admin API set {count} replicas");
+    let snapshot = state
+        .snapshots
+        .wait_for_version(applied.version(), APPLY_TIMEOUT)
+        .await
+        .ok_or_else(|| {
+            Refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the manifest was written but the controller has not applied it yet".into(),
+            )
+        })?;
+    drop(editing);
+    Ok(rep_body(&snapshot))
+}
+
+async fn add(State(state): State<Arc<AdminState>>, request: Request) -> Response {
+    if let Some(denied) = refuse_unauthorized(&state, request.headers()) {
+        return denied;
+    }
+    match add_replicas(&state, request.into_body()).await {
+        Ok(response) => response,
+        Err(refusal) => refusal.into(),
+    }
+}
+
+async fn add_replicas(state: &AdminState, body: Body) -> Result<Response, Refusal> {
+    let request = scale_request(body).await?;
+    if request.hostnames.len() > request.n as usize {
+        return Err(bad(
+            "Length of hostname list is more than newly added instances",
+        ));
+    }
+    check_names(&request.hostnames)?;
+    let editing = begin_edit(state).await?;
+    let current = &editing.snapshot.replica_names;
+    if let Some(used) = request
+        .hostnames
+        .iter()
+        .find(|n| editing.snapshot.taken_names.contains(n))
+    {
+        return Err(Refusal(
+            StatusCode::CONFLICT,
+            format!("'{used}' is already a replica"),
+        ));
+    }
+    let total = current.len() + request.n as usize;
+    let manifest = &editing.manifest;
+    let cap = manifest.ring_capacity() as usize;
+    if total > cap {
+        return Err(bad(format!(
+            "cannot grow to {total} replicas: the limit is {cap} (limits.max_replicas {}{})",
+            manifest.limits.max_replicas,
+            if cap < manifest.limits.max_replicas as usize {
+                ", and the ring's slots / virtual_nodes"
+            } else {
+                ""
+            }
+        )));
+    }
+    let mut taken: BTreeSet<String> = editing.snapshot.taken_names.iter().cloned().collect();
+    taken.extend(request.hostnames.iter().cloned());
+    let mut names = current.clone();
+    names.extend(request.hostnames.iter().cloned());
+    while names.len() < total {
+        let name = crate::controller::plan::generate_name(&manifest.name, &taken);
+        taken.insert(name.clone());
+        names.push(name);
+    }
+    commit(state, editing, names).await
+}
+
+async fn rm(State(state): State<Arc<AdminState>>, request: Request) -> Response {
+    if let Some(denied) = refuse_unauthorized(&state, request.headers()) {
+        return denied;
+    }
+    match remove_replicas(&state, request.into_body()).await {
+        Ok(response) => response,
+        Err(refusal) => refusal.into(),
+    }
+}
+
+async fn remove_replicas(state: &AdminState, body: Body) -> Result<Response, Refusal> {
+    let request = scale_request(body).await?;
+    if request.hostnames.len() > request.n as usize {
+        return Err(bad(
+            "Length of hostname list is more than removable instances",
+        ));
+    }
+    check_names(&request.hostnames)?;
+    let editing = begin_edit(state).await?;
+    let current = &editing.snapshot.replica_names;
+    if request.n as usize > current.len() {
+        return Err(bad(format!(
+            "cannot remove {} replicas: there are only {}",
+            request.n,
+            current.len()
+        )));
+    }
+    if let Some(missing) = request.hostnames.iter().find(|n| !current.contains(n)) {
+        return Err(Refusal(
+            StatusCode::NOT_FOUND,
+            format!("'{missing}' is not a replica"),
+        ));
+    }
+    let mut removed: BTreeSet<String> = request.hostnames.iter().cloned().collect();
+    let mut others: Vec<&String> = current.iter().filter(|n| !removed.contains(*n)).collect();
+    others.shuffle(&mut rand::rng());
+    removed.extend(
+        others
+            .into_iter()
+            .take(request.n as usize - request.hostnames.len())
+            .cloned(),
+    );
+    let names: Vec<String> = current
+        .iter()
+        .filter(|n| !removed.contains(*n))
+        .cloned()
+        .collect();
+    commit(state, editing, names).await
+}
+
+/// ringlb's status: the desired state, every replica and its state, the last manifest error.
+async fn status(State(state): State<Arc<AdminState>>) -> Response {
+    #[derive(Serialize)]
+    struct Status<'a> {
+        manifest_version: u64,
+        generation: u64,
+        desired: usize,
+        ready: usize,
+        names: &'a [String],
+        ring: Vec<&'a str>,
+        replicas: &'a [crate::snapshot::ReplicaStatus],
+        last_manifest_error: Option<String>,
+    }
+    let snapshot = state.snapshots.load();
+    let body = Status {
+        manifest_version: snapshot.manifest_version,
+        generation: snapshot.generation,
+        desired: snapshot.replica_names.len(),
+        ready: snapshot.members.len(),
+        names: &snapshot.replica_names,
+        ring: snapshot.members.iter().map(|b| b.name.as_str()).collect(),
+        replicas: &snapshot.replicas,
+        last_manifest_error: state.source.last_error(),
+    };
+    let mut response = Response::new(Body::from(serde_json::to_vec(&body).unwrap_or_default()));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserved_paths_are_exactly_the_admin_ones() {
+        for p in ["/rep", "/add", "/rm", "/_ringlb/status", "/_ringlb/x"] {
+            assert!(is_reserved(p), "{p}");
+        }
+        for p in ["/", "/home", "/rep/x", "/reps", "/_ringlbx", "/heartbeat"] {
+            assert!(!is_reserved(p), "{p}");
+        }
+    }
+
+    #[test]
+    fn constant_time_eq_is_equality() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secreT", b"secret"));
+        assert!(!constant_time_eq(b"secret!", b"secret"));
+        assert!(!constant_time_eq(b"", b"secret"));
+        assert!(constant_time_eq(b"", b""));
+    }
+
+    async fn parse(body: &'static str) -> Result<(u32, Vec<String>), String> {
+        scale_request(Body::from(body))
+            .await
+            .map(|r| (r.n, r.hostnames))
+            .map_err(|Refusal(_, text)| text)
+    }
+
+    #[tokio::test]
+    async fn scale_requests_accept_the_contract_and_refuse_the_rest() {
+        assert_eq!(
+            parse(r#"{"n": 2, "hostnames": ["a"]}"#).await,
+            Ok((2, vec!["a".to_string()]))
+        );
+        assert_eq!(parse(r#"{"n": 1}"#).await, Ok((1, vec![])));
+        for bad in [
+            "",
+            "{",
+            "[1]",
+            r#"{"hostnames": []}"#,
+            r#"{"n": 0}"#,
+            r#"{"n": -1}"#,
+            r#"{"n": 1.5}"#,
+            r#"{"n": "2"}"#,
+            r#"{"n": 1, "hostnames": "a"}"#,
+            r#"{"n": 1, "hostnames": [1]}"#,
+            r#"{"n": 1, "extra": true}"#,
+        ] {
+            assert!(parse(bad).await.is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_over_64_kib_is_413() {
+        let big = format!(r#"{{"n": 1, "hostnames": ["{}"]}}"#, "a".repeat(MAX_BODY));
+        let Err(Refusal(code, _)) = scale_request(Body::from(big)).await else {
+            panic!()
+        };
+        assert_eq!(code, StatusCode::PAYLOAD_TOO_LARGE);
+    }
+}

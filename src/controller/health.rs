@@ -1,0 +1,172 @@
+//! Heartbeats: one small task per replica instance that sends `GET <health.path>` and reports
+//! every result to the controller.
+//!
+//! A new instance is probed every 50 ms until its first good heartbeat, so it joins the ring as
+//! soon as it can serve; after that, every `health.interval`. A heartbeat succeeds on any 2xx
+//! answer within `health.timeout`, on a new connection each time. The probe task only observes; what a result means (leave the
+//! ring, come back, be replaced) is the controller's decision.
+
+use crate::runtime::InstanceId;
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+/// Probe period while an instance has not yet answered.
+const STARTUP_PERIOD: Duration = Duration::from_millis(50);
+
+/// What the probes need from the manifest; updated live by the controller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProbeSettings {
+    /// Heartbeat path.
+    pub path: String,
+    /// Time between heartbeats once the instance answered.
+    pub interval: Duration,
+    /// How long one heartbeat may take.
+    pub timeout: Duration,
+}
+
+/// One heartbeat's result.
+#[derive(Clone, Debug)]
+pub struct HealthReport {
+    /// Which instance.
+    pub instance: InstanceId,
+    /// `Ok` for a 2xx within the timeout, else why not.
+    pub result: Result<(), String>,
+}
+
+/// Starts probe tasks; holds the HTTP client they share.
+#[derive(Clone)]
+pub struct Prober {
+    client: Client<HttpConnector, Empty<Bytes>>,
+    settings: watch::Receiver<ProbeSettings>,
+    reports: mpsc::Sender<HealthReport>,
+}
+
+/// Stops its probe task when dropped.
+#[derive(Debug)]
+pub struct ProbeHandle(JoinHandle<()>);
+
+impl Drop for ProbeHandle {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Prober {
+    /// A prober that follows `settings` and sends every result to `reports`.
+    pub fn new(
+        settings: watch::Receiver<ProbeSettings>,
+        reports: mpsc::Sender<HealthReport>,
+    ) -> Prober {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(1)));
+        let client = Client::builder(TokioExecutor::new())
+            // A fresh connection per heartbeat: a pooled one could outlive a replica that no
+            // longer accepts connections, and one connect a second per replica costs nothing.
+            .pool_max_idle_per_host(0)
+            .build(connector);
+        Prober {
+            client,
+            settings,
+            reports,
+        }
+    }
+
+    /// Starts probing `instance` at `addr` until the handle is dropped.
+    pub fn spawn(&self, instance: InstanceId, addr: SocketAddr) -> ProbeHandle {
+        let prober = self.clone();
+        ProbeHandle(tokio::spawn(async move {
+            prober.probe_loop(instance, addr).await
+        }))
+    }
+
+    async fn probe_loop(mut self, instance: InstanceId, addr: SocketAddr) {
+        let mut answered = false;
+        loop {
+            let settings = self.settings.borrow_and_update().clone();
+            let result = self.probe(addr, &settings).await;
+            answered |= result.is_ok();
+            let report = HealthReport {
+                instance: instance.clone(),
+                result,
+            };
+            if self.reports.send(report).await.is_err() {
+                return; // the controller is gone
+            }
+            let period = if answered {
+                settings.interval
+            } else {
+                STARTUP_PERIOD.min(settings.interval)
+            };
+            tokio::select! {
+                () = tokio::time::sleep(period) => {}
+                changed = self.settings.changed() => if changed.is_err() { return },
+            }
+        }
+    }
+
+    async fn probe(&self, addr: SocketAddr, settings: &ProbeSettings) -> Result<(), String> {
+        let uri: http::Uri = format!("http://{addr}{}", settings.path)
+            .parse()
+            .map_err(|e| format!("bad heartbeat URI: {e}"))?;
+        match tokio::time::timeout(settings.timeout, self.client.get(uri)).await {
+            Err(_) => Err(format!("no answer within {:?}", settings.timeout)),
+            Ok(Err(error)) => Err(crate::error_chain(&error)),
+            Ok(Ok(response)) if response.status().is_success() => Ok(()),
+            Ok(Ok(response)) => Err(format!("answered {}", response.status())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> ProbeSettings {
+        ProbeSettings {
+            path: "/heartbeat".into(),
+            interval: Duration::from_millis(100),
+            timeout: Duration::from_millis(200),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_live_replica_reports_ok_and_a_closed_port_reports_why() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            crate::replica::serve(
+                listener,
+                "t",
+                std::future::pending(),
+                Duration::from_secs(1),
+            )
+            .await
+        });
+        let (_keep, settings_rx) = watch::channel(settings());
+        let (tx, mut rx) = mpsc::channel(16);
+        let prober = Prober::new(settings_rx, tx);
+        let handle = prober.spawn(InstanceId("i".into()), addr);
+        assert!(rx.recv().await.unwrap().result.is_ok());
+        server.abort();
+        let _ = server.await;
+        let failed = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                if let Err(why) = rx.recv().await.unwrap().result {
+                    return why;
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert!(!failed.is_empty());
+        drop(handle);
+    }
+}

@@ -1,0 +1,566 @@
+//! The reconcile loop: makes the running replicas match the manifest, and publishes the routing
+//! snapshot the proxy reads.
+//!
+//! Level-triggered: every pass lists the runtime's instances, merges what the heartbeats said,
+//! resolves the wanted names, asks the pure [`plan`](plan::plan) what to do, does it, and publishes
+//! a fresh [`Snapshot`]. Events only say "look now": a manifest version, the runtime's trigger (a
+//! replica exited), a heartbeat that changed a replica's state, a finished drain, and a periodic
+//! resync as the safety net. One loop, one task: no replica is ever reconciled concurrently.
+//! Stopping (drain, then stop) runs in owned background tasks so a slow stop never stalls the loop.
+
+pub mod health;
+pub mod plan;
+
+use crate::manifest::Manifest;
+use crate::manifest::source::{Desired as DesiredManifest, ManifestSource};
+use crate::ring::{Member, Ring};
+use crate::runtime::{Instance, InstanceId, Runtime, RuntimeError, StartRequest};
+use crate::snapshot::{Backend, ReplicaState, ReplicaStatus, Routing, Snapshot, Snapshots};
+use crate::trigger::Trigger;
+use health::{HealthReport, ProbeHandle, ProbeSettings, Prober};
+use plan::{Action, InstanceState, Observed, Reason};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// The safety-net pass period.
+const RESYNC: Duration = Duration::from_secs(2);
+/// First and largest wait before retrying a start that failed.
+const BACKOFF_FIRST: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// How often a drain looks at the in-flight count.
+const DRAIN_POLL: Duration = Duration::from_millis(20);
+
+/// One instance the controller knows about.
+struct Tracked {
+    /// As the runtime last reported it.
+    instance: Instance,
+    /// Its lifecycle state.
+    state: InstanceState,
+    /// Its data-path handle (counters, ejection), shared with the snapshots while it runs.
+    backend: Option<Arc<Backend>>,
+    /// Its heartbeat task, while it is probed.
+    probe: Option<ProbeHandle>,
+}
+
+/// A start that failed: when to try again and how long to wait after the next failure.
+struct Backoff {
+    until: Instant,
+    next: Duration,
+}
+
+/// The ring last built, reused while its members and configuration stay the same.
+struct RingCache {
+    members: Vec<(String, u32)>,
+    config: crate::ring::RingConfig,
+    ring: Arc<Ring>,
+}
+
+/// The reconcile loop's state. Build with [`Controller::new`], then [`Controller::run`].
+pub struct Controller<R: Runtime> {
+    runtime: Arc<R>,
+    source: Arc<ManifestSource>,
+    snapshots: Arc<Snapshots>,
+    trigger: Trigger,
+    tracked: BTreeMap<InstanceId, Tracked>,
+    /// Exercise naming: names whose replica failed, never to be reused for its replacement.
+    retired: BTreeSet<String>,
+    backoff: BTreeMap<String, Backoff>,
+    prober: Prober,
+    probe_settings: watch::Sender<ProbeSettings>,
+    reports: mpsc::Receiver<HealthReport>,
+    /// Drain-and-stop tasks; each yields the instance it stopped.
+    stopping: JoinSet<(InstanceId, Result<(), RuntimeError>)>,
+    /// The manifest version the last pass worked from, and the names it listed.
+    applied: Option<(u64, Vec<String>)>,
+    generation: u64,
+    ring_cache: Option<RingCache>,
+}
+
+fn probe_settings(manifest: &Manifest) -> ProbeSettings {
+    ProbeSettings {
+        path: manifest.health.path.clone(),
+        interval: manifest.health.interval.get(),
+        timeout: manifest.health.timeout.get(),
+    }
+}
+
+impl<R: Runtime> Controller<R> {
+    /// A controller for `runtime`, following `source`, publishing to `snapshots`, woken by
+    /// `trigger` (the same trigger the runtime and the proxy fire).
+    pub fn new(
+        runtime: Arc<R>,
+        source: Arc<ManifestSource>,
+        snapshots: Arc<Snapshots>,
+        trigger: Trigger,
+    ) -> Self {
+        let (probe_settings, settings_rx) =
+            watch::channel(probe_settings(&source.current().manifest));
+        let (reports_tx, reports) = mpsc::channel(4096);
+        Controller {
+            runtime,
+            source,
+            snapshots,
+            trigger,
+            tracked: BTreeMap::new(),
+            retired: BTreeSet::new(),
+            backoff: BTreeMap::new(),
+            prober: Prober::new(settings_rx, reports_tx),
+            probe_settings,
+            reports,
+            stopping: JoinSet::new(),
+            applied: None,
+            generation: 0,
+            ring_cache: None,
+        }
+    }
+
+    /// Runs until `shutdown`; then stops probing (the caller decides what happens to replicas).
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut versions = self.source.subscribe();
+        let mut resync = tokio::time::interval(RESYNC);
+        resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            self.reconcile().await;
+            loop {
+                tokio::select! {
+                    biased;
+                    () = shutdown.cancelled() => return,
+                    changed = versions.changed() => {
+                        if changed.is_err() { return }
+                        break;
+                    }
+                    () = self.trigger.fired() => break,
+                    Some(done) = self.stopping.join_next() => {
+                        self.finish_stop(done);
+                        break;
+                    }
+                    Some(report) = self.reports.recv() => {
+                        if self.apply_health(report) { break }
+                    }
+                    _ = resync.tick() => break,
+                }
+            }
+        }
+    }
+
+    /// One level-triggered pass (repeated at once when it retired a name, so the replacement
+    /// starts in the same wake-up).
+    async fn reconcile(&mut self) {
+        for _ in 0..3 {
+            if !self.reconcile_once().await {
+                break;
+            }
+        }
+    }
+
+    /// Returns true when another pass should follow at once.
+    async fn reconcile_once(&mut self) -> bool {
+        let desired = self.source.current();
+        let manifest = Arc::clone(&desired.manifest);
+        self.take_version(&desired);
+        let now = Instant::now();
+        match self.runtime.list().await {
+            Ok(list) => self.merge(list, now),
+            Err(error) => {
+                tracing::error!(event = "runtime_unavailable", %error, "cannot list replicas; retrying");
+                self.publish(&desired, None);
+                return false;
+            }
+        }
+        let observed = self.observed();
+        let names = plan::resolve_names(
+            &manifest.name,
+            manifest.replicas,
+            &manifest.hostnames,
+            &self.retired,
+            &observed,
+        );
+        let spec_hash = self.runtime.spec_hash(&manifest);
+        let backoff: BTreeMap<String, Instant> = self
+            .backoff
+            .iter()
+            .map(|(k, b)| (k.clone(), b.until))
+            .collect();
+        let plan_input = plan::Desired {
+            names: &names,
+            spec_hash,
+            replace_after: manifest.health.replace_after,
+            start_timeout: manifest.replica.start_timeout.get(),
+            replacement: manifest.replica.replacement_name,
+            backoff: &backoff,
+        };
+        let actions = plan::plan(&plan_input, &observed, now);
+        let again = actions.iter().any(|a| matches!(a, Action::Retire { .. }));
+        self.execute(actions, &manifest, spec_hash).await;
+        self.publish(&desired, Some(names));
+        again
+    }
+
+    /// Notes a new manifest version: new probe settings, and names listed anew are no longer retired.
+    fn take_version(&mut self, desired: &DesiredManifest) {
+        if self
+            .applied
+            .as_ref()
+            .is_some_and(|(v, _)| *v == desired.version)
+        {
+            return;
+        }
+        let manifest = &desired.manifest;
+        if let Some((_, before)) = &self.applied {
+            for name in manifest.hostnames.iter().filter(|n| !before.contains(n)) {
+                self.retired.remove(name);
+            }
+        }
+        self.probe_settings.send_if_modified(|s| {
+            let next = probe_settings(manifest);
+            let changed = *s != next;
+            *s = next;
+            changed
+        });
+        tracing::info!(event = "desired_state", version = desired.version, replicas = manifest.replicas,
+            hostnames = ?manifest.hostnames, "working toward manifest version {}", desired.version);
+        self.applied = Some((desired.version, manifest.hostnames.clone()));
+    }
+
+    /// Folds the runtime's list into what the controller tracks.
+    fn merge(&mut self, list: Vec<Instance>, now: Instant) {
+        let listed: BTreeSet<InstanceId> = list.iter().map(|i| i.id.clone()).collect();
+        self.tracked
+            .retain(|id, t| listed.contains(id) || t.state == InstanceState::Draining);
+        for instance in list {
+            match self.tracked.get_mut(&instance.id) {
+                Some(t) => {
+                    if !instance.running
+                        && !matches!(t.state, InstanceState::Exited | InstanceState::Draining)
+                    {
+                        tracing::warn!(event = "replica_exited", replica = %instance.name, instance = %instance.id,
+                            "replica {} is gone; out of the ring", instance.name);
+                        t.state = InstanceState::Exited;
+                        t.probe = None;
+                    }
+                    t.instance = instance;
+                }
+                None => {
+                    tracing::info!(event = "replica_adopted", replica = %instance.name, instance = %instance.id,
+                        running = instance.running, "found replica {} already running; adopting it", instance.name);
+                    self.track(instance, now);
+                }
+            }
+        }
+    }
+
+    /// Starts tracking (and probing) an instance.
+    fn track(&mut self, instance: Instance, now: Instant) {
+        let state = if instance.running {
+            InstanceState::Starting { since: now }
+        } else {
+            InstanceState::Exited
+        };
+        let backend = instance
+            .addr
+            .map(|addr| Arc::new(Backend::new(&instance.name, instance.replica_id, addr)));
+        let probe = match (instance.running, instance.addr) {
+            (true, Some(addr)) => Some(self.prober.spawn(instance.id.clone(), addr)),
+            _ => None,
+        };
+        self.tracked.insert(
+            instance.id.clone(),
+            Tracked {
+                instance,
+                state,
+                backend,
+                probe,
+            },
+        );
+    }
+
+    fn observed(&self) -> Vec<Observed> {
+        self.tracked
+            .values()
+            .map(|t| Observed {
+                id: t.instance.id.clone(),
+                name: t.instance.name.clone(),
+                replica_id: t.instance.replica_id,
+                spec_hash: t.instance.spec_hash,
+                state: t.state,
+            })
+            .collect()
+    }
+
+    async fn execute(&mut self, actions: Vec<Action>, manifest: &Manifest, spec_hash: u64) {
+        let mut starts = JoinSet::new();
+        for action in actions {
+            match action {
+                Action::Stop { id, name, reason } => {
+                    tracing::warn!(event = "replica_replaced", replica = %name, instance = %id, reason = ?reason,
+                        "stopping replica {name} ({}); a replacement follows", describe(reason));
+                    self.begin_stop(&id, Duration::ZERO, manifest);
+                }
+                Action::Drain { id, name, reason } => {
+                    tracing::info!(event = "replica_draining", replica = %name, instance = %id, reason = ?reason,
+                        "replica {name} leaves the ring ({}); draining it", describe(reason));
+                    self.begin_stop(&id, manifest.replica.drain_timeout.get(), manifest);
+                }
+                Action::Retire { name } => {
+                    tracing::info!(event = "replica_name_retired", replica = %name,
+                        "replica {name} failed; its replacement gets a new name");
+                    self.retired.insert(name);
+                }
+                Action::Start { name, replica_id } => {
+                    let runtime = Arc::clone(&self.runtime);
+                    let request = StartRequest {
+                        name,
+                        replica_id,
+                        spec_hash,
+                    };
+                    starts
+                        .spawn(async move { (request.name.clone(), runtime.start(request).await) });
+                }
+            }
+        }
+        let now = Instant::now();
+        while let Some(joined) = starts.join_next().await {
+            let Ok((name, result)) = joined else { continue };
+            match result {
+                Ok(instance) => {
+                    tracing::info!(event = "replica_started", replica = %name, instance = %instance.id,
+                        address = ?instance.addr, id = instance.replica_id, "started replica {name}");
+                    self.backoff.remove(&name);
+                    self.track(instance, now);
+                }
+                Err(error) => {
+                    let entry = self.backoff.entry(name.clone()).or_insert(Backoff {
+                        until: now,
+                        next: BACKOFF_FIRST,
+                    });
+                    entry.until = now + entry.next;
+                    tracing::error!(event = "replica_start_failed", replica = %name, %error,
+                        "{error}; retrying in {:?}", entry.next);
+                    entry.next = (entry.next * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+
+    /// Takes an instance out of the ring and stops it in the background after its in-flight
+    /// requests finished or `drain` passed.
+    fn begin_stop(&mut self, id: &InstanceId, drain: Duration, manifest: &Manifest) {
+        let Some(t) = self.tracked.get_mut(id) else {
+            return;
+        };
+        t.state = InstanceState::Draining;
+        t.probe = None;
+        let backend = t.backend.clone();
+        let runtime = Arc::clone(&self.runtime);
+        let grace = manifest.replica.stop_timeout.get();
+        let id = id.clone();
+        self.stopping.spawn(async move {
+            if let Some(backend) = backend {
+                let deadline = Instant::now() + drain;
+                while backend.inflight() > 0 && Instant::now() < deadline {
+                    tokio::time::sleep(DRAIN_POLL).await;
+                }
+            }
+            let result = runtime.stop(&id, grace).await;
+            (id, result)
+        });
+    }
+
+    fn finish_stop(
+        &mut self,
+        done: Result<(InstanceId, Result<(), RuntimeError>), tokio::task::JoinError>,
+    ) {
+        let Ok((id, result)) = done else { return };
+        let name = self
+            .tracked
+            .remove(&id)
+            .map(|t| t.instance.name)
+            .unwrap_or_default();
+        match result {
+            Ok(()) => {
+                tracing::info!(event = "replica_removed", replica = %name, instance = %id, "replica {name} stopped and removed")
+            }
+            // Forgotten here; if it still exists, the next list adopts it and the plan retries.
+            Err(error) => {
+                tracing::error!(event = "replica_stop_failed", replica = %name, %error, "{error}")
+            }
+        }
+    }
+
+    /// Applies one heartbeat; true when the replica's state changed (a pass should follow).
+    fn apply_health(&mut self, report: HealthReport) -> bool {
+        let replace_after = self.source.current().manifest.health.replace_after;
+        let Some(t) = self.tracked.get_mut(&report.instance) else {
+            return false;
+        };
+        let name = &t.instance.name;
+        let restored = report.result.is_ok() && t.backend.as_ref().is_some_and(|b| b.restore());
+        match (t.state, report.result) {
+            (InstanceState::Starting { .. }, Ok(())) => {
+                tracing::info!(event = "replica_ready", replica = %name, "replica {name} answered its heartbeat; in the ring");
+                t.state = InstanceState::Ready;
+                true
+            }
+            (InstanceState::Failing { failures }, Ok(())) => {
+                tracing::info!(event = "replica_recovered", replica = %name,
+                    "replica {name} answers again after {failures} failed heartbeats; back in the ring");
+                t.state = InstanceState::Ready;
+                true
+            }
+            (InstanceState::Ready, Ok(())) => {
+                if restored {
+                    tracing::info!(event = "replica_restored", replica = %name, "replica {name} answers heartbeats; ejection lifted");
+                }
+                false
+            }
+            (InstanceState::Ready, Err(why)) => {
+                tracing::warn!(event = "replica_failing", replica = %name, reason = %why,
+                    "replica {name} failed a heartbeat ({why}); out of the ring");
+                t.state = InstanceState::Failing { failures: 1 };
+                true
+            }
+            (InstanceState::Failing { failures }, Err(why)) => {
+                let failures = failures.saturating_add(1);
+                tracing::warn!(event = "replica_failing", replica = %name, failures, reason = %why,
+                    "replica {name} failed {failures} heartbeats in a row ({why})");
+                t.state = InstanceState::Failing { failures };
+                failures >= replace_after
+            }
+            _ => false,
+        }
+    }
+
+    /// Builds and stores a snapshot of the current state (`names` is `None` when the runtime could
+    /// not be listed: the last names stay).
+    fn publish(&mut self, desired: &DesiredManifest, names: Option<Vec<String>>) {
+        let manifest = &desired.manifest;
+        let previous = self.snapshots.load();
+        let names = names.unwrap_or_else(|| previous.replica_names.clone());
+        let spec_hash = self.runtime.spec_hash(manifest);
+
+        // One ring member per wanted name: its best ready instance (current spec preferred).
+        let mut best: BTreeMap<&str, &Tracked> = BTreeMap::new();
+        for t in self
+            .tracked
+            .values()
+            .filter(|t| t.state == InstanceState::Ready && t.backend.is_some())
+        {
+            let better = |old: &&Tracked| {
+                (t.instance.spec_hash == spec_hash) && old.instance.spec_hash != spec_hash
+            };
+            match best.get(t.instance.name.as_str()) {
+                Some(old) if !better(old) => {}
+                _ => {
+                    best.insert(t.instance.name.as_str(), t);
+                }
+            }
+        }
+        let members: Vec<Arc<Backend>> = names
+            .iter()
+            .filter_map(|n| best.get(n.as_str()).and_then(|t| t.backend.clone()))
+            .collect();
+        let Some(ring) = self.ring_for(&members, manifest) else {
+            return;
+        };
+
+        let mut taken: BTreeSet<String> = names.iter().cloned().collect();
+        taken.extend(self.tracked.values().map(|t| t.instance.name.clone()));
+        taken.extend(self.retired.iter().cloned());
+        self.generation += 1;
+        self.snapshots.publish(Snapshot {
+            generation: self.generation,
+            manifest_version: desired.version,
+            replica_names: names,
+            taken_names: taken.into_iter().collect(),
+            members,
+            ring,
+            routing: Routing {
+                key: manifest.hashing.key.clone(),
+                numeric_request_ids: manifest.hashing.uses_assignment_ids(),
+                timeout: manifest.proxy.timeout.get(),
+                connect_timeout: manifest.proxy.connect_timeout.get(),
+                unknown_path: manifest.proxy.unknown_path,
+            },
+            replicas: self
+                .tracked
+                .values()
+                .map(|t| status(t, spec_hash))
+                .collect(),
+            built_at: SystemTime::now(),
+        });
+    }
+
+    /// The ring over `members`, rebuilt only when they or the hashing settings changed.
+    fn ring_for(&mut self, members: &[Arc<Backend>], manifest: &Manifest) -> Option<Arc<Ring>> {
+        let key: Vec<(String, u32)> = members.iter().map(|b| (b.name.clone(), b.id)).collect();
+        let config = manifest.ring_config();
+        if let Some(cache) = &self.ring_cache
+            && cache.members == key
+            && cache.config == config
+        {
+            return Some(Arc::clone(&cache.ring));
+        }
+        let ring_members: Vec<Member> = key
+            .iter()
+            .map(|(name, id)| Member {
+                name: name.clone(),
+                id: *id,
+            })
+            .collect();
+        match Ring::build(&config, &ring_members) {
+            Ok(ring) => {
+                let ring = Arc::new(ring);
+                tracing::info!(event = "ring_rebuilt", members = ?key.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+                    "ring now has {} replicas", key.len());
+                self.ring_cache = Some(RingCache {
+                    members: key,
+                    config,
+                    ring: Arc::clone(&ring),
+                });
+                Some(ring)
+            }
+            Err(error) => {
+                tracing::error!(event = "ring_build_failed", %error, "cannot build the ring; keeping the previous one");
+                None
+            }
+        }
+    }
+}
+
+fn status(t: &Tracked, spec_hash: u64) -> ReplicaStatus {
+    ReplicaStatus {
+        name: t.instance.name.clone(),
+        id: t.instance.replica_id,
+        address: t.instance.addr,
+        state: match t.state {
+            InstanceState::Starting { .. } => ReplicaState::Starting,
+            InstanceState::Ready => ReplicaState::Ready,
+            InstanceState::Failing { .. } => ReplicaState::Failing,
+            InstanceState::Draining => ReplicaState::Draining,
+            InstanceState::Exited => ReplicaState::Exited,
+        },
+        started_at: t
+            .instance
+            .started_at
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        current_spec: t.instance.spec_hash == spec_hash,
+    }
+}
+
+fn describe(reason: Reason) -> String {
+    match reason {
+        Reason::NotDesired => "no longer in the manifest".into(),
+        Reason::Exited => "its process exited".into(),
+        Reason::Unhealthy(n) => format!("{n} failed heartbeats in a row"),
+        Reason::StartTimedOut => "no good heartbeat within the start timeout".into(),
+        Reason::Superseded => "its successor with the new spec is ready".into(),
+        Reason::Duplicate => "another instance with its name is preferred".into(),
+    }
+}

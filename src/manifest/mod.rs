@@ -1,0 +1,751 @@
+//! The manifest: the desired state of a cluster, as the user writes it in YAML.
+//!
+//! This module owns the types and their defaults, parsing with line and column on every error, and
+//! validation with the failing field named. The submodules own the rest of the manifest's life:
+//! [`source`] keeps the last good manifest and hands new versions to the controller, [`watch`]
+//! follows the file, [`edit`] rewrites `replicas:` and `hostnames:` without touching comments, and
+//! [`file`](mod@file) writes it atomically. The keys of DESIGN.md are a contract: add keys, never rename them.
+
+pub mod duration;
+pub mod edit;
+pub mod file;
+pub mod locate;
+pub mod source;
+pub mod watch;
+
+use crate::ring::maglev::default_table_size;
+use crate::ring::{Algorithm, HashFunction, Probing, RingConfig, is_prime};
+use duration::HumanDuration;
+use serde::{Deserialize, Deserializer, de};
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::SocketAddr;
+
+/// The most replicas a manifest may ever allow (`limits.max_replicas` is capped here).
+pub const MAX_REPLICAS_CEILING: u32 = 1024;
+
+/// The desired state of one cluster.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Cluster name; every replica ringlb owns carries it (as a Docker label, in generated names).
+    pub name: String,
+    /// N: how many replicas to keep alive.
+    #[serde(default = "defaults::replicas")]
+    pub replicas: u32,
+    /// Preferred replica names, in order; the first `replicas` of them are used, the rest of the
+    /// replicas get generated names.
+    #[serde(default)]
+    pub hostnames: Vec<String>,
+    /// Where the load balancer accepts requests.
+    #[serde(default = "defaults::listen")]
+    pub listen: SocketAddr,
+    /// How replicas are run.
+    #[serde(default)]
+    pub replica: ReplicaSpec,
+    /// How requests are spread over replicas.
+    #[serde(default)]
+    pub hashing: Hashing,
+    /// How replicas are checked.
+    #[serde(default)]
+    pub health: Health,
+    /// How requests are forwarded.
+    #[serde(default)]
+    pub proxy: ProxySettings,
+    /// Caps that protect the host.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// Which mechanism runs the replicas.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RuntimeKind {
+    /// Child processes of `ringlb run` on 127.0.0.1 (`ringlb server`).
+    #[default]
+    Process,
+}
+
+impl fmt::Display for RuntimeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RuntimeKind::Process => "process",
+        })
+    }
+}
+
+/// What a replacement for a failed replica is called.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReplacementName {
+    /// The replacement keeps the failed replica's name, so it keeps its ring positions.
+    #[default]
+    Same,
+    /// The replacement gets a newly generated name, as the exercise asks.
+    New,
+}
+
+/// How one replica is run.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplicaSpec {
+    /// The mechanism that runs replicas.
+    pub runtime: RuntimeKind,
+    /// Docker: the image of a replica.
+    pub image: String,
+    /// Docker: the network shared by the load balancer and the replicas.
+    pub network: String,
+    /// The port a replica listens on (Docker); the process runtime picks free ports itself.
+    pub port: u16,
+    /// What a replacement for a failed replica is called.
+    pub replacement_name: ReplacementName,
+    /// How long a new replica may take to answer its first heartbeat before it is replaced.
+    pub start_timeout: HumanDuration,
+    /// How long a replica that leaves may take to finish its in-flight requests.
+    pub drain_timeout: HumanDuration,
+    /// How long a replica has to exit after SIGTERM before it gets SIGKILL.
+    pub stop_timeout: HumanDuration,
+}
+
+impl Default for ReplicaSpec {
+    fn default() -> Self {
+        ReplicaSpec {
+            runtime: RuntimeKind::default(),
+            image: "ringlb:latest".into(),
+            network: "net1".into(),
+            port: 5000,
+            replacement_name: ReplacementName::Same,
+            start_timeout: HumanDuration::from_secs(30),
+            drain_timeout: HumanDuration::from_secs(30),
+            stop_timeout: HumanDuration::from_secs(10),
+        }
+    }
+}
+
+/// What part of a request is hashed to pick its replica.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum KeySource {
+    /// The `X-Request-Id` header if present, else a random 6-digit id made for the request.
+    #[default]
+    RequestId,
+    /// The client's IP address.
+    ClientIp,
+    /// The request path (without the query).
+    Path,
+    /// The value of this header (absent: an empty key).
+    Header(http::HeaderName),
+}
+
+impl fmt::Display for KeySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeySource::RequestId => f.write_str("request-id"),
+            KeySource::ClientIp => f.write_str("client-ip"),
+            KeySource::Path => f.write_str("path"),
+            KeySource::Header(name) => write!(f, "header:{name}"),
+        }
+    }
+}
+
+impl std::str::FromStr for KeySource {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "request-id" => Ok(KeySource::RequestId),
+            "client-ip" => Ok(KeySource::ClientIp),
+            "path" => Ok(KeySource::Path),
+            _ => match text.strip_prefix("header:") {
+                Some(name) => http::HeaderName::try_from(name.trim())
+                    .map(KeySource::Header)
+                    .map_err(|_| format!("{name:?} is not a valid header name")),
+                None => Err(format!(
+                    "unknown key {text:?}: expected request-id, client-ip, path or header:<Name>"
+                )),
+            },
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for KeySource {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(de::Error::custom)
+    }
+}
+
+/// How requests are spread over replicas (see DESIGN.md for the exercise's functions).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Hashing {
+    /// `maglev` (the default) or `ring` (slots and virtual nodes).
+    pub algorithm: Algorithm,
+    /// ring: M, the number of slots.
+    pub slots: u32,
+    /// ring: K, virtual nodes per replica.
+    pub virtual_nodes: u32,
+    /// ring: `assignment` (the exercise's H and Phi) or `xxh3`.
+    pub function: HashFunction,
+    /// ring: how colliding virtual nodes find a free slot.
+    pub probing: Probing,
+    /// maglev: the lookup table's size, a prime; unset: 65537, or larger when `limits.max_replicas`
+    /// exceeds 65 (see [`crate::ring::maglev::default_table_size`]).
+    pub table_size: Option<u32>,
+    /// What is hashed.
+    pub key: KeySource,
+}
+
+impl Default for Hashing {
+    fn default() -> Self {
+        let ring = RingConfig::default();
+        Hashing {
+            algorithm: ring.algorithm,
+            slots: ring.slots,
+            virtual_nodes: ring.virtual_nodes,
+            function: ring.function,
+            probing: ring.probing,
+            table_size: None,
+            key: KeySource::RequestId,
+        }
+    }
+}
+
+impl Hashing {
+    /// The ring's own configuration, for a cluster of at most `max_replicas`.
+    pub fn ring_config(&self, max_replicas: u32) -> RingConfig {
+        RingConfig {
+            algorithm: self.algorithm,
+            slots: self.slots,
+            virtual_nodes: self.virtual_nodes,
+            function: self.function,
+            probing: self.probing,
+            table_size: self
+                .table_size
+                .unwrap_or_else(|| default_table_size(max_replicas)),
+        }
+    }
+
+    /// True when ring ids are the exercise's integer server ids (ring + assignment).
+    pub fn uses_assignment_ids(&self) -> bool {
+        self.algorithm == Algorithm::Ring && self.function == HashFunction::Assignment
+    }
+}
+
+/// How replicas are checked.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Health {
+    /// The heartbeat path, answered 200 by a healthy replica.
+    pub path: String,
+    /// Time between heartbeats.
+    pub interval: HumanDuration,
+    /// How long a heartbeat may take.
+    pub timeout: HumanDuration,
+    /// Consecutive failed heartbeats after which a replica that still runs is replaced.
+    /// (It leaves the ring at the first failure and comes back at the next success.)
+    pub replace_after: u32,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            path: "/heartbeat".into(),
+            interval: HumanDuration::from_secs(1),
+            timeout: HumanDuration::from_millis(500),
+            replace_after: 3,
+        }
+    }
+}
+
+/// What a replica's 404 becomes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnknownPath {
+    /// The replica's answer reaches the client unchanged.
+    #[default]
+    Pass,
+    /// The exercise's 400: `'/<path>' endpoint does not exist in server replicas`.
+    Exercise,
+}
+
+/// How requests are forwarded.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxySettings {
+    /// How long a replica may take to answer (response head) before the client gets a 504.
+    pub timeout: HumanDuration,
+    /// How long connecting to a replica may take before the next replica is tried.
+    pub connect_timeout: HumanDuration,
+    /// What a replica's 404 becomes.
+    pub unknown_path: UnknownPath,
+}
+
+impl Default for ProxySettings {
+    fn default() -> Self {
+        ProxySettings {
+            timeout: HumanDuration::from_secs(30),
+            connect_timeout: HumanDuration::from_secs(1),
+            unknown_path: UnknownPath::Pass,
+        }
+    }
+}
+
+/// Caps that protect the host.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// The most replicas `replicas:` or `/add` may ask for.
+    pub max_replicas: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_replicas: 64 }
+    }
+}
+
+mod defaults {
+    use std::net::{Ipv4Addr, SocketAddr};
+    pub fn replicas() -> u32 {
+        3
+    }
+    pub fn listen() -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::UNSPECIFIED, 5000))
+    }
+}
+
+/// One thing wrong with a manifest, with where it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    /// The dotted path of the field (`hashing.slots`, `hostnames[2]`).
+    pub field: String,
+    /// What is wrong, in a sentence.
+    pub message: String,
+    /// Where the field is in the text, when known.
+    pub position: Option<locate::Position>,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(p) = self.position {
+            write!(f, "line {}, column {}: ", p.line, p.column)?;
+        }
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// Why a manifest was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The manifest's path.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The text is not YAML, or does not have the manifest's shape (wrong type, unknown key).
+    #[error("{}{message}", position.map(|p| format!("line {}, column {}: ", p.line, p.column)).unwrap_or_default())]
+    Syntax {
+        /// What is wrong, starting with the field when known (`replicas: invalid u32`).
+        message: String,
+        /// Where, when the parser knows.
+        position: Option<locate::Position>,
+        /// The offending lines with a caret under the spot, for people.
+        snippet: String,
+    },
+    /// The manifest parses but asks for something invalid.
+    #[error("{}", display_list(.0))]
+    Invalid(Vec<FieldError>),
+}
+
+/// A parser error as a [`ManifestError::Syntax`]: the field it is about, a one-line message and
+/// the parser's snippet.
+fn syntax_error(text: &str, error: &serde_saphyr::Error) -> ManifestError {
+    let position = error.location().map(|l| locate::Position {
+        line: usize::try_from(l.line()).unwrap_or(usize::MAX),
+        column: usize::try_from(l.column()).unwrap_or(usize::MAX),
+    });
+    let rendered = error.to_string();
+    let mut lines = rendered.lines();
+    let first = lines.next().unwrap_or_default();
+    // The parser's first line reads "error: line L column C: <what>"; keep <what>.
+    let what = first
+        .strip_prefix("error: ")
+        .map(|rest| {
+            if rest.starts_with("line ") {
+                rest.split_once(": ").map_or(rest, |(_, w)| w)
+            } else {
+                rest
+            }
+        })
+        .unwrap_or(first)
+        .trim();
+    let message = match position.and_then(|p| locate::path_at(text, p)) {
+        Some(field) if !what.contains(&format!("`{field}`")) => format!("{field}: {what}"),
+        _ => what.to_owned(),
+    };
+    ManifestError::Syntax {
+        message,
+        position,
+        snippet: lines.collect::<Vec<_>>().join("\n"),
+    }
+}
+
+fn display_list(errors: &[FieldError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl ManifestError {
+    /// Where the (first) error is, if known.
+    pub fn position(&self) -> Option<locate::Position> {
+        match self {
+            ManifestError::Read { .. } => None,
+            ManifestError::Syntax { position, .. } => *position,
+            ManifestError::Invalid(list) => list.iter().find_map(|e| e.position),
+        }
+    }
+}
+
+/// True if `name` is a valid replica (container) name: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, at most 63
+/// characters.
+pub fn is_valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() <= 63
+        && chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+/// The rule that [`is_valid_name`] checks, for error messages.
+pub const NAME_RULE: &str = "[a-zA-Z0-9][a-zA-Z0-9_.-]*, at most 63 characters";
+
+impl Manifest {
+    /// Parses and validates manifest text.
+    ///
+    /// # Errors
+    /// [`ManifestError::Syntax`] with line and column, or [`ManifestError::Invalid`] listing every
+    /// invalid field with its position.
+    pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
+        let manifest: Manifest =
+            serde_saphyr::from_str(text).map_err(|e| syntax_error(text, &e))?;
+        let mut errors = manifest.validate();
+        if errors.is_empty() {
+            return Ok(manifest);
+        }
+        for error in &mut errors {
+            error.position = locate::locate(text, &error.field);
+        }
+        Err(ManifestError::Invalid(errors))
+    }
+
+    /// Reads, parses and validates the manifest at `path`.
+    ///
+    /// # Errors
+    /// As [`Manifest::parse`], or [`ManifestError::Read`].
+    pub fn load(path: &std::path::Path) -> Result<(Manifest, String), ManifestError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Ok((Manifest::parse(&text)?, text))
+    }
+
+    /// Every rule the types cannot express; an empty list means valid.
+    pub fn validate(&self) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        let mut fail = |field: &str, message: String| {
+            errors.push(FieldError {
+                field: field.into(),
+                message,
+                position: None,
+            });
+        };
+        if !is_valid_name(&self.name) {
+            fail(
+                "name",
+                format!("{:?} is not a valid cluster name ({NAME_RULE})", self.name),
+            );
+        }
+        let max = self.limits.max_replicas;
+        if max == 0 || max > MAX_REPLICAS_CEILING {
+            fail(
+                "limits.max_replicas",
+                format!("must be between 1 and {MAX_REPLICAS_CEILING}, found {max}"),
+            );
+        }
+        if self.replicas > max {
+            fail(
+                "replicas",
+                format!("{} is more than limits.max_replicas ({max})", self.replicas),
+            );
+        }
+        let mut seen = BTreeSet::new();
+        for (i, name) in self.hostnames.iter().enumerate() {
+            let field = format!("hostnames[{i}]");
+            if !is_valid_name(name) {
+                fail(
+                    &field,
+                    format!("{name:?} is not a valid hostname ({NAME_RULE})"),
+                );
+            } else if !seen.insert(name.as_str()) {
+                fail(&field, format!("{name:?} is listed twice"));
+            }
+        }
+        if self.replica.port == 0 {
+            fail("replica.port", "must be between 1 and 65535".into());
+        }
+        for (field, value) in [
+            ("replica.start_timeout", self.replica.start_timeout),
+            ("replica.drain_timeout", self.replica.drain_timeout),
+            ("replica.stop_timeout", self.replica.stop_timeout),
+            ("health.interval", self.health.interval),
+            ("health.timeout", self.health.timeout),
+            ("proxy.timeout", self.proxy.timeout),
+            ("proxy.connect_timeout", self.proxy.connect_timeout),
+        ] {
+            if value.get().is_zero() {
+                fail(field, "must be longer than zero".into());
+            }
+        }
+        if !self.health.path.starts_with('/') {
+            fail(
+                "health.path",
+                format!("must start with '/', found {:?}", self.health.path),
+            );
+        }
+        if self.health.replace_after == 0 {
+            fail("health.replace_after", "must be at least 1".into());
+        }
+        let hashing = &self.hashing;
+        match hashing.algorithm {
+            Algorithm::Maglev => match hashing.table_size {
+                Some(size) if !is_prime(size) => {
+                    fail(
+                        "hashing.table_size",
+                        format!("must be a prime, found {size}"),
+                    );
+                }
+                Some(size) if size < max.saturating_mul(100) => fail(
+                    "hashing.table_size",
+                    format!(
+                        "must be at least 100 x limits.max_replicas ({}) for an even spread, found {size}",
+                        max.saturating_mul(100)
+                    ),
+                ),
+                _ => {}
+            },
+            Algorithm::Ring => {
+                if hashing.slots == 0 {
+                    fail("hashing.slots", "must be at least 1".into());
+                }
+                if hashing.virtual_nodes == 0 {
+                    fail("hashing.virtual_nodes", "must be at least 1".into());
+                }
+                let needed = u64::from(self.replicas) * u64::from(hashing.virtual_nodes);
+                if needed > u64::from(hashing.slots) {
+                    fail(
+                        "hashing.slots",
+                        format!(
+                            "{} replicas x {} virtual nodes need {needed} slots, more than the {} there are",
+                            self.replicas, hashing.virtual_nodes, hashing.slots
+                        ),
+                    );
+                }
+            }
+        }
+        errors
+    }
+
+    /// The ring configuration this manifest asks for.
+    pub fn ring_config(&self) -> RingConfig {
+        self.hashing.ring_config(self.limits.max_replicas)
+    }
+
+    /// How many replicas the ring can hold with this manifest's hashing (for `/add`).
+    pub fn ring_capacity(&self) -> u32 {
+        match self.hashing.algorithm {
+            Algorithm::Maglev => self.limits.max_replicas,
+            Algorithm::Ring => (self.hashing.slots / self.hashing.virtual_nodes.max(1))
+                .min(self.limits.max_replicas),
+        }
+    }
+
+    /// A one-line summary, as `ringlb check` prints it.
+    pub fn summary(&self) -> String {
+        let hashing = match self.hashing.algorithm {
+            Algorithm::Maglev => format!("maglev (table {})", self.ring_config().table_size),
+            Algorithm::Ring => format!(
+                "ring (M {}, K {}, {:?}, {:?} probing)",
+                self.hashing.slots,
+                self.hashing.virtual_nodes,
+                self.hashing.function,
+                self.hashing.probing
+            )
+            .to_lowercase(),
+        };
+        format!(
+            "cluster {}: {} replicas on the {} runtime, {}, key {}, listening on {}",
+            self.name, self.replicas, self.replica.runtime, hashing, self.hashing.key, self.listen
+        )
+    }
+
+    /// Fields that cannot change while `ringlb run` runs; a list of messages, empty if none changed.
+    pub fn immutable_changes(&self, next: &Manifest) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        let mut check = |field: &str, changed: bool, old: String, new: String| {
+            if changed {
+                errors.push(FieldError {
+                    field: field.into(),
+                    message: format!("cannot change while ringlb runs ({old} -> {new}); restart ringlb to change it"),
+                    position: None,
+                });
+            }
+        };
+        check(
+            "name",
+            self.name != next.name,
+            self.name.clone(),
+            next.name.clone(),
+        );
+        check(
+            "listen",
+            self.listen != next.listen,
+            self.listen.to_string(),
+            next.listen.to_string(),
+        );
+        check(
+            "replica.runtime",
+            self.replica.runtime != next.replica.runtime,
+            self.replica.runtime.to_string(),
+            next.replica.runtime.to_string(),
+        );
+        errors
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "name: demo\n";
+
+    #[test]
+    fn a_minimal_manifest_takes_the_documented_defaults() {
+        let m = Manifest::parse(MINIMAL).unwrap();
+        assert_eq!(m.replicas, 3);
+        assert!(m.hostnames.is_empty());
+        assert_eq!(m.listen.to_string(), "0.0.0.0:5000");
+        assert_eq!(m.hashing.algorithm, Algorithm::Maglev);
+        assert_eq!(m.ring_config().table_size, 65537);
+        assert_eq!(m.hashing.key, KeySource::RequestId);
+        assert_eq!(m.health.interval.get(), std::time::Duration::from_secs(1));
+        assert_eq!(
+            m.health.timeout.get(),
+            std::time::Duration::from_millis(500)
+        );
+        assert_eq!(m.limits.max_replicas, 64);
+    }
+
+    #[test]
+    fn a_wrong_type_names_its_line_and_column() {
+        let err = Manifest::parse("name: demo\nreplicas: three\n").unwrap_err();
+        let ManifestError::Syntax {
+            position,
+            message,
+            snippet,
+        } = &err
+        else {
+            panic!("{err:?}")
+        };
+        assert_eq!(
+            position.map(|p| (p.line, p.column)),
+            Some((2, 11)),
+            "{message}"
+        );
+        assert!(message.starts_with("replicas: "), "{message}");
+        assert!(snippet.contains("replicas: three"), "{snippet}");
+        assert_eq!(err.to_string(), format!("line 2, column 11: {message}"));
+    }
+
+    #[test]
+    fn an_unknown_key_is_an_error_not_silence() {
+        let err = Manifest::parse("name: demo\nreplcias: 3\n").unwrap_err();
+        assert!(err.to_string().contains("replcias"), "{err}");
+    }
+
+    #[test]
+    fn validation_lists_every_bad_field_with_its_position() {
+        let text = "name: demo\nreplicas: 100\nhostnames: [ok, 'bad name', ok]\nhashing:\n  table_size: 65536\n";
+        let ManifestError::Invalid(errors) = Manifest::parse(text).unwrap_err() else {
+            panic!()
+        };
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "replicas",
+                "hostnames[1]",
+                "hostnames[2]",
+                "hashing.table_size"
+            ]
+        );
+        assert_eq!(
+            errors[0].position,
+            Some(locate::Position {
+                line: 2,
+                column: 11
+            })
+        );
+        assert_eq!(errors[3].position.map(|p| p.line), Some(5));
+    }
+
+    #[test]
+    fn keys_parse_from_their_names() {
+        assert_eq!("client-ip".parse::<KeySource>(), Ok(KeySource::ClientIp));
+        assert_eq!(
+            "header:X-User".parse::<KeySource>(),
+            Ok(KeySource::Header(http::HeaderName::from_static("x-user")))
+        );
+        assert!("header:bad name".parse::<KeySource>().is_err());
+        assert!("cookie".parse::<KeySource>().is_err());
+    }
+
+    #[test]
+    fn names_follow_the_container_name_rule() {
+        assert!(is_valid_name("server1"));
+        assert!(is_valid_name("S5.a_b-c"));
+        assert!(!is_valid_name(""));
+        assert!(!is_valid_name("-x"));
+        assert!(!is_valid_name("a b"));
+        assert!(!is_valid_name(&"a".repeat(64)));
+        assert!(is_valid_name(&"a".repeat(63)));
+    }
+
+    #[test]
+    fn the_ring_must_have_room_for_every_virtual_node() {
+        let text =
+            "name: demo\nreplicas: 60\nhashing: {algorithm: ring, slots: 512, virtual_nodes: 9}\n";
+        let ManifestError::Invalid(errors) = Manifest::parse(text).unwrap_err() else {
+            panic!()
+        };
+        assert_eq!(errors[0].field, "hashing.slots");
+    }
+
+    #[test]
+    fn listen_name_and_runtime_cannot_change_live() {
+        let a = Manifest::parse(MINIMAL).unwrap();
+        let b = Manifest::parse("name: other\nlisten: 127.0.0.1:1\n").unwrap();
+        let fields: Vec<_> = a
+            .immutable_changes(&b)
+            .into_iter()
+            .map(|e| e.field)
+            .collect();
+        assert_eq!(fields, ["name", "listen"]);
+        assert!(a.immutable_changes(&a.clone()).is_empty());
+    }
+}

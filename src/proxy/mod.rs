@@ -1,0 +1,258 @@
+//! The data plane: forwards every request that is not ringlb's own to the replica the ring picks.
+//!
+//! The rules every forwarding path shares live here: the key (`key.rs`), the header rules
+//! (`headers.rs`), which replica to try next, when a retry is safe, and the JSON errors. Per
+//! request the proxy loads the routing [`Snapshot`] once (lock-free) and walks the ring's
+//! candidates in order of preference, skipping ejected replicas:
+//! - a refused or timed-out connection ejects that replica at once (passive health, lifted by its
+//!   next good heartbeat), wakes the controller, and moves on to the next candidate; the request
+//!   body was not read, so any method is safe to send again;
+//! - any other failure before the response head (a reset) is retried once on the next candidate
+//!   for idempotent methods (GET, HEAD, OPTIONS, TRACE, PUT, DELETE) whose body was not read;
+//! - no candidate at all: 503; no answer within `proxy.timeout`: 504; all attempts failed: 502.
+//!
+//! Bodies stream both ways; the proxy never holds a whole body. `upstream.rs` is the hyper path's
+//! client side (PERF.md: the reference implementation a faster path will be tested against).
+
+pub mod headers;
+pub mod key;
+pub mod upstream;
+
+use crate::json;
+use crate::manifest::UnknownPath;
+use crate::snapshot::{Backend, Snapshot, Snapshots};
+use crate::trigger::Trigger;
+use arc_swap::ArcSwap;
+use axum::body::Body;
+use axum::response::Response;
+use http::{HeaderValue, Method, Request, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use upstream::{Replayable, ResponseBody, UpstreamClient};
+
+/// The response header naming the replica that answered.
+pub const X_RINGLB_REPLICA: &str = "x-ringlb-replica";
+
+/// The forwarding proxy. Cheap to share; one per load balancer.
+pub struct Proxy {
+    snapshots: Arc<Snapshots>,
+    /// Woken when a replica is ejected, so the controller can look at once.
+    trigger: Trigger,
+    /// The client and the connect timeout it was built with (rebuilt if the manifest changes it).
+    client: ArcSwap<(Duration, UpstreamClient)>,
+}
+
+/// What went wrong with one attempt.
+enum Failure {
+    /// Could not connect: nothing was sent.
+    Connect(String),
+    /// Failed after connecting, before a response head.
+    Exchange(String),
+}
+
+impl Proxy {
+    /// A proxy that routes by the snapshots in `snapshots` and fires `trigger` on ejections.
+    pub fn new(snapshots: Arc<Snapshots>, trigger: Trigger) -> Proxy {
+        let timeout = snapshots.load().routing.connect_timeout;
+        Proxy {
+            snapshots,
+            trigger,
+            client: ArcSwap::from_pointee((timeout, upstream::client(timeout))),
+        }
+    }
+
+    fn client(&self, connect_timeout: Duration) -> UpstreamClient {
+        let current = self.client.load();
+        if current.0 == connect_timeout {
+            return current.1.clone();
+        }
+        let client = upstream::client(connect_timeout);
+        self.client
+            .store(Arc::new((connect_timeout, client.clone())));
+        client
+    }
+
+    /// Forwards `request` from `client` and returns the replica's response or a JSON error.
+    pub async fn forward(&self, request: Request<Incoming>, client: SocketAddr) -> Response {
+        let snapshot = self.snapshots.load();
+        let (mut parts, body) = request.into_parts();
+        let key = key::request_key(
+            &snapshot.routing.key,
+            &parts.headers,
+            &parts.uri,
+            client.ip(),
+        );
+        if let Some(id) = key.generated_id {
+            parts.headers.insert(key::X_REQUEST_ID, id);
+        }
+        headers::for_upstream(&mut parts.headers, client.ip());
+        parts.version = Version::HTTP_11;
+        let body = Replayable::new(body);
+        let http = self.client(snapshot.routing.connect_timeout);
+        let deadline = tokio::time::Instant::now() + snapshot.routing.timeout;
+        let idempotent = is_idempotent(&parts.method);
+        let mut retried = false;
+        let mut last_failure: Option<String> = None;
+
+        for backend in snapshot.candidates(key.key) {
+            let Some(attempt_body) = body.attempt() else {
+                break;
+            };
+            let Ok(uri) = upstream_uri(backend.addr, &parts.uri) else {
+                return json::failure(
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot forward the URI {}", parts.uri),
+                );
+            };
+            let mut upstream = Request::from_parts(parts.clone(), attempt_body);
+            *upstream.uri_mut() = uri;
+            let inflight = backend.begin_request();
+            let outcome = tokio::time::timeout_at(deadline, http.request(upstream)).await;
+            let failure = match outcome {
+                Ok(Ok(response)) => {
+                    return respond(response, backend, inflight, &parts.uri, &snapshot);
+                }
+                Err(_) => {
+                    backend.record_error();
+                    tracing::warn!(event = "upstream_timeout", replica = %backend.name, "replica {} did not answer within {:?}", backend.name, snapshot.routing.timeout);
+                    return json::failure(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        format!(
+                            "replica {} did not answer within {:?}",
+                            backend.name, snapshot.routing.timeout
+                        ),
+                    );
+                }
+                Ok(Err(error)) if error.is_connect() => {
+                    Failure::Connect(crate::error_chain(&error))
+                }
+                Ok(Err(error)) => Failure::Exchange(crate::error_chain(&error)),
+            };
+            backend.record_error();
+            match failure {
+                Failure::Connect(why) => {
+                    if backend.eject() {
+                        tracing::warn!(event = "replica_ejected", replica = %backend.name, reason = %why,
+                            "cannot connect to replica {}: {why}; ejected until its next good heartbeat", backend.name);
+                        self.trigger.fire();
+                    }
+                    last_failure = Some(format!("replica {}: {why}", backend.name));
+                }
+                Failure::Exchange(why) => {
+                    last_failure = Some(format!("replica {}: {why}", backend.name));
+                    if !(idempotent && !retried && body.is_untouched()) {
+                        break;
+                    }
+                    tracing::info!(event = "request_retried", replica = %backend.name, reason = %why,
+                        "request to replica {} failed before an answer ({why}); retrying on the next", backend.name);
+                    retried = true;
+                }
+            }
+        }
+        match last_failure {
+            None => no_replica(),
+            Some(why) => json::failure(
+                StatusCode::BAD_GATEWAY,
+                format!("no replica could answer: {why}"),
+            ),
+        }
+    }
+}
+
+/// The 503 for "nothing to route to", with a hint to retry soon.
+fn no_replica() -> Response {
+    let mut response = json::failure(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "no replica is ready to serve the request",
+    );
+    response
+        .headers_mut()
+        .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+/// Methods that may be sent twice (RFC 9110 section 9.2.2).
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// `http://<replica><path and query>`.
+fn upstream_uri(addr: SocketAddr, original: &Uri) -> Result<Uri, http::Error> {
+    // Only origin-form targets (`/path?query`) are forwarded as they are; `*` becomes `/`.
+    let path_and_query = original
+        .path_and_query()
+        .map(|pq| pq.as_str())
+        .filter(|pq| pq.starts_with('/'))
+        .unwrap_or("/");
+    Uri::builder()
+        .scheme("http")
+        .authority(addr.to_string())
+        .path_and_query(path_and_query)
+        .build()
+}
+
+/// Turns the replica's response into the client's.
+fn respond(
+    response: http::Response<Incoming>,
+    backend: &Arc<Backend>,
+    inflight: crate::snapshot::InflightGuard,
+    uri: &Uri,
+    snapshot: &Snapshot,
+) -> Response {
+    if response.status() == StatusCode::NOT_FOUND
+        && snapshot.routing.unknown_path == UnknownPath::Exercise
+    {
+        return json::failure(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "'{}' endpoint does not exist in server replicas",
+                uri.path()
+            ),
+        );
+    }
+    let (mut parts, body) = response.into_parts();
+    headers::remove_hop_by_hop(&mut parts.headers);
+    parts
+        .headers
+        .insert(X_RINGLB_REPLICA, backend.name_header.clone());
+    Response::from_parts(parts, Body::new(ResponseBody::new(body, inflight)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_safe_to_repeat_methods_are_idempotent() {
+        for m in [
+            Method::GET,
+            Method::HEAD,
+            Method::OPTIONS,
+            Method::PUT,
+            Method::DELETE,
+        ] {
+            assert!(is_idempotent(&m), "{m}");
+        }
+        for m in [Method::POST, Method::PATCH, Method::CONNECT] {
+            assert!(!is_idempotent(&m), "{m}");
+        }
+    }
+
+    #[test]
+    fn upstream_uris_keep_path_and_query() {
+        let addr: SocketAddr = "10.0.0.2:5000".parse().unwrap();
+        assert_eq!(
+            upstream_uri(addr, &"/home?x=1".parse().unwrap()).unwrap(),
+            "http://10.0.0.2:5000/home?x=1"
+        );
+        assert_eq!(
+            upstream_uri(addr, &"*".parse().unwrap()).unwrap(),
+            "http://10.0.0.2:5000/"
+        );
+    }
+}

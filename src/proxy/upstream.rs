@@ -1,0 +1,159 @@
+//! The hyper path's upstream side: a pooled keep-alive hyper-util client, and the two body
+//! wrappers that make retries safe and in-flight counts exact.
+//!
+//! [`RequestBody`] hands the client's request body to one attempt at a time and can tell afterwards
+//! whether that attempt read any of it: a body never read (the connection was refused) can go to the
+//! next replica; one that was read cannot be replayed. [`ResponseBody`] keeps the replica's
+//! in-flight count up until the response body has been streamed to the client.
+
+use crate::snapshot::InflightGuard;
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+/// The client the proxy forwards with.
+pub type UpstreamClient = Client<HttpConnector, RequestBody>;
+
+/// Idle keep-alive connections kept per replica.
+const POOL_IDLE_PER_REPLICA: usize = 256;
+/// How long an idle upstream connection is kept.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A pooled client that connects with `connect_timeout`.
+pub fn client(connect_timeout: Duration) -> UpstreamClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(connect_timeout));
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(POOL_IDLE_PER_REPLICA)
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .build(connector)
+}
+
+/// The client's request body, shared between attempts.
+pub struct Replayable {
+    /// `None` for a request without a body: every attempt gets an empty one.
+    slot: Option<Arc<Mutex<Option<Incoming>>>>,
+    size_hint: SizeHint,
+}
+
+impl Replayable {
+    /// Wraps the body of a client's request.
+    pub fn new(body: Incoming) -> Replayable {
+        let size_hint = body.size_hint();
+        let slot = if body.is_end_stream() {
+            None
+        } else {
+            Some(Arc::new(Mutex::new(Some(body))))
+        };
+        Replayable { slot, size_hint }
+    }
+
+    /// The body for the next attempt, or `None` if an earlier attempt already read it.
+    pub fn attempt(&self) -> Option<RequestBody> {
+        match &self.slot {
+            None => Some(RequestBody {
+                source: None,
+                taken: None,
+                size_hint: SizeHint::with_exact(0),
+            }),
+            Some(slot) if self.is_untouched() => Some(RequestBody {
+                source: Some(Arc::clone(slot)),
+                taken: None,
+                size_hint: self.size_hint,
+            }),
+            Some(_) => None,
+        }
+    }
+
+    /// True if no attempt read from the body (or there is none), so it can still be sent.
+    pub fn is_untouched(&self) -> bool {
+        self.slot.as_ref().is_none_or(|slot| {
+            slot.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_some()
+        })
+    }
+}
+
+/// The body of one attempt: takes the client's body on its first read.
+pub struct RequestBody {
+    source: Option<Arc<Mutex<Option<Incoming>>>>,
+    taken: Option<Incoming>,
+    size_hint: SizeHint,
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        if this.taken.is_none() {
+            match &this.source {
+                None => return Poll::Ready(None),
+                Some(slot) => {
+                    this.taken = slot.lock().unwrap_or_else(PoisonError::into_inner).take()
+                }
+            }
+        }
+        match &mut this.taken {
+            Some(body) => Pin::new(body).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.source.is_none() || self.taken.as_ref().is_some_and(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.size_hint
+    }
+}
+
+/// A replica's response body that keeps the request counted in flight until it is done.
+pub struct ResponseBody {
+    inner: Incoming,
+    _inflight: InflightGuard,
+}
+
+impl ResponseBody {
+    /// Wraps `inner`; `inflight` is released when the body ends or is dropped.
+    pub fn new(inner: Incoming, inflight: InflightGuard) -> ResponseBody {
+        ResponseBody {
+            inner,
+            _inflight: inflight,
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

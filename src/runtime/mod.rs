@@ -1,0 +1,108 @@
+//! The seam between the controller and whatever runs replicas.
+//!
+//! A [`Runtime`] lists the replicas it runs for the cluster, starts one, and stops one. It is the
+//! only code that spawns processes or talks to Docker. It does not decide anything: which
+//! replicas should exist is the controller's business. When something happens on its side (a
+//! replica exited) it fires the [`Trigger`](crate::trigger::Trigger) it was built with, and the
+//! controller looks again.
+
+pub mod fake;
+pub mod process;
+
+use crate::manifest::Manifest;
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+/// The runtime's own identity of one replica instance (a container id, a process number).
+/// Two instances may share a replica name during a rolling replacement; never an id.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct InstanceId(pub String);
+
+impl fmt::Display for InstanceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One replica instance as the runtime sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Instance {
+    /// The runtime's id for it.
+    pub id: InstanceId,
+    /// The replica's name (hostname, `SERVER_ID`).
+    pub name: String,
+    /// The exercise's integer server id it was started with.
+    pub replica_id: u32,
+    /// Where it serves, when it runs.
+    pub addr: Option<SocketAddr>,
+    /// The hash of the spec it was started from (see [`Runtime::spec_hash`]).
+    pub spec_hash: u64,
+    /// False once its process or container has exited.
+    pub running: bool,
+    /// When it was started.
+    pub started_at: SystemTime,
+}
+
+/// What the controller asks a runtime to start.
+#[derive(Clone, Debug)]
+pub struct StartRequest {
+    /// Replica name.
+    pub name: String,
+    /// Exercise id.
+    pub replica_id: u32,
+    /// The spec hash to record on it.
+    pub spec_hash: u64,
+}
+
+/// Why a runtime call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// A replica could not be started.
+    #[error("cannot start replica {name}: {reason}")]
+    Start {
+        /// The replica.
+        name: String,
+        /// What went wrong, for a human.
+        reason: String,
+    },
+    /// A replica could not be stopped.
+    #[error("cannot stop replica instance {id}: {reason}")]
+    Stop {
+        /// The instance.
+        id: InstanceId,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The runtime cannot be reached or listed.
+    #[error("the runtime is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Runs replicas: the only code that starts or stops them.
+pub trait Runtime: Send + Sync + 'static {
+    /// A hash of the parts of the manifest that shape a replica under this runtime. An instance
+    /// whose recorded hash differs is replaced (one at a time).
+    fn spec_hash(&self, manifest: &Manifest) -> u64;
+
+    /// Every instance this runtime runs for the cluster, including exited ones not yet stopped.
+    fn list(&self) -> impl Future<Output = Result<Vec<Instance>, RuntimeError>> + Send;
+
+    /// Starts an instance and returns it once its address is known (not necessarily ready).
+    fn start(
+        &self,
+        request: StartRequest,
+    ) -> impl Future<Output = Result<Instance, RuntimeError>> + Send;
+
+    /// Stops an instance: SIGTERM, SIGKILL after `grace`, then forgets it. Stopping an exited or
+    /// unknown instance succeeds.
+    fn stop(
+        &self,
+        id: &InstanceId,
+        grace: Duration,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// Called once when `ringlb run` exits: stop what must not outlive it.
+    fn shutdown(&self, grace: Duration) -> impl Future<Output = ()> + Send;
+}

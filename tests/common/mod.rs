@@ -1,0 +1,364 @@
+//! Test harness: runs the real `ringlb` binary on a port the kernel picks, with its manifest in a
+//! temporary directory, and talks HTTP to it. Everything it starts is killed on drop (replicas die
+//! with the load balancer by design, which a test checks).
+
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A manifest for tests: process runtime, port 0, fast heartbeats.
+pub fn manifest(name: &str, replicas: u32, extra: &str) -> String {
+    format!(
+        "# test manifest\nname: {name}   # cluster\nreplicas: {replicas}   # N\nlisten: 127.0.0.1:0\n\
+         replica:\n  runtime: process\n  drain_timeout: 5s\n  stop_timeout: 2s\n\
+         health:\n  interval: 200ms\n  timeout: 150ms\n{extra}"
+    )
+}
+
+/// A running `ringlb run`.
+pub struct Lb {
+    child: Child,
+    pub dir: tempfile::TempDir,
+    pub manifest: PathBuf,
+    pub addr: SocketAddr,
+    client: Client<HttpConnector, Full<Bytes>>,
+    envs: Vec<(String, String)>,
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: String,
+}
+
+impl Answer {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+    pub fn replica(&self) -> String {
+        self.headers
+            .get("x-ringlb-replica")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default()
+    }
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ringlb")
+}
+
+impl Lb {
+    /// Starts `ringlb run` on `manifest_text` and waits until it serves with every replica ready.
+    pub async fn start(manifest_text: &str) -> Lb {
+        Self::start_with_env(manifest_text, &[]).await
+    }
+
+    pub async fn start_with_env(manifest_text: &str, envs: &[(&str, &str)]) -> Lb {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let manifest = dir.path().join("cluster.yaml");
+        std::fs::write(&manifest, manifest_text).expect("write manifest");
+        let envs: Vec<(String, String)> = envs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let (child, addr) = spawn(dir.path(), &manifest, &envs).await;
+        let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+        let lb = Lb {
+            child,
+            dir,
+            manifest,
+            addr,
+            client,
+            envs,
+        };
+        lb.wait_ready(Duration::from_secs(20)).await;
+        lb
+    }
+
+    /// The load balancer's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills the load balancer with SIGKILL and starts it again on the same manifest.
+    pub async fn restart(&mut self) {
+        self.kill();
+        let (child, addr) = spawn(self.dir.path(), &self.manifest, &self.envs).await;
+        self.child = child;
+        self.addr = addr;
+        self.wait_ready(Duration::from_secs(20)).await;
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits for the exit code.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        signal(self.child.id(), nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ringlb did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        self.try_request(method, path, body, headers)
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    pub async fn try_request(
+        &self,
+        method: &str,
+        path: &str,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Answer, String> {
+        let mut builder = http::Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.addr));
+        for (k, v) in headers {
+            builder = builder.header(*k, *v);
+        }
+        let request = builder
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .map_err(|e| e.to_string())?;
+        let response = tokio::time::timeout(Duration::from_secs(30), self.client.request(request))
+            .await
+            .map_err(|_| "timed out".to_string())?
+            .map_err(|e| format!("{e:?}"))?;
+        let (parts, body) = response.into_parts();
+        let bytes = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok(Answer {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+        })
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        self.request("GET", path, "", &[]).await
+    }
+
+    pub async fn status(&self) -> Value {
+        self.get("/_ringlb/status").await.json()
+    }
+
+    /// Names of the replicas in the ring.
+    pub async fn ring(&self) -> Vec<String> {
+        let status = self.status().await;
+        let mut names: Vec<String> = status["ring"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Waits until every desired replica is in the ring and nothing else is tracked.
+    pub async fn wait_ready(&self, within: Duration) {
+        let ok = eventually(within, || async {
+            let Ok(answer) = self.try_request("GET", "/_ringlb/status", "", &[]).await else {
+                return false;
+            };
+            let status = answer.json();
+            let desired = status["desired"].as_u64();
+            desired == status["ready"].as_u64()
+                && desired == status["replicas"].as_array().map(|a| a.len() as u64)
+        })
+        .await;
+        assert!(
+            ok,
+            "ringlb did not become ready: {:?}",
+            self.try_request("GET", "/_ringlb/status", "", &[]).await
+        );
+    }
+
+    pub fn read_manifest(&self) -> String {
+        std::fs::read_to_string(&self.manifest).expect("read manifest")
+    }
+
+    pub fn write_manifest(&self, text: &str) {
+        // Write to a temporary file and rename, like many editors do.
+        let temp = self.dir.path().join(".cluster.yaml.swp");
+        std::fs::write(&temp, text).expect("write");
+        std::fs::rename(&temp, &self.manifest).expect("rename");
+    }
+
+    /// Process ids of the replica processes this load balancer started.
+    pub fn replica_pids(&self) -> Vec<(u32, String)> {
+        children_of(self.child.id())
+    }
+}
+
+impl Drop for Lb {
+    fn drop(&mut self) {
+        let replicas = children_of(self.child.id());
+        self.kill();
+        // Replicas follow their parent by design; make sure even if that broke.
+        for (pid, _) in replicas {
+            signal(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+async fn spawn(dir: &Path, manifest: &Path, envs: &[(String, String)]) -> (Child, SocketAddr) {
+    let ready = dir.join("ready");
+    let _ = std::fs::remove_file(&ready);
+    let mut child = Command::new(bin())
+        .args(["run", "--manifest"])
+        .arg(manifest)
+        .arg("--ready-file")
+        .arg(&ready)
+        .envs(envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env(
+            "RUST_LOG",
+            std::env::var("RINGLB_TEST_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn ringlb");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&ready)
+            && let Ok(addr) = text.trim().parse()
+        {
+            return (child, addr);
+        }
+        if Instant::now() >= deadline || child.try_wait().ok().flatten().is_some() {
+            let _ = child.kill();
+            let status = child.wait();
+            panic!("ringlb did not write its ready file (exit: {status:?})");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Polls `condition` every 25 ms until it holds or `within` passes.
+pub async fn eventually<F, Fut>(within: Duration, mut condition: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if condition().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+pub fn signal(pid: u32, signal: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
+}
+
+/// Live (not zombie) children of `parent` that run `ringlb server`, with their `--id`.
+pub fn children_of(parent: u32) -> Vec<(u32, String)> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Some((ppid, state)) = stat(pid) else {
+            continue;
+        };
+        if ppid != parent || state == 'Z' {
+            continue;
+        }
+        if let Some(id) = replica_id_of(pid) {
+            found.push((pid, id));
+        }
+    }
+    found
+}
+
+/// True if process `pid` exists and is not a zombie.
+pub fn alive(pid: u32) -> bool {
+    stat(pid).is_some_and(|(_, state)| state != 'Z')
+}
+
+fn stat(pid: u32) -> Option<(u32, char)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &text[text.rfind(')')? + 2..];
+    let mut fields = after.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((ppid, state))
+}
+
+/// The `--id` of a `ringlb server` process.
+pub fn replica_id_of(pid: u32) -> Option<String> {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let args: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    if !args.iter().any(|a| a == "server") {
+        return None;
+    }
+    let i = args.iter().position(|a| a == "--id")?;
+    args.get(i + 1).cloned()
+}
+
+/// Every `ringlb server` process whose `--exit-with-parent` is `parent`, alive or not reaped yet.
+pub fn replicas_started_by(parent: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let marker = parent.to_string();
+        if args
+            .windows(2)
+            .any(|w| w[0] == b"--exit-with-parent" && w[1] == marker.as_bytes())
+            && alive(pid)
+        {
+            found.push(pid);
+        }
+    }
+    found
+}
