@@ -6,37 +6,16 @@ use ringlb::ring::{Algorithm, HashFunction, Member, Ring, RingConfig, Selector};
 use std::hint::black_box;
 
 fn members(n: usize) -> Vec<Member> {
-    (1..=n)
-        .map(|i| Member {
-            name: format!("server{i}"),
-            id: i as u32,
-        })
-        .collect()
+    (1..=n).map(|i| Member { name: format!("server{i}"), id: i as u32 }).collect()
 }
 
 fn configs() -> Vec<(&'static str, RingConfig)> {
-    let ring = RingConfig {
-        algorithm: Algorithm::Ring,
-        ..RingConfig::default()
-    };
+    let ring = RingConfig { algorithm: Algorithm::Ring, ..RingConfig::default() };
     vec![
         ("maglev", RingConfig::default()),
         // 100 members x 9 virtual nodes need more than the exercise's 512 slots.
-        (
-            "ring-xxh3",
-            RingConfig {
-                slots: 4096,
-                ..ring
-            },
-        ),
-        (
-            "ring-assignment",
-            RingConfig {
-                slots: 4096,
-                function: HashFunction::Assignment,
-                ..ring
-            },
-        ),
+        ("ring-xxh3", RingConfig { slots: 4096, ..ring }),
+        ("ring-assignment", RingConfig { slots: 4096, function: HashFunction::Assignment, ..ring }),
     ]
 }
 

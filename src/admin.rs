@@ -41,9 +41,7 @@ pub const TOKEN_ENV: &str = "RINGLB_ADMIN_TOKEN";
 
 /// True for paths the admin router answers; everything else goes to the replicas.
 pub fn is_reserved(path: &str) -> bool {
-    matches!(path, "/rep" | "/add" | "/rm")
-        || path.starts_with(RESERVED_PREFIX)
-        || path == "/_ringlb"
+    matches!(path, "/rep" | "/add" | "/rm") || path.starts_with(RESERVED_PREFIX) || path == "/_ringlb"
 }
 
 /// What the admin handlers share.
@@ -79,10 +77,7 @@ struct Replicas<'a> {
 }
 
 fn rep_body(snapshot: &Snapshot) -> Response {
-    json::success(Replicas {
-        n: snapshot.replica_names.len(),
-        replicas: &snapshot.replica_names,
-    })
+    json::success(Replicas { n: snapshot.replica_names.len(), replicas: &snapshot.replica_names })
 }
 
 async fn rep(State(state): State<Arc<AdminState>>) -> Response {
@@ -90,20 +85,13 @@ async fn rep(State(state): State<Arc<AdminState>>) -> Response {
 }
 
 async fn unknown(request: Request) -> Response {
-    json::failure(
-        StatusCode::NOT_FOUND,
-        format!("'{}' is not a ringlb endpoint", request.uri().path()),
-    )
+    json::failure(StatusCode::NOT_FOUND, format!("'{}' is not a ringlb endpoint", request.uri().path()))
 }
 
 async fn method_not_allowed(request: Request) -> Response {
     json::failure(
         StatusCode::METHOD_NOT_ALLOWED,
-        format!(
-            "method {} is not allowed on '{}'",
-            request.method(),
-            request.uri().path()
-        ),
+        format!("method {} is not allowed on '{}'", request.method(), request.uri().path()),
     )
 }
 
@@ -139,13 +127,9 @@ fn refuse_unauthorized(state: &AdminState, headers: &HeaderMap) -> Option<Respon
     if constant_time_eq(given.as_bytes(), token.as_bytes()) {
         return None;
     }
-    let mut response = json::failure(
-        StatusCode::UNAUTHORIZED,
-        "a valid 'Authorization: Bearer <token>' header is required",
-    );
-    response
-        .headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    let mut response =
+        json::failure(StatusCode::UNAUTHORIZED, "a valid 'Authorization: Bearer <token>' header is required");
+    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     Some(response)
 }
 
@@ -167,31 +151,20 @@ async fn scale_request(body: Body) -> Result<ScaleRequest, Refusal> {
         )
     })?;
     let example = r#"expected a JSON object like {"n": 2, "hostnames": ["S1"]}"#;
-    let value: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| bad(format!("malformed JSON ({e}); {example}")))?;
+    let value: Value =
+        serde_json::from_slice(&bytes).map_err(|e| bad(format!("malformed JSON ({e}); {example}")))?;
     let Value::Object(fields) = value else {
         return Err(bad(example));
     };
-    if let Some(unknown) = fields
-        .keys()
-        .find(|k| !matches!(k.as_str(), "n" | "hostnames"))
-    {
+    if let Some(unknown) = fields.keys().find(|k| !matches!(k.as_str(), "n" | "hostnames")) {
         return Err(bad(format!("unknown field '{unknown}'; {example}")));
     }
     let n = match fields.get("n") {
         None => return Err(bad(format!("'n' is missing; {example}"))),
-        Some(Value::Number(n)) => n
-            .as_u64()
-            .filter(|n| *n > 0)
-            .and_then(|n| u32::try_from(n).ok()),
+        Some(Value::Number(n)) => n.as_u64().filter(|n| *n > 0).and_then(|n| u32::try_from(n).ok()),
         Some(_) => None,
     };
-    let n = n.ok_or_else(|| {
-        bad(format!(
-            "'n' must be a positive integer, found {}",
-            fields["n"]
-        ))
-    })?;
+    let n = n.ok_or_else(|| bad(format!("'n' must be a positive integer, found {}", fields["n"])))?;
     let hostnames = match fields.get("hostnames") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(items)) => items
@@ -209,9 +182,7 @@ fn check_names(names: &[String]) -> Result<(), Refusal> {
     let mut seen = BTreeSet::new();
     for name in names {
         if !is_valid_name(name) {
-            return Err(bad(format!(
-                "'{name}' is not a valid hostname ({NAME_RULE})"
-            )));
+            return Err(bad(format!("'{name}' is not a valid hostname ({NAME_RULE})")));
         }
         if !seen.insert(name) {
             return Err(bad(format!("'{name}' is listed twice")));
@@ -244,62 +215,36 @@ async fn begin_edit(state: &AdminState) -> Result<Editing<'_>, Refusal> {
             format!("the manifest file is invalid; fix it before scaling through the API: {e}"),
         )
     })?;
-    let snapshot = state
-        .snapshots
-        .wait_for_version(applied.version(), APPLY_TIMEOUT)
-        .await
-        .ok_or_else(|| {
+    let snapshot =
+        state.snapshots.wait_for_version(applied.version(), APPLY_TIMEOUT).await.ok_or_else(|| {
             Refusal(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the controller has not applied the manifest yet; try again".into(),
             )
         })?;
-    Ok(Editing {
-        _lock: lock,
-        text,
-        manifest: state.source.current().manifest,
-        snapshot,
-    })
+    Ok(Editing { _lock: lock, text, manifest: state.source.current().manifest, snapshot })
 }
 
 /// Writes the edit and waits until the controller has taken it.
-async fn commit(
-    state: &AdminState,
-    editing: Editing<'_>,
-    names: Vec<String>,
-) -> Result<Response, Refusal> {
+async fn commit(state: &AdminState, editing: Editing<'_>, names: Vec<String>) -> Result<Response, Refusal> {
     let count = u32::try_from(names.len()).map_err(|_| bad("too many replicas"))?;
-    let text = rewrite_scale(&editing.text, count, &names).map_err(|e| {
-        Refusal(
-            StatusCode::CONFLICT,
-            format!("cannot rewrite the manifest: {e}"),
-        )
-    })?;
+    let text = rewrite_scale(&editing.text, count, &names)
+        .map_err(|e| Refusal(StatusCode::CONFLICT, format!("cannot rewrite the manifest: {e}")))?;
     // Validate the whole result before anything is written.
-    Manifest::parse(&text)
-        .map_err(|e| bad(format!("the result would be an invalid manifest: {e}")))?;
+    Manifest::parse(&text).map_err(|e| bad(format!("the result would be an invalid manifest: {e}")))?;
     file::write_atomic(state.source.path(), &text).map_err(|e| {
         Refusal(
             StatusCode::INTERNAL_SERVER_ERROR,
-            format!(
-                "cannot write the manifest {}: {e}",
-                state.source.path().display()
-            ),
+            format!("cannot write the manifest {}: {e}", state.source.path().display()),
         )
     })?;
     let applied = state.source.apply_text(&text).map_err(|e| {
-        Refusal(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("the written manifest was refused: {e}"),
-        )
+        Refusal(StatusCode::INTERNAL_SERVER_ERROR, format!("the written manifest was refused: {e}"))
     })?;
     tracing::info!(event = "manifest_edited", version = applied.version(), replicas = count, hostnames = ?names,
         "the admin API set {count} replicas");
-    let snapshot = state
-        .snapshots
-        .wait_for_version(applied.version(), APPLY_TIMEOUT)
-        .await
-        .ok_or_else(|| {
+    let snapshot =
+        state.snapshots.wait_for_version(applied.version(), APPLY_TIMEOUT).await.ok_or_else(|| {
             Refusal(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the manifest was written but the controller has not applied it yet".into(),
@@ -322,22 +267,13 @@ async fn add(State(state): State<Arc<AdminState>>, request: Request) -> Response
 async fn add_replicas(state: &AdminState, body: Body) -> Result<Response, Refusal> {
     let request = scale_request(body).await?;
     if request.hostnames.len() > request.n as usize {
-        return Err(bad(
-            "Length of hostname list is more than newly added instances",
-        ));
+        return Err(bad("Length of hostname list is more than newly added instances"));
     }
     check_names(&request.hostnames)?;
     let editing = begin_edit(state).await?;
     let current = &editing.snapshot.replica_names;
-    if let Some(used) = request
-        .hostnames
-        .iter()
-        .find(|n| editing.snapshot.taken_names.contains(n))
-    {
-        return Err(Refusal(
-            StatusCode::CONFLICT,
-            format!("'{used}' is already a replica"),
-        ));
+    if let Some(used) = request.hostnames.iter().find(|n| editing.snapshot.taken_names.contains(n)) {
+        return Err(Refusal(StatusCode::CONFLICT, format!("'{used}' is already a replica")));
     }
     let total = current.len() + request.n as usize;
     let manifest = &editing.manifest;
@@ -378,40 +314,22 @@ async fn rm(State(state): State<Arc<AdminState>>, request: Request) -> Response 
 async fn remove_replicas(state: &AdminState, body: Body) -> Result<Response, Refusal> {
     let request = scale_request(body).await?;
     if request.hostnames.len() > request.n as usize {
-        return Err(bad(
-            "Length of hostname list is more than removable instances",
-        ));
+        return Err(bad("Length of hostname list is more than removable instances"));
     }
     check_names(&request.hostnames)?;
     let editing = begin_edit(state).await?;
     let current = &editing.snapshot.replica_names;
     if request.n as usize > current.len() {
-        return Err(bad(format!(
-            "cannot remove {} replicas: there are only {}",
-            request.n,
-            current.len()
-        )));
+        return Err(bad(format!("cannot remove {} replicas: there are only {}", request.n, current.len())));
     }
     if let Some(missing) = request.hostnames.iter().find(|n| !current.contains(n)) {
-        return Err(Refusal(
-            StatusCode::NOT_FOUND,
-            format!("'{missing}' is not a replica"),
-        ));
+        return Err(Refusal(StatusCode::NOT_FOUND, format!("'{missing}' is not a replica")));
     }
     let mut removed: BTreeSet<String> = request.hostnames.iter().cloned().collect();
     let mut others: Vec<&String> = current.iter().filter(|n| !removed.contains(*n)).collect();
     others.shuffle(&mut rand::rng());
-    removed.extend(
-        others
-            .into_iter()
-            .take(request.n as usize - request.hostnames.len())
-            .cloned(),
-    );
-    let names: Vec<String> = current
-        .iter()
-        .filter(|n| !removed.contains(*n))
-        .cloned()
-        .collect();
+    removed.extend(others.into_iter().take(request.n as usize - request.hostnames.len()).cloned());
+    let names: Vec<String> = current.iter().filter(|n| !removed.contains(*n)).cloned().collect();
     commit(state, editing, names).await
 }
 
@@ -425,10 +343,24 @@ async fn status(State(state): State<Arc<AdminState>>) -> Response {
         ready: usize,
         names: &'a [String],
         ring: Vec<&'a str>,
+        members: Vec<Member<'a>>,
         replicas: &'a [crate::snapshot::ReplicaStatus],
         last_manifest_error: Option<String>,
     }
+    /// A ring member with its live counters.
+    #[derive(Serialize)]
+    struct Member<'a> {
+        name: &'a str,
+        id: u32,
+        address: std::net::SocketAddr,
+        share: f64,
+        inflight: u64,
+        requests: u64,
+        errors: u64,
+        ejected: bool,
+    }
     let snapshot = state.snapshots.load();
+    let shares = crate::ring::Selector::shares(snapshot.ring.as_ref());
     let body = Status {
         manifest_version: snapshot.manifest_version,
         generation: snapshot.generation,
@@ -436,14 +368,26 @@ async fn status(State(state): State<Arc<AdminState>>) -> Response {
         ready: snapshot.members.len(),
         names: &snapshot.replica_names,
         ring: snapshot.members.iter().map(|b| b.name.as_str()).collect(),
+        members: snapshot
+            .members
+            .iter()
+            .zip(shares.iter().copied().chain(std::iter::repeat(0.0)))
+            .map(|(b, share)| Member {
+                name: &b.name,
+                id: b.id,
+                address: b.addr,
+                share,
+                inflight: b.inflight(),
+                requests: b.requests(),
+                errors: b.errors(),
+                ejected: b.is_ejected(),
+            })
+            .collect(),
         replicas: &snapshot.replicas,
         last_manifest_error: state.source.last_error(),
     };
     let mut response = Response::new(Body::from(serde_json::to_vec(&body).unwrap_or_default()));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
 
@@ -471,18 +415,12 @@ mod tests {
     }
 
     async fn parse(body: &'static str) -> Result<(u32, Vec<String>), String> {
-        scale_request(Body::from(body))
-            .await
-            .map(|r| (r.n, r.hostnames))
-            .map_err(|Refusal(_, text)| text)
+        scale_request(Body::from(body)).await.map(|r| (r.n, r.hostnames)).map_err(|Refusal(_, text)| text)
     }
 
     #[tokio::test]
     async fn scale_requests_accept_the_contract_and_refuse_the_rest() {
-        assert_eq!(
-            parse(r#"{"n": 2, "hostnames": ["a"]}"#).await,
-            Ok((2, vec!["a".to_string()]))
-        );
+        assert_eq!(parse(r#"{"n": 2, "hostnames": ["a"]}"#).await, Ok((2, vec!["a".to_string()])));
         assert_eq!(parse(r#"{"n": 1}"#).await, Ok((1, vec![])));
         for bad in [
             "",
@@ -504,9 +442,7 @@ mod tests {
     #[tokio::test]
     async fn a_body_over_64_kib_is_413() {
         let big = format!(r#"{{"n": 1, "hostnames": ["{}"]}}"#, "a".repeat(MAX_BODY));
-        let Err(Refusal(code, _)) = scale_request(Body::from(big)).await else {
-            panic!()
-        };
+        let Err(Refusal(code, _)) = scale_request(Body::from(big)).await else { panic!() };
         assert_eq!(code, StatusCode::PAYLOAD_TOO_LARGE);
     }
 }

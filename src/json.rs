@@ -15,19 +15,11 @@ use std::io;
 struct PythonSpacing;
 
 impl Formatter for PythonSpacing {
-    fn begin_array_value<W: ?Sized + io::Write>(
-        &mut self,
-        w: &mut W,
-        first: bool,
-    ) -> io::Result<()> {
+    fn begin_array_value<W: ?Sized + io::Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
         if first { Ok(()) } else { w.write_all(b", ") }
     }
 
-    fn begin_object_key<W: ?Sized + io::Write>(
-        &mut self,
-        w: &mut W,
-        first: bool,
-    ) -> io::Result<()> {
+    fn begin_object_key<W: ?Sized + io::Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
         if first { Ok(()) } else { w.write_all(b", ") }
     }
 
@@ -43,9 +35,7 @@ pub fn to_python_json<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
     // Serialising our own plain structs (strings, numbers, vectors) into a Vec cannot fail.
     if value.serialize(&mut ser).is_err() {
         out.clear();
-        out.extend_from_slice(
-            br#"{"message": "<Error> internal serialisation error", "status": "failure"}"#,
-        );
+        out.extend_from_slice(br#"{"message": "<Error> internal serialisation error", "status": "failure"}"#);
     }
     out
 }
@@ -63,10 +53,7 @@ pub struct Envelope<T: Serialize> {
 pub fn response<T: Serialize>(code: StatusCode, message: T, status: &'static str) -> Response {
     let body = to_python_json(&Envelope { message, status });
     let mut resp = (code, Body::from(body)).into_response();
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
 }
 
@@ -94,10 +81,7 @@ mod tests {
     #[test]
     fn python_spacing_matches_the_contract_byte_for_byte() {
         let body = to_python_json(&Envelope {
-            message: Rep {
-                n: 3,
-                replicas: vec!["server1", "server2", "server3"],
-            },
+            message: Rep { n: 3, replicas: vec!["server1", "server2", "server3"] },
             status: "successful",
         });
         assert_eq!(
@@ -108,13 +92,7 @@ mod tests {
 
     #[test]
     fn empty_list_and_escapes_are_plain_json() {
-        let body = to_python_json(&Envelope {
-            message: Rep {
-                n: 0,
-                replicas: vec![],
-            },
-            status: "x\"y",
-        });
+        let body = to_python_json(&Envelope { message: Rep { n: 0, replicas: vec![] }, status: "x\"y" });
         assert_eq!(
             String::from_utf8(body).unwrap(),
             r#"{"message": {"N": 0, "replicas": []}, "status": "x\"y"}"#

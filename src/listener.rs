@@ -33,8 +33,7 @@ pub async fn serve(
 ) {
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+    http.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
     let mut accept_failures = 0u32;
     loop {
         let (stream, peer) = tokio::select! {
@@ -54,8 +53,7 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let proxy = Arc::clone(&proxy);
         let admin = admin.clone();
-        let service =
-            service_fn(move |request| dispatch(request, peer, Arc::clone(&proxy), admin.clone()));
+        let service = service_fn(move |request| dispatch(request, peer, Arc::clone(&proxy), admin.clone()));
         let connection = http.serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
@@ -65,10 +63,7 @@ pub async fn serve(
         });
     }
     drop(listener);
-    if tokio::time::timeout(drain, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
         tracing::warn!("connections still open after {drain:?}; closing them");
     }
 }

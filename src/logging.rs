@@ -1,5 +1,5 @@
 //! Logging setup: tracing to stderr, human-readable by default or JSON lines (`--log-format json`),
-//! filtered by `--log-level` or `RUST_LOG`.
+//! filtered by `--log-level` or `RUST_LOG`. Colours only when stderr is a terminal.
 
 use tracing_subscriber::EnvFilter;
 
@@ -18,15 +18,9 @@ pub fn init(format: LogFormat, level: &str) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.with_target(false).init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
     }
 }

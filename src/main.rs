@@ -27,11 +27,7 @@ use tokio_util::sync::CancellationToken;
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
 
 #[derive(Parser)]
-#[command(
-    name = "ringlb",
-    version,
-    about = "A self-managing consistent-hashing HTTP load balancer"
-)]
+#[command(name = "ringlb", version, about = "A self-managing consistent-hashing HTTP load balancer")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -88,10 +84,7 @@ fn main() -> ExitCode {
         return check(manifest);
     }
     logging::init(cli.log_format, &cli.log_level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("ringlb: cannot start the async runtime: {error}");
@@ -100,17 +93,19 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run {
-                manifest,
-                ready_file,
-            } => run(&manifest, ready_file.as_deref()).await,
-            Command::Server {
-                port,
-                host,
-                id,
-                announce,
-                exit_with_parent,
-            } => server(host, port, id, announce, exit_with_parent).await,
+            Command::Run { manifest, ready_file } => {
+                // Replicas log like the load balancer.
+                let format = match cli.log_format {
+                    LogFormat::Human => "human",
+                    LogFormat::Json => "json",
+                };
+                let child_args =
+                    vec!["--log-format".into(), format.into(), "--log-level".into(), cli.log_level.clone()];
+                run(&manifest, ready_file.as_deref(), child_args).await
+            }
+            Command::Server { port, host, id, announce, exit_with_parent } => {
+                server(host, port, id, announce, exit_with_parent).await
+            }
             Command::Check { .. } => Ok(()),
         }
     });
@@ -146,11 +141,7 @@ fn check(path: &Path) -> ExitCode {
             }
             ExitCode::FAILURE
         }
-        Err(ManifestError::Syntax {
-            message,
-            position,
-            snippet,
-        }) => {
+        Err(ManifestError::Syntax { message, position, snippet }) => {
             match position {
                 Some(p) => eprintln!("{}:{}:{}: {message}", path.display(), p.line, p.column),
                 None => eprintln!("{}: {message}", path.display()),
@@ -192,7 +183,7 @@ impl Termination {
 }
 
 /// `ringlb run`.
-async fn run(manifest_path: &Path, ready_file: Option<&Path>) -> Result<()> {
+async fn run(manifest_path: &Path, ready_file: Option<&Path>, child_args: Vec<String>) -> Result<()> {
     let termination = Termination::catch()?;
     let source = ManifestSource::open(manifest_path).map_err(|e| match e.position() {
         Some(p) => anyhow::anyhow!("{}:{}:{}: {e}", manifest_path.display(), p.line, p.column),
@@ -204,7 +195,7 @@ async fn run(manifest_path: &Path, ready_file: Option<&Path>) -> Result<()> {
     match manifest.replica.runtime {
         RuntimeKind::Process => {
             let exe = std::env::current_exe().context("cannot find the ringlb executable")?;
-            let runtime = Arc::new(ProcessRuntime::new(exe, trigger.clone()));
+            let runtime = Arc::new(ProcessRuntime::new(exe, child_args, trigger.clone()));
             serve(runtime, source, trigger, ready_file, termination).await
         }
     }
@@ -219,37 +210,22 @@ async fn serve<R: Runtime>(
     termination: Termination,
 ) -> Result<()> {
     let manifest = source.current().manifest;
-    let listener = TcpListener::bind(manifest.listen).await.with_context(|| {
-        format!(
-            "cannot listen on {} (the manifest's `listen`)",
-            manifest.listen
-        )
-    })?;
-    let local = listener
-        .local_addr()
-        .context("cannot read the listening address")?;
+    let listener = TcpListener::bind(manifest.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (the manifest's `listen`)", manifest.listen))?;
+    let local = listener.local_addr().context("cannot read the listening address")?;
     let snapshots = Arc::new(Snapshots::default());
     let shutdown = CancellationToken::new();
 
-    let controller = Controller::new(
-        Arc::clone(&runtime),
-        Arc::clone(&source),
-        Arc::clone(&snapshots),
-        trigger.clone(),
-    );
+    let controller =
+        Controller::new(Arc::clone(&runtime), Arc::clone(&source), Arc::clone(&snapshots), trigger.clone());
     let controller = tokio::spawn(controller.run(shutdown.child_token()));
     let watcher = tokio::spawn(watch::run(Arc::clone(&source), shutdown.child_token()));
-    if snapshots
-        .wait_for_version(1, Duration::from_secs(30))
-        .await
-        .is_none()
-    {
+    if snapshots.wait_for_version(1, Duration::from_secs(30)).await.is_none() {
         tracing::warn!("the first reconcile pass is slow; serving anyway");
     }
 
-    let token = std::env::var(admin::TOKEN_ENV)
-        .ok()
-        .filter(|t| !t.is_empty());
+    let token = std::env::var(admin::TOKEN_ENV).ok().filter(|t| !t.is_empty());
     let admin_state = Arc::new(AdminState {
         source: Arc::clone(&source),
         snapshots: Arc::clone(&snapshots),
@@ -300,12 +276,9 @@ async fn server(
             .to_string_lossy()
             .into_owned(),
     };
-    let listener = TcpListener::bind((host, port))
-        .await
-        .with_context(|| format!("cannot listen on {host}:{port}"))?;
-    let local = listener
-        .local_addr()
-        .context("cannot read the listening address")?;
+    let listener =
+        TcpListener::bind((host, port)).await.with_context(|| format!("cannot listen on {host}:{port}"))?;
+    let local = listener.local_addr().context("cannot read the listening address")?;
     tracing::info!(id = %id, "replica {id} listening on http://{local}");
     if announce {
         use std::io::Write;
@@ -316,9 +289,7 @@ async fn server(
         termination.received().await;
         tracing::info!("replica stopping: finishing requests in flight");
     };
-    replica::serve(listener, &id, stop, SHUTDOWN_DRAIN)
-        .await
-        .context("replica server failed")
+    replica::serve(listener, &id, stop, SHUTDOWN_DRAIN).await.context("replica server failed")
 }
 
 /// Asks the kernel to send SIGTERM when the parent dies, then checks the parent is still `parent`

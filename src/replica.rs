@@ -61,40 +61,25 @@ async fn work(State(id): State<Arc<str>>, Query(query): Query<WorkQuery>) -> Res
 
 async fn echo(request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let headers: BTreeMap<&str, &str> = parts
-        .headers
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.to_str().unwrap_or("<binary>")))
-        .collect();
+    let headers: BTreeMap<&str, &str> =
+        parts.headers.iter().map(|(k, v)| (k.as_str(), v.to_str().unwrap_or("<binary>"))).collect();
     let mut response = Body::new(body).into_response();
     let out = response.headers_mut();
-    let set = |value: String| {
-        HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("<invalid>"))
-    };
+    let set = |value: String| HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("<invalid>"));
     out.insert("x-echo-method", set(parts.method.to_string()));
     out.insert("x-echo-uri", set(parts.uri.to_string()));
-    out.insert(
-        "x-echo-headers",
-        set(serde_json::to_string(&headers).unwrap_or_default()),
-    );
+    out.insert("x-echo-headers", set(serde_json::to_string(&headers).unwrap_or_default()));
     response
 }
 
 async fn not_found(request: Request) -> Response {
-    json::failure(
-        StatusCode::NOT_FOUND,
-        format!("'{}' endpoint does not exist", request.uri().path()),
-    )
+    json::failure(StatusCode::NOT_FOUND, format!("'{}' endpoint does not exist", request.uri().path()))
 }
 
 async fn method_not_allowed(request: Request) -> Response {
     json::failure(
         StatusCode::METHOD_NOT_ALLOWED,
-        format!(
-            "method {} is not allowed on '{}'",
-            request.method(),
-            request.uri().path()
-        ),
+        format!("method {} is not allowed on '{}'", request.method(), request.uri().path()),
     )
 }
 
@@ -135,16 +120,8 @@ mod tests {
     use http_body_util::BodyExt;
     use tower::ServiceExt;
 
-    async fn call(
-        method: &str,
-        uri: &str,
-        body: &'static str,
-    ) -> (StatusCode, http::HeaderMap, String) {
-        let request = Request::builder()
-            .method(method)
-            .uri(uri)
-            .body(Body::from(body))
-            .unwrap();
+    async fn call(method: &str, uri: &str, body: &'static str) -> (StatusCode, http::HeaderMap, String) {
+        let request = Request::builder().method(method).uri(uri).body(Body::from(body)).unwrap();
         let response = router("7").oneshot(request).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();
@@ -157,10 +134,7 @@ mod tests {
         let (status, headers, body) = call("GET", "/home", "").await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(headers["content-type"], "application/json");
-        assert_eq!(
-            body,
-            r#"{"message": "Hello from Server: 7", "status": "successful"}"#
-        );
+        assert_eq!(body, r#"{"message": "Hello from Server: 7", "status": "successful"}"#);
         let (status, _, body) = call("GET", "/heartbeat", "").await;
         assert_eq!((status, body.as_str()), (StatusCode::OK, ""));
     }

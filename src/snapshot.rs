@@ -207,10 +207,7 @@ impl Snapshot {
 
     /// The ring's members for `key` in order of preference, skipping ejected ones.
     pub fn candidates(&self, key: u64) -> impl Iterator<Item = &Arc<Backend>> + '_ {
-        self.ring
-            .candidates(key)
-            .filter_map(|i| self.members.get(i))
-            .filter(|backend| !backend.is_ejected())
+        self.ring.candidates(key).filter_map(|i| self.members.get(i)).filter(|backend| !backend.is_ejected())
     }
 }
 
@@ -224,10 +221,7 @@ pub struct Snapshots {
 
 impl Default for Snapshots {
     fn default() -> Self {
-        Snapshots {
-            current: ArcSwap::from_pointee(Snapshot::empty()),
-            version: watch::channel(0).0,
-        }
+        Snapshots { current: ArcSwap::from_pointee(Snapshot::empty()), version: watch::channel(0).0 }
     }
 }
 
@@ -294,11 +288,6 @@ mod tests {
         snapshot.manifest_version = 2;
         snapshots.publish(snapshot);
         assert_eq!(waiter.await.unwrap().unwrap().manifest_version, 2);
-        assert!(
-            snapshots
-                .wait_for_version(3, Duration::from_millis(10))
-                .await
-                .is_none()
-        );
+        assert!(snapshots.wait_for_version(3, Duration::from_millis(10)).await.is_none());
     }
 }

@@ -39,8 +39,6 @@ mod tests {
         let trigger = Trigger::new();
         trigger.fire();
         trigger.fire();
-        tokio::time::timeout(std::time::Duration::from_secs(1), trigger.fired())
-            .await
-            .unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(1), trigger.fired()).await.unwrap();
     }
 }

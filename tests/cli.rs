@@ -5,10 +5,7 @@ mod common;
 use std::process::Command;
 
 fn ringlb(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(common::bin())
-        .args(args)
-        .output()
-        .expect("run ringlb");
+    let out = Command::new(common::bin()).args(args).output().expect("run ringlb");
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -32,31 +29,17 @@ fn check_reports_an_error_with_line_and_column_and_exits_1() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.yaml");
     std::fs::write(&path, "name: demo\nreplicas: three\n").unwrap();
-    let out = Command::new(common::bin())
-        .args(["check", "--manifest"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = Command::new(common::bin()).args(["check", "--manifest"]).arg(&path).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.yaml:2:11: replicas: "), "{err}");
-    assert!(
-        err.contains("replicas: three") && err.contains('^'),
-        "the snippet points at it: {err}"
-    );
+    assert!(err.contains("replicas: three") && err.contains('^'), "the snippet points at it: {err}");
 
     std::fs::write(&path, "name: demo\nhostnames: [ok, 'not ok']\n").unwrap();
-    let out = Command::new(common::bin())
-        .args(["check", "--manifest"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = Command::new(common::bin()).args(["check", "--manifest"]).arg(&path).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("bad.yaml:2:17: hostnames[1]: \"not ok\" is not a valid hostname"),
-        "{err}"
-    );
+    assert!(err.contains("bad.yaml:2:17: hostnames[1]: \"not ok\" is not a valid hostname"), "{err}");
 }
 
 #[test]
@@ -70,15 +53,9 @@ fn help_is_complete_and_shows_defaults() {
     assert!(run.contains("[default: manifests/cluster.yaml]"), "{run}");
     assert!(run.contains("--log-format"), "{run}");
     let (_, server, _) = ringlb(&["server", "--help"]);
-    assert!(
-        server.contains("[default: 5000]") && server.contains("SERVER_ID"),
-        "{server}"
-    );
+    assert!(server.contains("[default: 5000]") && server.contains("SERVER_ID"), "{server}");
     let (_, check, _) = ringlb(&["check", "--help"]);
-    assert!(
-        check.contains("[default: manifests/cluster.yaml]"),
-        "{check}"
-    );
+    assert!(check.contains("[default: manifests/cluster.yaml]"), "{check}");
 }
 
 #[test]
@@ -86,11 +63,7 @@ fn run_refuses_an_invalid_manifest_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.yaml");
     std::fs::write(&path, "name: demo\nreplicas: -1\n").unwrap();
-    let out = Command::new(common::bin())
-        .args(["run", "--manifest"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = Command::new(common::bin()).args(["run", "--manifest"]).arg(&path).output().unwrap();
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("bad.yaml:2:"),

@@ -20,14 +20,8 @@ async fn home_and_heartbeat_through_the_load_balancer_are_exact() {
     assert_eq!(answer.status, 200);
     assert_eq!(answer.headers["content-type"], "application/json");
     let who = answer.replica();
-    assert!(
-        ["server1", "server2", "server3"].contains(&who.as_str()),
-        "{who}"
-    );
-    assert_eq!(
-        answer.body,
-        format!(r#"{{"message": "Hello from Server: {who}", "status": "successful"}}"#)
-    );
+    assert!(["server1", "server2", "server3"].contains(&who.as_str()), "{who}");
+    assert_eq!(answer.body, format!(r#"{{"message": "Hello from Server: {who}", "status": "successful"}}"#));
     let heartbeat = lb.get("/heartbeat").await;
     assert_eq!((heartbeat.status, heartbeat.body.as_str()), (200, ""));
 }
@@ -41,36 +35,21 @@ async fn a_replica_answers_heartbeat_and_home_directly() {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix(ringlb::replica::ANNOUNCE_PREFIX)
-        .unwrap()
-        .to_string();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line)
+        .unwrap();
+    let addr = line.trim().strip_prefix(ringlb::replica::ANNOUNCE_PREFIX).unwrap().to_string();
     let mut stream = std::net::TcpStream::connect(&addr).unwrap();
-    std::io::Write::write_all(
-        &mut stream,
-        b"GET /home HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    )
-    .unwrap();
+    std::io::Write::write_all(&mut stream, b"GET /home HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
     let mut raw = String::new();
     std::io::Read::read_to_string(&mut stream, &mut raw).unwrap();
     assert!(raw.starts_with("HTTP/1.1 200 OK"), "{raw}");
     assert!(
-        raw.ends_with(
-            "\r\n\r\n{\"message\": \"Hello from Server: 42\", \"status\": \"successful\"}"
-        ),
+        raw.ends_with("\r\n\r\n{\"message\": \"Hello from Server: 42\", \"status\": \"successful\"}"),
         "{raw}"
     );
     common::signal(child.id(), nix::sys::signal::Signal::SIGTERM);
-    assert!(
-        child.wait().unwrap().success(),
-        "a replica exits cleanly on SIGTERM"
-    );
+    assert!(child.wait().unwrap().success(), "a replica exits cleanly on SIGTERM");
 }
 
 #[tokio::test]
@@ -84,14 +63,7 @@ async fn rep_add_and_rm_answer_exactly_and_change_the_replicas() {
     );
 
     // Add 4 with two names: the names come first, two more are generated.
-    let add = lb
-        .request(
-            "POST",
-            "/add",
-            r#"{"n": 4, "hostnames": ["S5", "S4"]}"#,
-            &[],
-        )
-        .await;
+    let add = lb.request("POST", "/add", r#"{"n": 4, "hostnames": ["S5", "S4"]}"#, &[]).await;
     assert_eq!(add.status, 200, "{}", add.body);
     assert_eq!(
         add.body,
@@ -101,14 +73,7 @@ async fn rep_add_and_rm_answer_exactly_and_change_the_replicas() {
     assert_eq!(lb.get("/rep").await.body, add.body);
 
     // Remove 3 naming two: S5 and S4 go, plus one chosen at random.
-    let rm = lb
-        .request(
-            "DELETE",
-            "/rm",
-            r#"{"n": 3, "hostnames": ["S5", "S4"]}"#,
-            &[],
-        )
-        .await;
+    let rm = lb.request("DELETE", "/rm", r#"{"n": 3, "hostnames": ["S5", "S4"]}"#, &[]).await;
     assert_eq!(rm.status, 200, "{}", rm.body);
     let body = rm.json();
     assert_eq!(body["status"], "successful");
@@ -121,15 +86,8 @@ async fn rep_add_and_rm_answer_exactly_and_change_the_replicas() {
         .collect();
     assert_eq!(left.len(), 4);
     assert!(!left.contains("S5") && !left.contains("S4"));
-    let before: BTreeSet<&str> = [
-        "server1",
-        "server2",
-        "server3",
-        "contract-scale-1",
-        "contract-scale-2",
-    ]
-    .into_iter()
-    .collect();
+    let before: BTreeSet<&str> =
+        ["server1", "server2", "server3", "contract-scale-1", "contract-scale-2"].into_iter().collect();
     assert!(left.iter().all(|n| before.contains(n.as_str())));
 
     // POST /rm works too; the live set follows.
@@ -146,10 +104,7 @@ async fn rep_add_and_rm_answer_exactly_and_change_the_replicas() {
     assert_eq!(lb.ring().await, expected);
     let mut running: Vec<String> = lb.replica_pids().into_iter().map(|(_, id)| id).collect();
     running.sort();
-    assert_eq!(
-        running, expected,
-        "exactly the listed replica processes run"
-    );
+    assert_eq!(running, expected, "exactly the listed replica processes run");
 
     // Every replica is reachable through the load balancer.
     let mut seen = BTreeSet::new();
@@ -162,22 +117,13 @@ async fn rep_add_and_rm_answer_exactly_and_change_the_replicas() {
 #[tokio::test]
 async fn the_two_exercise_errors_are_exact() {
     let lb = Lb::start(&three("contract-errors")).await;
-    let add = lb
-        .request("POST", "/add", r#"{"n": 1, "hostnames": ["a", "b"]}"#, &[])
-        .await;
+    let add = lb.request("POST", "/add", r#"{"n": 1, "hostnames": ["a", "b"]}"#, &[]).await;
     assert_eq!(add.status, 400);
     assert_eq!(
         add.body,
         r#"{"message": "<Error> Length of hostname list is more than newly added instances", "status": "failure"}"#
     );
-    let rm = lb
-        .request(
-            "DELETE",
-            "/rm",
-            r#"{"n": 1, "hostnames": ["server1", "server2"]}"#,
-            &[],
-        )
-        .await;
+    let rm = lb.request("DELETE", "/rm", r#"{"n": 1, "hostnames": ["server1", "server2"]}"#, &[]).await;
     assert_eq!(rm.status, 400);
     assert_eq!(
         rm.body,
@@ -198,45 +144,15 @@ async fn every_bad_admin_input_is_a_4xx_json_error_and_changes_nothing() {
         ("POST", "/add", r#"{"n": -2}"#.into(), 400),
         ("POST", "/add", r#"{"n": 1.5}"#.into(), 400),
         ("POST", "/add", r#"{"n": "2"}"#.into(), 400),
-        (
-            "POST",
-            "/add",
-            r#"{"n": 1, "hostnames": ["bad name"]}"#.into(),
-            400,
-        ),
-        (
-            "POST",
-            "/add",
-            r#"{"n": 1, "hostnames": ["-dash"]}"#.into(),
-            400,
-        ),
-        (
-            "POST",
-            "/add",
-            format!(r#"{{"n": 1, "hostnames": ["{}"]}}"#, "x".repeat(64)),
-            400,
-        ),
-        (
-            "POST",
-            "/add",
-            r#"{"n": 2, "hostnames": ["twin", "twin"]}"#.into(),
-            400,
-        ),
-        (
-            "POST",
-            "/add",
-            r#"{"n": 1, "hostnames": ["server2"]}"#.into(),
-            409,
-        ),
+        ("POST", "/add", r#"{"n": 1, "hostnames": ["bad name"]}"#.into(), 400),
+        ("POST", "/add", r#"{"n": 1, "hostnames": ["-dash"]}"#.into(), 400),
+        ("POST", "/add", format!(r#"{{"n": 1, "hostnames": ["{}"]}}"#, "x".repeat(64)), 400),
+        ("POST", "/add", r#"{"n": 2, "hostnames": ["twin", "twin"]}"#.into(), 400),
+        ("POST", "/add", r#"{"n": 1, "hostnames": ["server2"]}"#.into(), 409),
         ("POST", "/add", r#"{"n": 62}"#.into(), 400),
         ("POST", "/add", big.clone(), 413),
         ("DELETE", "/rm", r#"{"n": 4}"#.into(), 400),
-        (
-            "DELETE",
-            "/rm",
-            r#"{"n": 1, "hostnames": ["nobody"]}"#.into(),
-            404,
-        ),
+        ("DELETE", "/rm", r#"{"n": 1, "hostnames": ["nobody"]}"#.into(), 404),
         ("DELETE", "/rm", r#"{"n": 0}"#.into(), 400),
         ("DELETE", "/rm", "[]".into(), 400),
         ("GET", "/add", "".into(), 405),
@@ -244,62 +160,29 @@ async fn every_bad_admin_input_is_a_4xx_json_error_and_changes_nothing() {
     ];
     for (method, path, body, status) in cases {
         let answer = lb.request(method, path, &body, &[]).await;
-        assert_eq!(
-            answer.status,
-            status,
-            "{method} {path} {}: {}",
-            &body[..body.len().min(60)],
-            answer.body
-        );
+        assert_eq!(answer.status, status, "{method} {path} {}: {}", &body[..body.len().min(60)], answer.body);
         let json = answer.json();
         assert_eq!(json["status"], "failure", "{}", answer.body);
-        assert!(
-            json["message"].as_str().unwrap().starts_with("<Error> "),
-            "{}",
-            answer.body
-        );
-        assert_eq!(
-            lb.read_manifest(),
-            before,
-            "{method} {path} changed the manifest"
-        );
+        assert!(json["message"].as_str().unwrap().starts_with("<Error> "), "{}", answer.body);
+        assert_eq!(lb.read_manifest(), before, "{method} {path} changed the manifest");
     }
     assert_eq!(lb.get("/rep").await.json()["message"]["N"], 3);
 }
 
 #[tokio::test]
 async fn the_admin_token_guards_add_and_rm_but_not_rep() {
-    let lb = Lb::start_with_env(
-        &three("contract-token"),
-        &[("RINGLB_ADMIN_TOKEN", "s3cret")],
-    )
-    .await;
+    let lb = Lb::start_with_env(&three("contract-token"), &[("RINGLB_ADMIN_TOKEN", "s3cret")]).await;
     let before = lb.read_manifest();
-    for auth in [
-        None,
-        Some("Bearer wrong"),
-        Some("s3cret"),
-        Some("Bearer s3cre"),
-    ] {
+    for auth in [None, Some("Bearer wrong"), Some("s3cret"), Some("Bearer s3cre")] {
         let headers: Vec<(&str, &str)> = auth.map(|a| ("authorization", a)).into_iter().collect();
         let answer = lb.request("POST", "/add", r#"{"n": 1}"#, &headers).await;
         assert_eq!(answer.status, 401, "{auth:?}");
         assert_eq!(answer.headers["www-authenticate"], "Bearer");
     }
-    assert_eq!(
-        lb.request("DELETE", "/rm", r#"{"n": 1}"#, &[]).await.status,
-        401
-    );
+    assert_eq!(lb.request("DELETE", "/rm", r#"{"n": 1}"#, &[]).await.status, 401);
     assert_eq!(lb.read_manifest(), before);
     assert_eq!(lb.get("/rep").await.status, 200);
-    let ok = lb
-        .request(
-            "POST",
-            "/add",
-            r#"{"n": 1}"#,
-            &[("authorization", "Bearer s3cret")],
-        )
-        .await;
+    let ok = lb.request("POST", "/add", r#"{"n": 1}"#, &[("authorization", "Bearer s3cret")]).await;
     assert_eq!(ok.status, 200, "{}", ok.body);
 }
 

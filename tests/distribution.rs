@@ -21,9 +21,7 @@ async fn ten_thousand_requests_spread_evenly_over_three_replicas() {
             let mut failures = Vec::new();
             for _ in (worker..total).step_by(concurrency) {
                 match lb.try_request("GET", "/home", "", &[]).await {
-                    Ok(answer) if answer.status == 200 => {
-                        *counts.entry(answer.replica()).or_default() += 1
-                    }
+                    Ok(answer) if answer.status == 200 => *counts.entry(answer.replica()).or_default() += 1,
                     other => failures.push(format!("{other:?}")),
                 }
             }
@@ -40,29 +38,15 @@ async fn ten_thousand_requests_spread_evenly_over_three_replicas() {
         failures.extend(f);
     }
     let elapsed = started.elapsed();
-    assert!(
-        failures.is_empty(),
-        "{} failed, first: {:?}",
-        failures.len(),
-        failures.first()
-    );
+    assert!(failures.is_empty(), "{} failed, first: {:?}", failures.len(), failures.first());
     let mean = total as f64 / 3.0;
-    println!(
-        "{total} requests in {elapsed:?} ({:.0}/s); per replica:",
-        total as f64 / elapsed.as_secs_f64()
-    );
+    println!("{total} requests in {elapsed:?} ({:.0}/s); per replica:", total as f64 / elapsed.as_secs_f64());
     for (name, n) in &counts {
-        println!(
-            "  {name}: {n} ({:+.1}% of the mean)",
-            (*n as f64 / mean - 1.0) * 100.0
-        );
+        println!("  {name}: {n} ({:+.1}% of the mean)", (*n as f64 / mean - 1.0) * 100.0);
     }
     assert_eq!(counts.len(), 3, "{counts:?}");
     assert_eq!(counts.values().sum::<usize>(), total);
     for (name, n) in &counts {
-        assert!(
-            (*n as f64 - mean).abs() <= 0.10 * mean,
-            "{name} got {n}, mean {mean:.0}: {counts:?}"
-        );
+        assert!((*n as f64 - mean).abs() <= 0.10 * mean, "{name} got {n}, mean {mean:.0}: {counts:?}");
     }
 }

@@ -30,18 +30,9 @@ async fn a_killed_replica_costs_no_request_and_is_replaced() {
             failures
         });
     }
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            sent.load(Ordering::Relaxed) > 200
-        })
-        .await
-    );
+    assert!(eventually(Duration::from_secs(10), || async { sent.load(Ordering::Relaxed) > 200 }).await);
 
-    let (victim, _) = lb
-        .replica_pids()
-        .into_iter()
-        .find(|(_, id)| id == "server2")
-        .expect("server2 runs");
+    let (victim, _) = lb.replica_pids().into_iter().find(|(_, id)| id == "server2").expect("server2 runs");
     let killed_at = Instant::now();
     common::signal(victim, Signal::SIGKILL);
 
@@ -54,10 +45,7 @@ async fn a_killed_replica_costs_no_request_and_is_replaced() {
         if left_after.is_none() && !ring.contains(&"server2".to_string()) {
             left_after = Some(killed_at.elapsed());
         }
-        let replaced = lb
-            .replica_pids()
-            .iter()
-            .any(|(pid, id)| id == "server2" && *pid != victim);
+        let replaced = lb.replica_pids().iter().any(|(pid, id)| id == "server2" && *pid != victim);
         if replaced && ring.len() == 3 {
             back_after = Some(killed_at.elapsed());
         }
@@ -65,10 +53,7 @@ async fn a_killed_replica_costs_no_request_and_is_replaced() {
     }
     let before = sent.load(Ordering::Relaxed);
     assert!(
-        eventually(Duration::from_secs(10), || async {
-            sent.load(Ordering::Relaxed) > before + 200
-        })
-        .await
+        eventually(Duration::from_secs(10), || async { sent.load(Ordering::Relaxed) > before + 200 }).await
     );
     stop.store(true, Ordering::Relaxed);
     let mut failures = Vec::new();
@@ -81,17 +66,8 @@ async fn a_killed_replica_costs_no_request_and_is_replaced() {
         sent.load(Ordering::Relaxed),
         failures.len()
     );
-    assert!(
-        back_after.is_some(),
-        "server2 was not replaced: {}",
-        lb.status().await
-    );
-    assert!(
-        failures.is_empty(),
-        "{} failed: {:?}",
-        failures.len(),
-        &failures[..failures.len().min(3)]
-    );
+    assert!(back_after.is_some(), "server2 was not replaced: {}", lb.status().await);
+    assert!(failures.is_empty(), "{} failed: {:?}", failures.len(), &failures[..failures.len().min(3)]);
 }
 
 #[tokio::test]
@@ -101,15 +77,10 @@ async fn a_sigkilled_load_balancer_leaves_no_replica_behind() {
     let replicas = common::replicas_started_by(parent);
     assert_eq!(replicas.len(), 3, "{replicas:?}");
     lb.kill();
-    let gone = eventually(Duration::from_secs(10), || async {
-        replicas.iter().all(|pid| !common::alive(*pid))
-    })
-    .await;
-    assert!(
-        gone,
-        "replicas outlived the load balancer: {:?}",
-        common::replicas_started_by(parent)
-    );
+    let gone =
+        eventually(Duration::from_secs(10), || async { replicas.iter().all(|pid| !common::alive(*pid)) })
+            .await;
+    assert!(gone, "replicas outlived the load balancer: {:?}", common::replicas_started_by(parent));
 }
 
 #[tokio::test]
@@ -119,8 +90,68 @@ async fn sigterm_stops_the_load_balancer_and_its_replicas_cleanly() {
     assert_eq!(replicas.len(), 2);
     let status = lb.terminate();
     assert!(status.success(), "exit status {status}");
-    assert!(
-        replicas.iter().all(|pid| !common::alive(*pid)),
-        "replicas left after SIGTERM"
-    );
+    assert!(replicas.iter().all(|pid| !common::alive(*pid)), "replicas left after SIGTERM");
+}
+
+/// The replica a request id is routed to.
+async fn replica_for(lb: &Lb, request_id: &str) -> String {
+    lb.request("GET", "/home", "", &[("x-request-id", request_id)]).await.replica()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_replica_finishes_its_requests_before_it_is_stopped() {
+    let lb = Arc::new(Lb::start(&manifest("drain", 2, "hostnames: [server1, server2]\n")).await);
+    let mut id = 100_000;
+    while replica_for(&lb, &id.to_string()).await != "server2" {
+        id += 1;
+    }
+    let (victim, _) = lb.replica_pids().into_iter().find(|(_, n)| n == "server2").expect("server2 runs");
+    let slow = {
+        let (lb, id) = (Arc::clone(&lb), id.to_string());
+        tokio::spawn(async move { lb.request("GET", "/work?ms=1500", "", &[("x-request-id", &id)]).await })
+    };
+    let in_flight = eventually(Duration::from_secs(5), || async {
+        lb.status().await["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["name"] == "server2" && m["inflight"] == 1)
+    })
+    .await;
+    assert!(in_flight, "the slow request never reached server2: {}", lb.status().await);
+
+    let removed = lb.request("DELETE", "/rm", r#"{"n": 1, "hostnames": ["server2"]}"#, &[]).await;
+    assert_eq!(removed.status, 200, "{}", removed.body);
+    assert_eq!(lb.ring().await, ["server1"], "out of the ring at once");
+    assert!(common::alive(victim), "stopped with a request in flight");
+
+    let answer = slow.await.unwrap();
+    assert_eq!((answer.status, answer.replica().as_str()), (200, "server2"), "{}", answer.body);
+    let stopped = eventually(Duration::from_secs(10), || async { !common::alive(victim) }).await;
+    assert!(stopped, "server2 still runs after its last request");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_replica_leaves_the_ring_within_a_heartbeat_and_is_replaced() {
+    // Heartbeats every 200 ms with a 150 ms timeout; replaced after 3 failures in a row.
+    let lb = Lb::start(&manifest("hung", 2, "hostnames: [server1, server2]\n")).await;
+    let (victim, _) = lb.replica_pids().into_iter().find(|(_, n)| n == "server1").expect("server1 runs");
+    let hung_at = Instant::now();
+    common::signal(victim, Signal::SIGSTOP);
+    let out = eventually(Duration::from_secs(5), || async { lb.ring().await == ["server2"] }).await;
+    let out_after = hung_at.elapsed();
+    assert!(out, "a hung server1 stayed in the ring: {}", lb.status().await);
+    let replaced = eventually(Duration::from_secs(10), || async {
+        lb.ring().await.len() == 2
+            && lb.replica_pids().iter().any(|(pid, n)| n == "server1" && *pid != victim)
+    })
+    .await;
+    let replaced_after = hung_at.elapsed();
+    println!("hung server1: out of the ring after {out_after:?}, replaced and back after {replaced_after:?}");
+    assert!(replaced, "server1 was not replaced: {}", lb.status().await);
+    // The hung process is killed (SIGTERM cannot reach a stopped process; SIGKILL follows).
+    let gone = eventually(Duration::from_secs(10), || async { !common::alive(victim) }).await;
+    common::signal(victim, Signal::SIGCONT);
+    assert!(gone, "the hung process was left behind");
+    assert!(out_after < Duration::from_millis(200 + 150 + 300), "detection took {out_after:?}");
 }

@@ -19,27 +19,17 @@ async fn editing_replicas_moves_the_live_set_and_an_invalid_edit_changes_nothing
     let original = lb.read_manifest();
 
     lb.write_manifest(&original.replace("replicas: 3", "replicas: 5"));
-    assert!(
-        wait_for_ring(&lb, 5).await,
-        "did not grow to 5: {}",
-        lb.status().await
-    );
+    assert!(wait_for_ring(&lb, 5).await, "did not grow to 5: {}", lb.status().await);
     assert_eq!(lb.get("/rep").await.json()["message"]["N"], 5);
 
     lb.write_manifest(&original.replace("replicas: 3", "replicas: 2"));
-    assert!(
-        wait_for_ring(&lb, 2).await,
-        "did not shrink to 2: {}",
-        lb.status().await
-    );
+    assert!(wait_for_ring(&lb, 2).await, "did not shrink to 2: {}", lb.status().await);
     assert_eq!(lb.ring().await, ["edits-1", "edits-2"]);
 
     // An invalid edit: nothing changes, the error is reported with its line.
     lb.write_manifest(&original.replace("replicas: 3", "replicas: three"));
     let reported = eventually(Duration::from_secs(10), || async {
-        lb.status().await["last_manifest_error"]
-            .as_str()
-            .is_some_and(|e| e.contains("line 3"))
+        lb.status().await["last_manifest_error"].as_str().is_some_and(|e| e.contains("line 3"))
     })
     .await;
     assert!(reported, "no error reported: {}", lb.status().await);
@@ -53,43 +43,24 @@ async fn editing_replicas_moves_the_live_set_and_an_invalid_edit_changes_nothing
 
     // The next valid edit applies.
     lb.write_manifest(&original.replace("replicas: 3", "replicas: 4"));
-    assert!(
-        wait_for_ring(&lb, 4).await,
-        "did not grow to 4: {}",
-        lb.status().await
-    );
+    assert!(wait_for_ring(&lb, 4).await, "did not grow to 4: {}", lb.status().await);
     assert!(lb.status().await["last_manifest_error"].is_null());
 }
 
 #[tokio::test]
 async fn an_add_survives_a_restart_with_comments_intact() {
-    let text = manifest(
-        "restart",
-        2,
-        "hostnames: [alpha, beta]   # named ones\n# a trailing comment\n",
-    );
+    let text = manifest("restart", 2, "hostnames: [alpha, beta]   # named ones\n# a trailing comment\n");
     let mut lb = Lb::start(&text).await;
-    let added = lb
-        .request("POST", "/add", r#"{"n": 2, "hostnames": ["gamma"]}"#, &[])
-        .await;
+    let added = lb.request("POST", "/add", r#"{"n": 2, "hostnames": ["gamma"]}"#, &[]).await;
     assert_eq!(added.status, 200, "{}", added.body);
     let names = added.json()["message"]["replicas"].clone();
-    assert_eq!(
-        names,
-        serde_json::json!(["alpha", "beta", "gamma", "restart-1"])
-    );
+    assert_eq!(names, serde_json::json!(["alpha", "beta", "gamma", "restart-1"]));
     lb.wait_ready(Duration::from_secs(20)).await;
 
     let on_disk = lb.read_manifest();
     assert!(on_disk.contains("replicas: 4   # N"), "{on_disk}");
-    assert!(
-        on_disk.contains("hostnames: [alpha, beta, gamma, restart-1]   # named ones"),
-        "{on_disk}"
-    );
-    for line in text
-        .lines()
-        .filter(|l| !l.starts_with("replicas:") && !l.starts_with("hostnames:"))
-    {
+    assert!(on_disk.contains("hostnames: [alpha, beta, gamma, restart-1]   # named ones"), "{on_disk}");
+    for line in text.lines().filter(|l| !l.starts_with("replicas:") && !l.starts_with("hostnames:")) {
         assert!(on_disk.contains(line), "lost line {line:?}:\n{on_disk}");
     }
 

@@ -60,10 +60,7 @@ impl Drop for ProbeHandle {
 
 impl Prober {
     /// A prober that follows `settings` and sends every result to `reports`.
-    pub fn new(
-        settings: watch::Receiver<ProbeSettings>,
-        reports: mpsc::Sender<HealthReport>,
-    ) -> Prober {
+    pub fn new(settings: watch::Receiver<ProbeSettings>, reports: mpsc::Sender<HealthReport>) -> Prober {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(1)));
@@ -72,19 +69,13 @@ impl Prober {
             // longer accepts connections, and one connect a second per replica costs nothing.
             .pool_max_idle_per_host(0)
             .build(connector);
-        Prober {
-            client,
-            settings,
-            reports,
-        }
+        Prober { client, settings, reports }
     }
 
     /// Starts probing `instance` at `addr` until the handle is dropped.
     pub fn spawn(&self, instance: InstanceId, addr: SocketAddr) -> ProbeHandle {
         let prober = self.clone();
-        ProbeHandle(tokio::spawn(async move {
-            prober.probe_loop(instance, addr).await
-        }))
+        ProbeHandle(tokio::spawn(async move { prober.probe_loop(instance, addr).await }))
     }
 
     async fn probe_loop(mut self, instance: InstanceId, addr: SocketAddr) {
@@ -93,18 +84,11 @@ impl Prober {
             let settings = self.settings.borrow_and_update().clone();
             let result = self.probe(addr, &settings).await;
             answered |= result.is_ok();
-            let report = HealthReport {
-                instance: instance.clone(),
-                result,
-            };
+            let report = HealthReport { instance: instance.clone(), result };
             if self.reports.send(report).await.is_err() {
                 return; // the controller is gone
             }
-            let period = if answered {
-                settings.interval
-            } else {
-                STARTUP_PERIOD.min(settings.interval)
-            };
+            let period = if answered { settings.interval } else { STARTUP_PERIOD.min(settings.interval) };
             tokio::select! {
                 () = tokio::time::sleep(period) => {}
                 changed = self.settings.changed() => if changed.is_err() { return },
@@ -142,13 +126,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(async move {
-            crate::replica::serve(
-                listener,
-                "t",
-                std::future::pending(),
-                Duration::from_secs(1),
-            )
-            .await
+            crate::replica::serve(listener, "t", std::future::pending(), Duration::from_secs(1)).await
         });
         let (_keep, settings_rx) = watch::channel(settings());
         let (tx, mut rx) = mpsc::channel(16);

@@ -98,8 +98,7 @@ impl<R: Runtime> Controller<R> {
         snapshots: Arc<Snapshots>,
         trigger: Trigger,
     ) -> Self {
-        let (probe_settings, settings_rx) =
-            watch::channel(probe_settings(&source.current().manifest));
+        let (probe_settings, settings_rx) = watch::channel(probe_settings(&source.current().manifest));
         let (reports_tx, reports) = mpsc::channel(4096);
         Controller {
             runtime,
@@ -181,11 +180,8 @@ impl<R: Runtime> Controller<R> {
             &observed,
         );
         let spec_hash = self.runtime.spec_hash(&manifest);
-        let backoff: BTreeMap<String, Instant> = self
-            .backoff
-            .iter()
-            .map(|(k, b)| (k.clone(), b.until))
-            .collect();
+        let backoff: BTreeMap<String, Instant> =
+            self.backoff.iter().map(|(k, b)| (k.clone(), b.until)).collect();
         let plan_input = plan::Desired {
             names: &names,
             spec_hash,
@@ -203,11 +199,7 @@ impl<R: Runtime> Controller<R> {
 
     /// Notes a new manifest version: new probe settings, and names listed anew are no longer retired.
     fn take_version(&mut self, desired: &DesiredManifest) {
-        if self
-            .applied
-            .as_ref()
-            .is_some_and(|(v, _)| *v == desired.version)
-        {
+        if self.applied.as_ref().is_some_and(|(v, _)| *v == desired.version) {
             return;
         }
         let manifest = &desired.manifest;
@@ -230,8 +222,7 @@ impl<R: Runtime> Controller<R> {
     /// Folds the runtime's list into what the controller tracks.
     fn merge(&mut self, list: Vec<Instance>, now: Instant) {
         let listed: BTreeSet<InstanceId> = list.iter().map(|i| i.id.clone()).collect();
-        self.tracked
-            .retain(|id, t| listed.contains(id) || t.state == InstanceState::Draining);
+        self.tracked.retain(|id, t| listed.contains(id) || t.state == InstanceState::Draining);
         for instance in list {
             match self.tracked.get_mut(&instance.id) {
                 Some(t) => {
@@ -256,27 +247,15 @@ impl<R: Runtime> Controller<R> {
 
     /// Starts tracking (and probing) an instance.
     fn track(&mut self, instance: Instance, now: Instant) {
-        let state = if instance.running {
-            InstanceState::Starting { since: now }
-        } else {
-            InstanceState::Exited
-        };
-        let backend = instance
-            .addr
-            .map(|addr| Arc::new(Backend::new(&instance.name, instance.replica_id, addr)));
+        let state =
+            if instance.running { InstanceState::Starting { since: now } } else { InstanceState::Exited };
+        let backend =
+            instance.addr.map(|addr| Arc::new(Backend::new(&instance.name, instance.replica_id, addr)));
         let probe = match (instance.running, instance.addr) {
             (true, Some(addr)) => Some(self.prober.spawn(instance.id.clone(), addr)),
             _ => None,
         };
-        self.tracked.insert(
-            instance.id.clone(),
-            Tracked {
-                instance,
-                state,
-                backend,
-                probe,
-            },
-        );
+        self.tracked.insert(instance.id.clone(), Tracked { instance, state, backend, probe });
     }
 
     fn observed(&self) -> Vec<Observed> {
@@ -313,13 +292,8 @@ impl<R: Runtime> Controller<R> {
                 }
                 Action::Start { name, replica_id } => {
                     let runtime = Arc::clone(&self.runtime);
-                    let request = StartRequest {
-                        name,
-                        replica_id,
-                        spec_hash,
-                    };
-                    starts
-                        .spawn(async move { (request.name.clone(), runtime.start(request).await) });
+                    let request = StartRequest { name, replica_id, spec_hash };
+                    starts.spawn(async move { (request.name.clone(), runtime.start(request).await) });
                 }
             }
         }
@@ -329,15 +303,16 @@ impl<R: Runtime> Controller<R> {
             match result {
                 Ok(instance) => {
                     tracing::info!(event = "replica_started", replica = %name, instance = %instance.id,
-                        address = ?instance.addr, id = instance.replica_id, "started replica {name}");
+                        address = %instance.addr.map(|a| a.to_string()).unwrap_or_default(),
+                        id = instance.replica_id, "started replica {name}");
                     self.backoff.remove(&name);
                     self.track(instance, now);
                 }
                 Err(error) => {
-                    let entry = self.backoff.entry(name.clone()).or_insert(Backoff {
-                        until: now,
-                        next: BACKOFF_FIRST,
-                    });
+                    let entry = self
+                        .backoff
+                        .entry(name.clone())
+                        .or_insert(Backoff { until: now, next: BACKOFF_FIRST });
                     entry.until = now + entry.next;
                     tracing::error!(event = "replica_start_failed", replica = %name, %error,
                         "{error}; retrying in {:?}", entry.next);
@@ -371,16 +346,9 @@ impl<R: Runtime> Controller<R> {
         });
     }
 
-    fn finish_stop(
-        &mut self,
-        done: Result<(InstanceId, Result<(), RuntimeError>), tokio::task::JoinError>,
-    ) {
+    fn finish_stop(&mut self, done: Result<(InstanceId, Result<(), RuntimeError>), tokio::task::JoinError>) {
         let Ok((id, result)) = done else { return };
-        let name = self
-            .tracked
-            .remove(&id)
-            .map(|t| t.instance.name)
-            .unwrap_or_default();
+        let name = self.tracked.remove(&id).map(|t| t.instance.name).unwrap_or_default();
         match result {
             Ok(()) => {
                 tracing::info!(event = "replica_removed", replica = %name, instance = %id, "replica {name} stopped and removed")
@@ -445,14 +413,9 @@ impl<R: Runtime> Controller<R> {
 
         // One ring member per wanted name: its best ready instance (current spec preferred).
         let mut best: BTreeMap<&str, &Tracked> = BTreeMap::new();
-        for t in self
-            .tracked
-            .values()
-            .filter(|t| t.state == InstanceState::Ready && t.backend.is_some())
-        {
-            let better = |old: &&Tracked| {
-                (t.instance.spec_hash == spec_hash) && old.instance.spec_hash != spec_hash
-            };
+        for t in self.tracked.values().filter(|t| t.state == InstanceState::Ready && t.backend.is_some()) {
+            let better =
+                |old: &&Tracked| (t.instance.spec_hash == spec_hash) && old.instance.spec_hash != spec_hash;
             match best.get(t.instance.name.as_str()) {
                 Some(old) if !better(old) => {}
                 _ => {
@@ -460,10 +423,8 @@ impl<R: Runtime> Controller<R> {
                 }
             }
         }
-        let members: Vec<Arc<Backend>> = names
-            .iter()
-            .filter_map(|n| best.get(n.as_str()).and_then(|t| t.backend.clone()))
-            .collect();
+        let members: Vec<Arc<Backend>> =
+            names.iter().filter_map(|n| best.get(n.as_str()).and_then(|t| t.backend.clone())).collect();
         let Some(ring) = self.ring_for(&members, manifest) else {
             return;
         };
@@ -486,11 +447,7 @@ impl<R: Runtime> Controller<R> {
                 connect_timeout: manifest.proxy.connect_timeout.get(),
                 unknown_path: manifest.proxy.unknown_path,
             },
-            replicas: self
-                .tracked
-                .values()
-                .map(|t| status(t, spec_hash))
-                .collect(),
+            replicas: self.tracked.values().map(|t| status(t, spec_hash)).collect(),
             built_at: SystemTime::now(),
         });
     }
@@ -505,23 +462,14 @@ impl<R: Runtime> Controller<R> {
         {
             return Some(Arc::clone(&cache.ring));
         }
-        let ring_members: Vec<Member> = key
-            .iter()
-            .map(|(name, id)| Member {
-                name: name.clone(),
-                id: *id,
-            })
-            .collect();
+        let ring_members: Vec<Member> =
+            key.iter().map(|(name, id)| Member { name: name.clone(), id: *id }).collect();
         match Ring::build(&config, &ring_members) {
             Ok(ring) => {
                 let ring = Arc::new(ring);
                 tracing::info!(event = "ring_rebuilt", members = ?key.iter().map(|(n, _)| n).collect::<Vec<_>>(),
                     "ring now has {} replicas", key.len());
-                self.ring_cache = Some(RingCache {
-                    members: key,
-                    config,
-                    ring: Arc::clone(&ring),
-                });
+                self.ring_cache = Some(RingCache { members: key, config, ring: Arc::clone(&ring) });
                 Some(ring)
             }
             Err(error) => {
@@ -544,12 +492,7 @@ fn status(t: &Tracked, spec_hash: u64) -> ReplicaStatus {
             InstanceState::Draining => ReplicaState::Draining,
             InstanceState::Exited => ReplicaState::Exited,
         },
-        started_at: t
-            .instance
-            .started_at
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
+        started_at: t.instance.started_at.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         current_spec: t.instance.spec_hash == spec_hash,
     }
 }
@@ -562,5 +505,168 @@ fn describe(reason: Reason) -> String {
         Reason::StartTimedOut => "no good heartbeat within the start timeout".into(),
         Reason::Superseded => "its successor with the new spec is ready".into(),
         Reason::Duplicate => "another instance with its name is preferred".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::fake::{Call, FakeRuntime};
+
+    /// A controller over a fake runtime, running on its own task.
+    struct Harness {
+        _dir: tempfile::TempDir,
+        path: std::path::PathBuf,
+        runtime: Arc<FakeRuntime>,
+        snapshots: Arc<Snapshots>,
+        source: Arc<ManifestSource>,
+        shutdown: CancellationToken,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    fn manifest(replicas: u32, extra: &str) -> String {
+        manifest_naming(replicas, "same", extra)
+    }
+
+    fn manifest_naming(replicas: u32, replacement: &str, extra: &str) -> String {
+        format!(
+            "name: t\nreplicas: {replicas}\nlisten: 127.0.0.1:0\nreplica:\n  runtime: process\n  drain_timeout: 5s\n  \
+             start_timeout: 5s\n  replacement_name: {replacement}\nhealth:\n  interval: 50ms\n  timeout: 40ms\n  \
+             replace_after: 3\n{extra}"
+        )
+    }
+
+    impl Harness {
+        fn start(text: &str) -> Harness {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("m.yaml");
+            std::fs::write(&path, text).unwrap();
+            let trigger = Trigger::new();
+            let runtime = Arc::new(FakeRuntime::new(trigger.clone()));
+            let source = ManifestSource::open(&path).unwrap();
+            let snapshots = Arc::new(Snapshots::default());
+            let controller =
+                Controller::new(Arc::clone(&runtime), Arc::clone(&source), Arc::clone(&snapshots), trigger);
+            let shutdown = CancellationToken::new();
+            let task = tokio::spawn(controller.run(shutdown.clone()));
+            Harness { _dir: dir, path, runtime, snapshots, source, shutdown, task }
+        }
+
+        fn ring(&self) -> Vec<String> {
+            let mut names: Vec<String> =
+                self.snapshots.load().members.iter().map(|b| b.name.clone()).collect();
+            names.sort();
+            names
+        }
+
+        async fn until(&self, what: &str, mut condition: impl FnMut(&Self) -> bool) {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !condition(self) {
+                assert!(
+                    Instant::now() < deadline,
+                    "timed out waiting for {what}: ring {:?}, calls {:?}",
+                    self.ring(),
+                    self.runtime.calls()
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+
+        async fn apply(&self, text: &str) {
+            std::fs::write(&self.path, text).unwrap();
+            self.source.apply_text(text).unwrap();
+        }
+
+        async fn stop(self) {
+            self.shutdown.cancel();
+            self.task.await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn converges_to_the_manifest_and_publishes_the_ring() {
+        let h = Harness::start(&manifest(3, "hostnames: [a, b]\n"));
+        h.until("three ready", |h| h.ring() == ["a", "b", "t-1"]).await;
+        assert_eq!(h.snapshots.load().replica_names, ["a", "b", "t-1"]);
+        assert_eq!(
+            h.runtime.calls(),
+            [Call::Start("a".into(), 1), Call::Start("b".into(), 2), Call::Start("t-1".into(), 3)]
+        );
+        h.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_crashed_replica_leaves_the_ring_and_comes_back_under_its_name() {
+        let h = Harness::start(&manifest(2, "hostnames: [a, b]\n"));
+        h.until("two ready", |h| h.ring().len() == 2).await;
+        h.runtime.crash("b");
+        h.until("b replaced", |h| {
+            h.runtime.calls().iter().filter(|c| **c == Call::Start("b".into(), 2)).count() == 2
+        })
+        .await;
+        h.until("b back in the ring", |h| h.ring() == ["a", "b"]).await;
+        assert!(h.runtime.calls().contains(&Call::Stop("b".into())), "the dead instance is cleaned up");
+        h.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_hung_replica_leaves_the_ring_at_once_and_is_replaced_after_three_failures() {
+        let h = Harness::start(&manifest(2, "hostnames: [a, b]\n"));
+        h.until("two ready", |h| h.ring().len() == 2).await;
+        let hung_at = Instant::now();
+        h.runtime.hang("a");
+        h.until("a out of the ring", |h| h.ring() == ["b"]).await;
+        let out_after = hung_at.elapsed();
+        h.until("a restarted", |h| {
+            h.runtime.calls().iter().filter(|c| matches!(c, Call::Start(n, _) if n == "a")).count() == 2
+        })
+        .await;
+        h.until("a back", |h| h.ring() == ["a", "b"]).await;
+        assert!(out_after < Duration::from_millis(500), "left the ring after {out_after:?}");
+        h.stop().await;
+    }
+
+    #[tokio::test]
+    async fn in_exercise_naming_a_replacement_gets_a_new_name() {
+        let h = Harness::start(&manifest_naming(2, "new", "hostnames: [a, b]\n"));
+        h.until("two ready", |h| h.ring().len() == 2).await;
+        h.runtime.crash("b");
+        h.until("replaced by t-1", |h| h.ring() == ["a", "t-1"]).await;
+        assert_eq!(h.snapshots.load().replica_names, ["a", "t-1"]);
+        assert!(
+            h.runtime.calls().contains(&Call::Start("t-1".into(), 2)),
+            "it takes the free id 2: {:?}",
+            h.runtime.calls()
+        );
+        h.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_failed_start_is_retried_after_a_backoff() {
+        let h = Harness::start(&manifest(0, ""));
+        h.runtime.fail_next_start("t-1");
+        h.apply(&manifest(1, "")).await;
+        h.until("t-1 ready", |h| h.ring() == ["t-1"]).await;
+        let starts = h.runtime.calls().iter().filter(|c| matches!(c, Call::Start(..))).count();
+        assert_eq!(starts, 2, "one failure, one retry: {:?}", h.runtime.calls());
+        h.stop().await;
+    }
+
+    #[tokio::test]
+    async fn scaling_down_takes_a_replica_out_of_the_ring_and_stops_it_only_after_its_requests() {
+        let h = Harness::start(&manifest(2, "hostnames: [a, b]\n"));
+        h.until("two ready", |h| h.ring().len() == 2).await;
+        let b = h.snapshots.load().members.iter().find(|m| m.name == "b").cloned().unwrap();
+        let in_flight = b.begin_request();
+        h.apply(&manifest(1, "hostnames: [a, b]\n")).await;
+        h.until("b out of the ring", |h| h.ring() == ["a"]).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !h.runtime.calls().contains(&Call::Stop("b".into())),
+            "b was stopped with a request in flight"
+        );
+        drop(in_flight);
+        h.until("b stopped", |h| h.runtime.calls().contains(&Call::Stop("b".into()))).await;
+        h.stop().await;
     }
 }

@@ -208,10 +208,7 @@ pub fn resolve_names(
 pub fn plan(desired: &Desired<'_>, observed: &[Observed], now: Instant) -> Vec<Action> {
     let wanted: BTreeSet<&str> = desired.names.iter().map(String::as_str).collect();
     let mut by_name: BTreeMap<&str, Vec<&Observed>> = BTreeMap::new();
-    for o in observed
-        .iter()
-        .filter(|o| o.state != InstanceState::Draining)
-    {
+    for o in observed.iter().filter(|o| o.state != InstanceState::Draining) {
         by_name.entry(o.name.as_str()).or_default().push(o);
     }
 
@@ -225,14 +222,9 @@ pub fn plan(desired: &Desired<'_>, observed: &[Observed], now: Instant) -> Vec<A
     // A rolling replacement already under way (a successor still starting beside an old instance)
     // blocks the next one.
     let mut rolling = desired.names.iter().any(|name| {
-        let list = by_name
-            .get(name.as_str())
-            .map(Vec::as_slice)
-            .unwrap_or_default();
+        let list = by_name.get(name.as_str()).map(Vec::as_slice).unwrap_or_default();
         let live = |o: &&&Observed| live_state(o.state);
-        list.iter()
-            .filter(live)
-            .any(|o| o.spec_hash != desired.spec_hash)
+        list.iter().filter(live).any(|o| o.spec_hash != desired.spec_hash)
             && list
                 .iter()
                 .filter(live)
@@ -247,11 +239,7 @@ pub fn plan(desired: &Desired<'_>, observed: &[Observed], now: Instant) -> Vec<A
             match failure(desired, o, now) {
                 Some(reason) => {
                     failed = true;
-                    stops.push(Action::Stop {
-                        id: o.id.clone(),
-                        name: o.name.clone(),
-                        reason,
-                    });
+                    stops.push(Action::Stop { id: o.id.clone(), name: o.name.clone(), reason });
                 }
                 None => live.push(o),
             }
@@ -316,52 +304,30 @@ pub fn plan(desired: &Desired<'_>, observed: &[Observed], now: Instant) -> Vec<A
     for (_, list) in by_name {
         for o in list {
             let action = if o.state == InstanceState::Exited {
-                Action::Stop {
-                    id: o.id.clone(),
-                    name: o.name.clone(),
-                    reason: Reason::Exited,
-                }
+                Action::Stop { id: o.id.clone(), name: o.name.clone(), reason: Reason::Exited }
             } else {
-                Action::Drain {
-                    id: o.id.clone(),
-                    name: o.name.clone(),
-                    reason: Reason::NotDesired,
-                }
+                Action::Drain { id: o.id.clone(), name: o.name.clone(), reason: Reason::NotDesired }
             };
             debug_assert!(!wanted.contains(o.name.as_str()));
-            if matches!(action, Action::Stop { .. }) {
-                stops.push(action)
-            } else {
-                drains.push(action)
-            }
+            if matches!(action, Action::Stop { .. }) { stops.push(action) } else { drains.push(action) }
         }
     }
 
     // Ids: a successor keeps its predecessor's; a replacement reuses the failed one's if free;
     // anything else takes the smallest free id.
-    let previous_ids: BTreeMap<&str, u32> = observed
-        .iter()
-        .map(|o| (o.name.as_str(), o.replica_id))
-        .collect();
+    let previous_ids: BTreeMap<&str, u32> =
+        observed.iter().map(|o| (o.name.as_str(), o.replica_id)).collect();
     let mut actions = stops;
     actions.extend(drains);
     actions.extend(retires);
     for (name, inherited) in starts {
-        let reuse = inherited.or_else(|| {
-            previous_ids
-                .get(name)
-                .copied()
-                .filter(|id| !kept_ids.contains(id))
-        });
+        let reuse = inherited.or_else(|| previous_ids.get(name).copied().filter(|id| !kept_ids.contains(id)));
         let replica_id = match reuse {
             Some(id) if id > 0 => id,
             _ => (1..).find(|id| !kept_ids.contains(id)).unwrap_or(u32::MAX),
         };
         kept_ids.insert(replica_id);
-        actions.push(Action::Start {
-            name: name.to_owned(),
-            replica_id,
-        });
+        actions.push(Action::Start { name: name.to_owned(), replica_id });
     }
     actions
 }
@@ -398,13 +364,7 @@ mod tests {
     }
 
     fn inst(id: &str, name: &str, replica_id: u32, state: InstanceState) -> Observed {
-        Observed {
-            id: InstanceId(id.into()),
-            name: name.into(),
-            replica_id,
-            spec_hash: SPEC,
-            state,
-        }
+        Observed { id: InstanceId(id.into()), name: name.into(), replica_id, spec_hash: SPEC, state }
     }
 
     fn ready(id: &str, name: &str, replica_id: u32) -> Observed {
@@ -412,13 +372,7 @@ mod tests {
     }
 
     fn run(wanted: &[&str], observed: &[Observed]) -> Vec<Action> {
-        run_with(
-            wanted,
-            observed,
-            ReplacementName::Same,
-            &BTreeMap::new(),
-            Instant::now(),
-        )
+        run_with(wanted, observed, ReplacementName::Same, &BTreeMap::new(), Instant::now())
     }
 
     fn run_with(
@@ -441,90 +395,49 @@ mod tests {
     }
 
     fn start(name: &str, replica_id: u32) -> Action {
-        Action::Start {
-            name: name.into(),
-            replica_id,
-        }
+        Action::Start { name: name.into(), replica_id }
     }
 
     #[test]
     fn from_nothing_every_name_starts_with_ids_one_to_n() {
-        assert_eq!(
-            run(&["a", "b", "c"], &[]),
-            vec![start("a", 1), start("b", 2), start("c", 3)]
-        );
+        assert_eq!(run(&["a", "b", "c"], &[]), vec![start("a", 1), start("b", 2), start("c", 3)]);
     }
 
     #[test]
     fn a_converged_state_plans_nothing() {
         let observed = [ready("i1", "a", 1), ready("i2", "b", 2)];
         assert!(run(&["a", "b"], &observed).is_empty());
-        let starting = [inst(
-            "i1",
-            "a",
-            1,
-            InstanceState::Starting {
-                since: Instant::now(),
-            },
-        )];
-        assert!(
-            run(&["a"], &starting).is_empty(),
-            "a starting replica is waited for"
-        );
+        let starting = [inst("i1", "a", 1, InstanceState::Starting { since: Instant::now() })];
+        assert!(run(&["a"], &starting).is_empty(), "a starting replica is waited for");
         let failing = [inst("i1", "a", 1, InstanceState::Failing { failures: 2 })];
-        assert!(
-            run(&["a"], &failing).is_empty(),
-            "two failures are below replace_after"
-        );
+        assert!(run(&["a"], &failing).is_empty(), "two failures are below replace_after");
     }
 
     #[test]
     fn scaling_up_takes_the_smallest_free_id() {
         let observed = [ready("i1", "a", 1), ready("i3", "c", 3)];
-        assert_eq!(
-            run(&["a", "c", "d", "e"], &observed),
-            vec![start("d", 2), start("e", 4)]
-        );
+        assert_eq!(run(&["a", "c", "d", "e"], &observed), vec![start("d", 2), start("e", 4)]);
     }
 
     #[test]
     fn scaling_down_drains_the_names_no_longer_wanted() {
-        let observed = [
-            ready("i1", "a", 1),
-            ready("i2", "b", 2),
-            ready("i3", "c", 3),
-        ];
+        let observed = [ready("i1", "a", 1), ready("i2", "b", 2), ready("i3", "c", 3)];
         assert_eq!(
             run(&["a"], &observed),
             vec![
-                Action::Drain {
-                    id: InstanceId("i2".into()),
-                    name: "b".into(),
-                    reason: Reason::NotDesired
-                },
-                Action::Drain {
-                    id: InstanceId("i3".into()),
-                    name: "c".into(),
-                    reason: Reason::NotDesired
-                },
+                Action::Drain { id: InstanceId("i2".into()), name: "b".into(), reason: Reason::NotDesired },
+                Action::Drain { id: InstanceId("i3".into()), name: "c".into(), reason: Reason::NotDesired },
             ]
         );
     }
 
     #[test]
     fn a_dead_replica_is_cleaned_up_and_restarted_under_its_name_and_id() {
-        let observed = [
-            ready("i1", "a", 1),
-            inst("i2", "b", 2, InstanceState::Exited),
-        ];
+        let observed = [ready("i1", "a", 1), inst("i2", "b", 2, InstanceState::Exited)];
         assert_eq!(
             run(&["a", "b"], &observed),
             vec![
-                Action::Stop {
-                    id: InstanceId("i2".into()),
-                    name: "b".into(),
-                    reason: Reason::Exited
-                },
+                Action::Stop { id: InstanceId("i2".into()), name: "b".into(), reason: Reason::Exited },
                 start("b", 2)
             ]
         );
@@ -536,11 +449,7 @@ mod tests {
         assert_eq!(
             run(&["a"], &observed),
             vec![
-                Action::Stop {
-                    id: InstanceId("i1".into()),
-                    name: "a".into(),
-                    reason: Reason::Unhealthy(3)
-                },
+                Action::Stop { id: InstanceId("i1".into()), name: "a".into(), reason: Reason::Unhealthy(3) },
                 start("a", 1)
             ]
         );
@@ -552,54 +461,26 @@ mod tests {
         let observed = [inst("i1", "a", 1, InstanceState::Starting { since: t0 })];
         let none = BTreeMap::new();
         assert!(
-            run_with(
-                &["a"],
-                &observed,
-                ReplacementName::Same,
-                &none,
-                t0 + Duration::from_secs(29)
-            )
-            .is_empty()
+            run_with(&["a"], &observed, ReplacementName::Same, &none, t0 + Duration::from_secs(29))
+                .is_empty()
         );
-        let late = run_with(
-            &["a"],
-            &observed,
-            ReplacementName::Same,
-            &none,
-            t0 + Duration::from_secs(30),
-        );
+        let late = run_with(&["a"], &observed, ReplacementName::Same, &none, t0 + Duration::from_secs(30));
         assert_eq!(
             late[0],
-            Action::Stop {
-                id: InstanceId("i1".into()),
-                name: "a".into(),
-                reason: Reason::StartTimedOut
-            }
+            Action::Stop { id: InstanceId("i1".into()), name: "a".into(), reason: Reason::StartTimedOut }
         );
         assert_eq!(late[1], start("a", 1));
     }
 
     #[test]
     fn in_exercise_naming_a_failed_name_is_retired_not_restarted() {
-        let observed = [
-            ready("i1", "a", 1),
-            inst("i2", "b", 2, InstanceState::Exited),
-        ];
-        let actions = run_with(
-            &["a", "b"],
-            &observed,
-            ReplacementName::New,
-            &BTreeMap::new(),
-            Instant::now(),
-        );
+        let observed = [ready("i1", "a", 1), inst("i2", "b", 2, InstanceState::Exited)];
+        let actions =
+            run_with(&["a", "b"], &observed, ReplacementName::New, &BTreeMap::new(), Instant::now());
         assert_eq!(
             actions,
             vec![
-                Action::Stop {
-                    id: InstanceId("i2".into()),
-                    name: "b".into(),
-                    reason: Reason::Exited
-                },
+                Action::Stop { id: InstanceId("i2".into()), name: "b".into(), reason: Reason::Exited },
                 Action::Retire { name: "b".into() },
             ]
         );
@@ -607,19 +488,12 @@ mod tests {
 
     #[test]
     fn an_instance_nobody_asked_for_is_drained_and_a_dead_one_stopped() {
-        let observed = [
-            ready("i1", "a", 1),
-            ready("x", "stray", 9),
-            inst("y", "ghost", 8, InstanceState::Exited),
-        ];
+        let observed =
+            [ready("i1", "a", 1), ready("x", "stray", 9), inst("y", "ghost", 8, InstanceState::Exited)];
         assert_eq!(
             run(&["a"], &observed),
             vec![
-                Action::Stop {
-                    id: InstanceId("y".into()),
-                    name: "ghost".into(),
-                    reason: Reason::Exited
-                },
+                Action::Stop { id: InstanceId("y".into()), name: "ghost".into(), reason: Reason::Exited },
                 Action::Drain {
                     id: InstanceId("x".into()),
                     name: "stray".into(),
@@ -631,10 +505,7 @@ mod tests {
 
     #[test]
     fn draining_instances_are_left_to_finish() {
-        let observed = [
-            inst("old", "a", 1, InstanceState::Draining),
-            ready("new", "a", 1),
-        ];
+        let observed = [inst("old", "a", 1, InstanceState::Draining), ready("new", "a", 1)];
         assert!(run(&["a"], &observed).is_empty());
         let gone = [inst("old", "b", 2, InstanceState::Draining)];
         assert!(run(&[], &gone).is_empty());
@@ -648,30 +519,17 @@ mod tests {
         let backoff = BTreeMap::from([("a".to_string(), now + Duration::from_secs(1))]);
         assert!(run_with(&["a"], &[], ReplacementName::Same, &backoff, now).is_empty());
         let later = now + Duration::from_secs(2);
-        assert_eq!(
-            run_with(&["a"], &[], ReplacementName::Same, &backoff, later),
-            vec![start("a", 1)]
-        );
+        assert_eq!(run_with(&["a"], &[], ReplacementName::Same, &backoff, later), vec![start("a", 1)]);
     }
 
     #[test]
     fn a_spec_change_rolls_one_replica_at_a_time() {
-        let old = |id: &str, name: &str, rid: u32| Observed {
-            spec_hash: 1,
-            ..ready(id, name, rid)
-        };
+        let old = |id: &str, name: &str, rid: u32| Observed { spec_hash: 1, ..ready(id, name, rid) };
         // Step 1: both old; only the first gets a successor (same id).
         let step1 = [old("o1", "a", 1), old("o2", "b", 2)];
         assert_eq!(run(&["a", "b"], &step1), vec![start("a", 1)]);
         // Step 2: a's successor is starting: nothing else happens.
-        let starting = inst(
-            "n1",
-            "a",
-            1,
-            InstanceState::Starting {
-                since: Instant::now(),
-            },
-        );
+        let starting = inst("n1", "a", 1, InstanceState::Starting { since: Instant::now() });
         let step2 = [old("o1", "a", 1), old("o2", "b", 2), starting];
         assert!(run(&["a", "b"], &step2).is_empty());
         // Step 3: a's successor is ready: drain a's old one and start b's successor.
@@ -679,11 +537,7 @@ mod tests {
         assert_eq!(
             run(&["a", "b"], &step3),
             vec![
-                Action::Drain {
-                    id: InstanceId("o1".into()),
-                    name: "a".into(),
-                    reason: Reason::Superseded
-                },
+                Action::Drain { id: InstanceId("o1".into()), name: "a".into(), reason: Reason::Superseded },
                 start("b", 2),
             ]
         );
@@ -691,38 +545,19 @@ mod tests {
 
     #[test]
     fn duplicates_of_one_name_keep_the_best() {
-        let observed = [
-            inst(
-                "i1",
-                "a",
-                1,
-                InstanceState::Starting {
-                    since: Instant::now(),
-                },
-            ),
-            ready("i2", "a", 1),
-        ];
+        let observed =
+            [inst("i1", "a", 1, InstanceState::Starting { since: Instant::now() }), ready("i2", "a", 1)];
         assert_eq!(
             run(&["a"], &observed),
-            vec![Action::Drain {
-                id: InstanceId("i1".into()),
-                name: "a".into(),
-                reason: Reason::Duplicate
-            }]
+            vec![Action::Drain { id: InstanceId("i1".into()), name: "a".into(), reason: Reason::Duplicate }]
         );
     }
 
     #[test]
     fn names_resolve_listed_first_then_running_then_generated() {
         let none = BTreeSet::new();
-        assert_eq!(
-            resolve_names("demo", 2, &names(&["a", "b", "c"]), &none, &[]),
-            names(&["a", "b"])
-        );
-        assert_eq!(
-            resolve_names("demo", 3, &[], &none, &[]),
-            names(&["demo-1", "demo-2", "demo-3"])
-        );
+        assert_eq!(resolve_names("demo", 2, &names(&["a", "b", "c"]), &none, &[]), names(&["a", "b"]));
+        assert_eq!(resolve_names("demo", 3, &[], &none, &[]), names(&["demo-1", "demo-2", "demo-3"]));
         let observed = [ready("i1", "demo-2", 2), ready("i2", "zed", 1)];
         assert_eq!(
             resolve_names("demo", 4, &names(&["a"]), &none, &observed),
@@ -730,10 +565,7 @@ mod tests {
             "running unlisted replicas keep their names, ordered by id"
         );
         let retired = BTreeSet::from(["b".to_string(), "demo-1".to_string()]);
-        assert_eq!(
-            resolve_names("demo", 2, &names(&["a", "b"]), &retired, &[]),
-            names(&["a", "demo-2"])
-        );
+        assert_eq!(resolve_names("demo", 2, &names(&["a", "b"]), &retired, &[]), names(&["a", "demo-2"]));
     }
 
     #[test]
@@ -748,9 +580,7 @@ mod tests {
             Just(InstanceState::Exited),
             Just(InstanceState::Draining),
             (0u32..5).prop_map(|failures| InstanceState::Failing { failures }),
-            Just(InstanceState::Starting {
-                since: Instant::now()
-            }),
+            Just(InstanceState::Starting { since: Instant::now() }),
         ]
     }
 

@@ -28,11 +28,7 @@ impl HumanDuration {
 impl fmt::Display for HumanDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
-        if ms.is_multiple_of(1000) {
-            write!(f, "{}s", ms / 1000)
-        } else {
-            write!(f, "{ms}ms")
-        }
+        if ms.is_multiple_of(1000) { write!(f, "{}s", ms / 1000) } else { write!(f, "{ms}ms") }
     }
 }
 
@@ -42,9 +38,7 @@ impl fmt::Display for HumanDuration {
 /// A message saying what was expected, for the manifest error.
 pub fn parse(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let expected = || format!("expected a duration like 500ms, 1s or 2m, found {text:?}");
     let value: f64 = number.parse().map_err(|_| expected())?;
@@ -73,14 +67,10 @@ impl<'de> Deserialize<'de> for HumanDuration {
                 parse(v).map(HumanDuration).map_err(E::custom)
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<HumanDuration, E> {
-                Err(E::custom(format!(
-                    "a duration needs a unit: write {v}s or {v}ms"
-                )))
+                Err(E::custom(format!("a duration needs a unit: write {v}s or {v}ms")))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<HumanDuration, E> {
-                Err(E::custom(format!(
-                    "a duration needs a unit: write {v}s or {v}ms"
-                )))
+                Err(E::custom(format!("a duration needs a unit: write {v}s or {v}ms")))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<HumanDuration, E> {
                 Err(E::custom(format!("a duration needs a unit: write {v}s")))

@@ -43,11 +43,7 @@ pub enum EditError {
 impl From<ScanError> for EditError {
     fn from(error: ScanError) -> Self {
         let marker = error.marker();
-        EditError::Syntax {
-            line: marker.line(),
-            column: marker.col() + 1,
-            message: error.info().to_owned(),
-        }
+        EditError::Syntax { line: marker.line(), column: marker.col() + 1, message: error.info().to_owned() }
     }
 }
 
@@ -76,49 +72,22 @@ enum Value {
 /// # Errors
 /// The text is not a single YAML block mapping, or one of the two values has a shape that cannot
 /// be rewritten safely.
-pub fn rewrite_scale(
-    source: &str,
-    replicas: u32,
-    hostnames: &[String],
-) -> Result<String, EditError> {
+pub fn rewrite_scale(source: &str, replicas: u32, hostnames: &[String]) -> Result<String, EditError> {
     let (first_key, entries) = top_level(source)?;
-    let newline = if source.contains("\r\n") {
-        "\r\n"
-    } else {
-        "\n"
-    };
+    let newline = if source.contains("\r\n") { "\r\n" } else { "\n" };
     let find = |name: &str| entries.iter().find(|(k, _)| k == name).map(|(_, e)| e);
     // Edits as (start, end, replacement), applied back to front so offsets stay valid.
     let mut edits: Vec<(usize, usize, String)> = Vec::new();
 
     match find("replicas") {
-        Some(Entry {
-            value: Value::Scalar { start, end },
-            key_end,
-            ..
-        }) => {
-            edits.push(scalar_edit(
-                source,
-                *key_end,
-                *start,
-                *end,
-                &replicas.to_string(),
-            ));
+        Some(Entry { value: Value::Scalar { start, end }, key_end, .. }) => {
+            edits.push(scalar_edit(source, *key_end, *start, *end, &replicas.to_string()));
         }
-        Some(Entry {
-            value: Value::Other(reason),
-            ..
-        }) => {
-            return Err(EditError::Unsupported {
-                key: "replicas",
-                reason,
-            });
+        Some(Entry { value: Value::Other(reason), .. }) => {
+            return Err(EditError::Unsupported { key: "replicas", reason });
         }
         Some(_) => {
-            return Err(EditError::Unsupported {
-                key: "replicas",
-                reason: "it is not a number",
-            });
+            return Err(EditError::Unsupported { key: "replicas", reason: "it is not a number" });
         }
         None => {
             let at = first_key.unwrap_or(source.len());
@@ -133,10 +102,7 @@ pub fn rewrite_scale(
             Value::Scalar { start, end } => {
                 edits.push(scalar_edit(source, entry.key_end, *start, *end, &flow))
             }
-            Value::Block {
-                first_dash,
-                last_end,
-            } => {
+            Value::Block { first_dash, last_end } => {
                 let line_start = source[..*first_dash].rfind('\n').map_or(0, |i| i + 1);
                 let indent = &source[line_start..*first_dash];
                 let last_line_end = line_end(source, *last_end);
@@ -144,18 +110,13 @@ pub fn rewrite_scale(
                     // A block list cannot be empty: switch to `[]` right after the key.
                     edits.push((entry.key_end, last_line_end, format!(": {flow}")));
                 } else {
-                    let lines: Vec<String> = hostnames
-                        .iter()
-                        .map(|n| format!("{indent}- {}", scalar(n)))
-                        .collect();
+                    let lines: Vec<String> =
+                        hostnames.iter().map(|n| format!("{indent}- {}", scalar(n))).collect();
                     edits.push((line_start, last_line_end, lines.join(newline)));
                 }
             }
             Value::Other(reason) => {
-                return Err(EditError::Unsupported {
-                    key: "hostnames",
-                    reason,
-                });
+                return Err(EditError::Unsupported { key: "hostnames", reason });
             }
         },
         None if hostnames.is_empty() => {}
@@ -164,11 +125,8 @@ pub fn rewrite_scale(
             match find("replicas") {
                 Some(entry) => {
                     let end = line_end(source, entry.key_end);
-                    let after = if source[end..].starts_with("\r\n") {
-                        end + 2
-                    } else {
-                        (end + 1).min(source.len())
-                    };
+                    let after =
+                        if source[end..].starts_with("\r\n") { end + 2 } else { (end + 1).min(source.len()) };
                     if after == end {
                         // The replicas line is the last line and has no newline.
                         edits.push((end, end, format!("{newline}hostnames: {flow}")));
@@ -195,73 +153,42 @@ pub fn rewrite_scale(
 }
 
 /// The edit that puts `text` as the value of a scalar entry (an empty scalar gets a space first).
-fn scalar_edit(
-    source: &str,
-    key_end: usize,
-    start: usize,
-    end: usize,
-    text: &str,
-) -> (usize, usize, String) {
+fn scalar_edit(source: &str, key_end: usize, start: usize, end: usize, text: &str) -> (usize, usize, String) {
     if start < end {
         return (start, end, text.to_owned());
     }
     // `key:` with nothing after it: the value goes right after the colon.
-    let colon = source[key_end..]
-        .find(':')
-        .map_or(key_end, |i| key_end + i + 1);
+    let colon = source[key_end..].find(':').map_or(key_end, |i| key_end + i + 1);
     (colon, colon, format!(" {text}"))
 }
 
 /// The offset of the end of the line holding `offset` (before its `\r\n` or `\n`).
 fn line_end(source: &str, offset: usize) -> usize {
-    let end = source[offset..]
-        .find('\n')
-        .map_or(source.len(), |i| offset + i);
-    if end > offset && source[..end].ends_with('\r') {
-        end - 1
-    } else {
-        end
-    }
+    let end = source[offset..].find('\n').map_or(source.len(), |i| offset + i);
+    if end > offset && source[..end].ends_with('\r') { end - 1 } else { end }
 }
 
 /// `[a, b, c]`.
 fn flow_list(names: &[String]) -> String {
-    format!(
-        "[{}]",
-        names
-            .iter()
-            .map(|n| scalar(n))
-            .collect::<Vec<_>>()
-            .join(", ")
-    )
+    format!("[{}]", names.iter().map(|n| scalar(n)).collect::<Vec<_>>().join(", "))
 }
 
 /// A name as a YAML scalar: plain when YAML reads it back as that exact string, else single-quoted.
 fn scalar(name: &str) -> String {
-    const SPECIAL: [&str; 13] = [
-        "true", "false", "yes", "no", "on", "off", "y", "n", "null", "nan", "inf", "~", "",
-    ];
+    const SPECIAL: [&str; 13] =
+        ["true", "false", "yes", "no", "on", "off", "y", "n", "null", "nan", "inf", "~", ""];
     let lower = name.to_ascii_lowercase();
-    let plain_safe = name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+    let plain_safe = name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
         && name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
         && !SPECIAL.contains(&lower.as_str())
         && !lower.starts_with(".");
-    if plain_safe {
-        name.to_owned()
-    } else {
-        format!("'{}'", name.replace('\'', "''"))
-    }
+    if plain_safe { name.to_owned() } else { format!("'{}'", name.replace('\'', "''")) }
 }
 
 fn byte_offset(source: &str, marker: &Marker) -> usize {
-    marker.byte_offset().unwrap_or_else(|| {
-        source
-            .char_indices()
-            .nth(marker.index())
-            .map_or(source.len(), |(i, _)| i)
-    })
+    marker
+        .byte_offset()
+        .unwrap_or_else(|| source.char_indices().nth(marker.index()).map_or(source.len(), |(i, _)| i))
 }
 
 /// The offset of the first top-level key and every top-level `key: value` entry.
@@ -279,13 +206,8 @@ fn top_level(source: &str) -> Result<(Option<usize>, Vec<(String, Entry)>), Edit
                     return Err(EditError::MultipleDocuments);
                 }
             }
-            Event::MappingStart(StructureStyle::Block, ..) if mapping.is_none() => {
-                mapping = Some(i)
-            }
-            Event::MappingStart(..)
-            | Event::SequenceStart(..)
-            | Event::Scalar(..)
-            | Event::Alias(..)
+            Event::MappingStart(StructureStyle::Block, ..) if mapping.is_none() => mapping = Some(i),
+            Event::MappingStart(..) | Event::SequenceStart(..) | Event::Scalar(..) | Event::Alias(..)
                 if mapping.is_none() =>
             {
                 return Err(EditError::NotAMapping);
@@ -301,12 +223,7 @@ fn top_level(source: &str) -> Result<(Option<usize>, Vec<(String, Entry)>), Edit
         return Err(EditError::NotAMapping);
     };
     // Nothing after the mapping may start a second document.
-    if events
-        .iter()
-        .filter(|(e, _)| matches!(e, Event::DocumentStart(..)))
-        .count()
-        > 1
-    {
+    if events.iter().filter(|(e, _)| matches!(e, Event::DocumentStart(..))).count() > 1 {
         return Err(EditError::MultipleDocuments);
     }
     let mut entries = Vec::new();
@@ -358,10 +275,7 @@ fn describe(source: &str, events: &[(Event<'_>, Span)], i: usize) -> Value {
             if *anchor != 0 || tag.is_some() {
                 return Value::Other("it has an anchor or a tag");
             }
-            Value::Scalar {
-                start: byte_offset(source, &span.start),
-                end: byte_offset(source, &span.end),
-            }
+            Value::Scalar { start: byte_offset(source, &span.start), end: byte_offset(source, &span.end) }
         }
         Event::SequenceStart(style, anchor, tag) => {
             if *anchor != 0 || tag.is_some() {
@@ -369,10 +283,7 @@ fn describe(source: &str, events: &[(Event<'_>, Span)], i: usize) -> Value {
             }
             let end = node_end(events, i);
             let items = &events[i + 1..end];
-            if items
-                .iter()
-                .any(|(e, _)| !matches!(e, Event::Scalar(_, _, 0, None)))
-            {
+            if items.iter().any(|(e, _)| !matches!(e, Event::Scalar(_, _, 0, None))) {
                 return Value::Other("its items are not plain names");
             }
             match style {
@@ -384,9 +295,7 @@ fn describe(source: &str, events: &[(Event<'_>, Span)], i: usize) -> Value {
                     first_dash: byte_offset(source, &span.start),
                     last_end: items
                         .last()
-                        .map_or(byte_offset(source, &span.start), |(_, s)| {
-                            byte_offset(source, &s.end)
-                        }),
+                        .map_or(byte_offset(source, &span.start), |(_, s)| byte_offset(source, &s.end)),
                 },
             }
         }
@@ -423,10 +332,9 @@ hashing:
         let map = value.as_object_mut().unwrap();
         let replicas = map.remove("replicas").and_then(|v| v.as_u64()).unwrap();
         let hostnames = match map.remove("hostnames") {
-            Some(serde_json::Value::Array(items)) => items
-                .into_iter()
-                .map(|v| v.as_str().unwrap().to_string())
-                .collect(),
+            Some(serde_json::Value::Array(items)) => {
+                items.into_iter().map(|v| v.as_str().unwrap().to_string()).collect()
+            }
             _ => vec![],
         };
         (replicas, hostnames, value)
@@ -434,18 +342,10 @@ hashing:
 
     #[test]
     fn a_flow_list_is_rewritten_and_every_comment_stays() {
-        let out = rewrite_scale(
-            MANIFEST,
-            5,
-            &names(&["server1", "server2", "server3", "S5", "S4"]),
-        )
-        .unwrap();
+        let out = rewrite_scale(MANIFEST, 5, &names(&["server1", "server2", "server3", "S5", "S4"])).unwrap();
         let expected = MANIFEST
             .replace("replicas: 3     ", "replicas: 5     ")
-            .replace(
-                "[server1, server2, server3]",
-                "[server1, server2, server3, S5, S4]",
-            );
+            .replace("[server1, server2, server3]", "[server1, server2, server3, S5, S4]");
         assert_eq!(out, expected);
     }
 
@@ -458,10 +358,7 @@ hashing:
             "name: demo\nreplicas: 3 # N\nhostnames:   # names\n    - a\n    - c\n    - d\nlisten: 0.0.0.0:1\n"
         );
         let empty = rewrite_scale(text, 0, &[]).unwrap();
-        assert_eq!(
-            empty,
-            "name: demo\nreplicas: 0 # N\nhostnames: []\nlisten: 0.0.0.0:1\n"
-        );
+        assert_eq!(empty, "name: demo\nreplicas: 0 # N\nhostnames: []\nlisten: 0.0.0.0:1\n");
     }
 
     #[test]
@@ -471,10 +368,7 @@ hashing:
             rewrite_scale(text, 2, &names(&["x", "z"])).unwrap(),
             "# head\nname: demo\nreplicas: 2\nhostnames: [x, z]\n# tail\n"
         );
-        assert_eq!(
-            rewrite_scale(text, 2, &[]).unwrap(),
-            "# head\nname: demo\nreplicas: 2\n# tail\n"
-        );
+        assert_eq!(rewrite_scale(text, 2, &[]).unwrap(), "# head\nname: demo\nreplicas: 2\n# tail\n");
         let bare = "name: demo\n";
         assert_eq!(
             rewrite_scale(bare, 1, &names(&["x"])).unwrap(),
@@ -498,16 +392,11 @@ hashing:
 
     #[test]
     fn names_yaml_would_misread_are_quoted() {
-        let tricky = names(&[
-            "true", "No", "null", "123", "1e3", "0x10", "y", "a.b", "inf",
-        ]);
+        let tricky = names(&["true", "No", "null", "123", "1e3", "0x10", "y", "a.b", "inf"]);
         let out = rewrite_scale("name: demo\nreplicas: 1\nhostnames: []\n", 9, &tricky).unwrap();
         let (_, back, _) = parsed(&out);
         assert_eq!(back, tricky);
-        assert!(
-            out.contains("'true', 'No', 'null', '123', '1e3', '0x10', 'y', a.b, 'inf'"),
-            "{out}"
-        );
+        assert!(out.contains("'true', 'No', 'null', '123', '1e3', '0x10', 'y', a.b, 'inf'"), "{out}");
     }
 
     #[test]
@@ -542,23 +431,14 @@ hashing:
     fn invalid_yaml_and_unsupported_shapes_are_errors() {
         let err = rewrite_scale("name: demo\nreplicas: [1\n", 1, &[]).unwrap_err();
         assert!(matches!(err, EditError::Syntax { .. }), "{err:?}");
-        assert_eq!(
-            rewrite_scale("- a\n", 1, &[]).unwrap_err(),
-            EditError::NotAMapping
-        );
+        assert_eq!(rewrite_scale("- a\n", 1, &[]).unwrap_err(), EditError::NotAMapping);
         assert!(matches!(
             rewrite_scale("name: d\nreplicas: {a: 1}\n", 1, &[]),
-            Err(EditError::Unsupported {
-                key: "replicas",
-                ..
-            })
+            Err(EditError::Unsupported { key: "replicas", .. })
         ));
         assert!(matches!(
             rewrite_scale("a: &x [q]\nhostnames: *x\n", 1, &[]),
-            Err(EditError::Unsupported {
-                key: "hostnames",
-                ..
-            })
+            Err(EditError::Unsupported { key: "hostnames", .. })
         ));
         assert_eq!(
             rewrite_scale("name: a\n---\nname: b\n", 1, &[]).unwrap_err(),

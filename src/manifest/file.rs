@@ -18,12 +18,9 @@ pub fn write_atomic(path: &Path, contents: &str) -> io::Result<()> {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
-    let file_name = path.file_name().ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "the manifest path has no file name",
-        )
-    })?;
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the manifest path has no file name"))?;
     let temp = dir.join(format!(
         ".{}.ringlb-{}-{}.tmp",
         file_name.to_string_lossy(),
@@ -31,10 +28,7 @@ pub fn write_atomic(path: &Path, contents: &str) -> io::Result<()> {
         rand::random::<u32>()
     ));
     let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp)?;
+        let mut file = OpenOptions::new().write(true).create_new(true).open(&temp)?;
         if let Ok(meta) = fs::metadata(path) {
             file.set_permissions(meta.permissions())?;
         }
@@ -61,10 +55,7 @@ mod tests {
         fs::write(&path, "old\n").unwrap();
         write_atomic(&path, "new\n").unwrap();
         assert_eq!(fs::read_to_string(&path).unwrap(), "new\n");
-        let names: Vec<_> = fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names.len(), 1, "{names:?}");
     }
 

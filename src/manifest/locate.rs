@@ -45,24 +45,16 @@ fn steps(path: &str) -> Vec<Step<'_>> {
 /// The position of the value at `path` (or of its key when the value cannot be found), if the
 /// text parses far enough to reach it.
 pub fn locate(text: &str, path: &str) -> Option<Position> {
-    let mut events = Parser::new_from_str(text)
-        .filter_map(Result::ok)
-        .filter(|(event, _)| {
-            !matches!(
-                event,
-                Event::StreamStart | Event::DocumentStart(..) | Event::Anchor(..)
-            )
-        });
+    let mut events = Parser::new_from_str(text).filter_map(Result::ok).filter(|(event, _)| {
+        !matches!(event, Event::StreamStart | Event::DocumentStart(..) | Event::Anchor(..))
+    });
     let steps = steps(path);
     let (first, span) = events.next()?;
     find(&mut events, first, span, &steps)
 }
 
 fn position(span: &Span) -> Position {
-    Position {
-        line: span.start.line(),
-        column: span.start.col() + 1,
-    }
+    Position { line: span.start.line(), column: span.start.col() + 1 }
 }
 
 /// With `event` the start of a node, finds `steps` inside it.
@@ -128,14 +120,9 @@ fn skip<'a>(events: &mut impl Iterator<Item = (Event<'a>, Span)>, event: Event<'
 /// The dotted path of the node at `at` (or, failing an exact match, of the last node that starts
 /// before it): what a parse error at that position is about.
 pub fn path_at(text: &str, at: Position) -> Option<String> {
-    let mut events = Parser::new_from_str(text)
-        .filter_map(Result::ok)
-        .filter(|(event, _)| {
-            !matches!(
-                event,
-                Event::StreamStart | Event::DocumentStart(..) | Event::Anchor(..)
-            )
-        });
+    let mut events = Parser::new_from_str(text).filter_map(Result::ok).filter(|(event, _)| {
+        !matches!(event, Event::StreamStart | Event::DocumentStart(..) | Event::Anchor(..))
+    });
     let (first, span) = events.next()?;
     let mut best: Option<(Position, String)> = None;
     walk(&mut events, first, span, String::new(), at, &mut best);
@@ -154,11 +141,7 @@ fn walk<'a>(
 ) -> Option<()> {
     let here = position(&span);
     let before = (here.line, here.column) <= (at.line, at.column);
-    if before
-        && best
-            .as_ref()
-            .is_none_or(|(p, _)| (p.line, p.column) <= (here.line, here.column))
-    {
+    if before && best.as_ref().is_none_or(|(p, _)| (p.line, p.column) <= (here.line, here.column)) {
         *best = Some((here, path.clone()));
     }
     match event {
@@ -171,11 +154,7 @@ fn walk<'a>(
                 Event::Scalar(name, ..) => name.to_string(),
                 _ => String::from("?"),
             };
-            let child = if path.is_empty() {
-                name
-            } else {
-                format!("{path}.{name}")
-            };
+            let child = if path.is_empty() { name } else { format!("{path}.{name}") };
             walk(events, key, key_span, child.clone(), at, best)?;
             let (value, value_span) = events.next()?;
             walk(events, value, value_span, child, at, best)?;
@@ -187,14 +166,7 @@ fn walk<'a>(
                 if matches!(item, Event::SequenceEnd) {
                     return Some(());
                 }
-                walk(
-                    events,
-                    item,
-                    item_span,
-                    format!("{path}[{index}]"),
-                    at,
-                    best,
-                )?;
+                walk(events, item, item_span, format!("{path}[{index}]"), at, best)?;
                 index += 1;
             }
         }
@@ -210,95 +182,25 @@ mod tests {
 
     #[test]
     fn finds_top_level_and_nested_values() {
-        assert_eq!(
-            locate(TEXT, "replicas"),
-            Some(Position {
-                line: 2,
-                column: 11
-            })
-        );
-        assert_eq!(
-            locate(TEXT, "hashing.slots"),
-            Some(Position {
-                line: 6,
-                column: 10
-            })
-        );
-        assert_eq!(
-            locate(TEXT, "hostnames[2]"),
-            Some(Position {
-                line: 3,
-                column: 19
-            })
-        );
-        assert_eq!(
-            locate(TEXT, "list[1].deep"),
-            Some(Position {
-                line: 9,
-                column: 12
-            })
-        );
+        assert_eq!(locate(TEXT, "replicas"), Some(Position { line: 2, column: 11 }));
+        assert_eq!(locate(TEXT, "hashing.slots"), Some(Position { line: 6, column: 10 }));
+        assert_eq!(locate(TEXT, "hostnames[2]"), Some(Position { line: 3, column: 19 }));
+        assert_eq!(locate(TEXT, "list[1].deep"), Some(Position { line: 9, column: 12 }));
     }
 
     #[test]
     fn positions_map_back_to_paths() {
-        assert_eq!(
-            path_at(
-                TEXT,
-                Position {
-                    line: 2,
-                    column: 11
-                }
-            )
-            .as_deref(),
-            Some("replicas")
-        );
-        assert_eq!(
-            path_at(
-                TEXT,
-                Position {
-                    line: 6,
-                    column: 10
-                }
-            )
-            .as_deref(),
-            Some("hashing.slots")
-        );
-        assert_eq!(
-            path_at(
-                TEXT,
-                Position {
-                    line: 3,
-                    column: 19
-                }
-            )
-            .as_deref(),
-            Some("hostnames[2]")
-        );
-        assert_eq!(
-            path_at(
-                TEXT,
-                Position {
-                    line: 9,
-                    column: 12
-                }
-            )
-            .as_deref(),
-            Some("list[1].deep")
-        );
-        assert_eq!(
-            path_at(TEXT, Position { line: 1, column: 1 }).as_deref(),
-            Some("name")
-        );
+        assert_eq!(path_at(TEXT, Position { line: 2, column: 11 }).as_deref(), Some("replicas"));
+        assert_eq!(path_at(TEXT, Position { line: 6, column: 10 }).as_deref(), Some("hashing.slots"));
+        assert_eq!(path_at(TEXT, Position { line: 3, column: 19 }).as_deref(), Some("hostnames[2]"));
+        assert_eq!(path_at(TEXT, Position { line: 9, column: 12 }).as_deref(), Some("list[1].deep"));
+        assert_eq!(path_at(TEXT, Position { line: 1, column: 1 }).as_deref(), Some("name"));
     }
 
     #[test]
     fn missing_paths_give_none_or_the_parent_key() {
         assert_eq!(locate(TEXT, "nope"), None);
-        assert_eq!(
-            locate(TEXT, "hostnames[7]"),
-            Some(Position { line: 3, column: 1 })
-        );
+        assert_eq!(locate(TEXT, "hostnames[7]"), Some(Position { line: 3, column: 1 }));
         // A text cut short still locates what was parsed before the error.
         assert_eq!(locate("a: [", "a"), Some(Position { line: 1, column: 4 }));
         assert_eq!(locate("a: [", "b"), None);

@@ -218,9 +218,7 @@ impl Hashing {
             virtual_nodes: self.virtual_nodes,
             function: self.function,
             probing: self.probing,
-            table_size: self
-                .table_size
-                .unwrap_or_else(|| default_table_size(max_replicas)),
+            table_size: self.table_size.unwrap_or_else(|| default_table_size(max_replicas)),
         }
     }
 
@@ -371,34 +369,23 @@ fn syntax_error(text: &str, error: &serde_saphyr::Error) -> ManifestError {
     let mut lines = rendered.lines();
     let first = lines.next().unwrap_or_default();
     // The parser's first line reads "error: line L column C: <what>"; keep <what>.
-    let what = first
-        .strip_prefix("error: ")
-        .map(|rest| {
-            if rest.starts_with("line ") {
-                rest.split_once(": ").map_or(rest, |(_, w)| w)
-            } else {
-                rest
-            }
-        })
-        .unwrap_or(first)
-        .trim();
+    let what =
+        first
+            .strip_prefix("error: ")
+            .map(|rest| {
+                if rest.starts_with("line ") { rest.split_once(": ").map_or(rest, |(_, w)| w) } else { rest }
+            })
+            .unwrap_or(first)
+            .trim();
     let message = match position.and_then(|p| locate::path_at(text, p)) {
         Some(field) if !what.contains(&format!("`{field}`")) => format!("{field}: {what}"),
         _ => what.to_owned(),
     };
-    ManifestError::Syntax {
-        message,
-        position,
-        snippet: lines.collect::<Vec<_>>().join("\n"),
-    }
+    ManifestError::Syntax { message, position, snippet: lines.collect::<Vec<_>>().join("\n") }
 }
 
 fn display_list(errors: &[FieldError]) -> String {
-    errors
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
+    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
 
 impl ManifestError {
@@ -431,8 +418,7 @@ impl Manifest {
     /// [`ManifestError::Syntax`] with line and column, or [`ManifestError::Invalid`] listing every
     /// invalid field with its position.
     pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
-        let manifest: Manifest =
-            serde_saphyr::from_str(text).map_err(|e| syntax_error(text, &e))?;
+        let manifest: Manifest = serde_saphyr::from_str(text).map_err(|e| syntax_error(text, &e))?;
         let mut errors = manifest.validate();
         if errors.is_empty() {
             return Ok(manifest);
@@ -448,10 +434,8 @@ impl Manifest {
     /// # Errors
     /// As [`Manifest::parse`], or [`ManifestError::Read`].
     pub fn load(path: &std::path::Path) -> Result<(Manifest, String), ManifestError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ManifestError::Read { path: path.display().to_string(), source })?;
         Ok((Manifest::parse(&text)?, text))
     }
 
@@ -459,39 +443,23 @@ impl Manifest {
     pub fn validate(&self) -> Vec<FieldError> {
         let mut errors = Vec::new();
         let mut fail = |field: &str, message: String| {
-            errors.push(FieldError {
-                field: field.into(),
-                message,
-                position: None,
-            });
+            errors.push(FieldError { field: field.into(), message, position: None });
         };
         if !is_valid_name(&self.name) {
-            fail(
-                "name",
-                format!("{:?} is not a valid cluster name ({NAME_RULE})", self.name),
-            );
+            fail("name", format!("{:?} is not a valid cluster name ({NAME_RULE})", self.name));
         }
         let max = self.limits.max_replicas;
         if max == 0 || max > MAX_REPLICAS_CEILING {
-            fail(
-                "limits.max_replicas",
-                format!("must be between 1 and {MAX_REPLICAS_CEILING}, found {max}"),
-            );
+            fail("limits.max_replicas", format!("must be between 1 and {MAX_REPLICAS_CEILING}, found {max}"));
         }
         if self.replicas > max {
-            fail(
-                "replicas",
-                format!("{} is more than limits.max_replicas ({max})", self.replicas),
-            );
+            fail("replicas", format!("{} is more than limits.max_replicas ({max})", self.replicas));
         }
         let mut seen = BTreeSet::new();
         for (i, name) in self.hostnames.iter().enumerate() {
             let field = format!("hostnames[{i}]");
             if !is_valid_name(name) {
-                fail(
-                    &field,
-                    format!("{name:?} is not a valid hostname ({NAME_RULE})"),
-                );
+                fail(&field, format!("{name:?} is not a valid hostname ({NAME_RULE})"));
             } else if !seen.insert(name.as_str()) {
                 fail(&field, format!("{name:?} is listed twice"));
             }
@@ -513,10 +481,7 @@ impl Manifest {
             }
         }
         if !self.health.path.starts_with('/') {
-            fail(
-                "health.path",
-                format!("must start with '/', found {:?}", self.health.path),
-            );
+            fail("health.path", format!("must start with '/', found {:?}", self.health.path));
         }
         if self.health.replace_after == 0 {
             fail("health.replace_after", "must be at least 1".into());
@@ -525,10 +490,7 @@ impl Manifest {
         match hashing.algorithm {
             Algorithm::Maglev => match hashing.table_size {
                 Some(size) if !is_prime(size) => {
-                    fail(
-                        "hashing.table_size",
-                        format!("must be a prime, found {size}"),
-                    );
+                    fail("hashing.table_size", format!("must be a prime, found {size}"));
                 }
                 Some(size) if size < max.saturating_mul(100) => fail(
                     "hashing.table_size",
@@ -570,8 +532,9 @@ impl Manifest {
     pub fn ring_capacity(&self) -> u32 {
         match self.hashing.algorithm {
             Algorithm::Maglev => self.limits.max_replicas,
-            Algorithm::Ring => (self.hashing.slots / self.hashing.virtual_nodes.max(1))
-                .min(self.limits.max_replicas),
+            Algorithm::Ring => {
+                (self.hashing.slots / self.hashing.virtual_nodes.max(1)).min(self.limits.max_replicas)
+            }
         }
     }
 
@@ -581,10 +544,7 @@ impl Manifest {
             Algorithm::Maglev => format!("maglev (table {})", self.ring_config().table_size),
             Algorithm::Ring => format!(
                 "ring (M {}, K {}, {:?}, {:?} probing)",
-                self.hashing.slots,
-                self.hashing.virtual_nodes,
-                self.hashing.function,
-                self.hashing.probing
+                self.hashing.slots, self.hashing.virtual_nodes, self.hashing.function, self.hashing.probing
             )
             .to_lowercase(),
         };
@@ -601,23 +561,15 @@ impl Manifest {
             if changed {
                 errors.push(FieldError {
                     field: field.into(),
-                    message: format!("cannot change while ringlb runs ({old} -> {new}); restart ringlb to change it"),
+                    message: format!(
+                        "cannot change while ringlb runs ({old} -> {new}); restart ringlb to change it"
+                    ),
                     position: None,
                 });
             }
         };
-        check(
-            "name",
-            self.name != next.name,
-            self.name.clone(),
-            next.name.clone(),
-        );
-        check(
-            "listen",
-            self.listen != next.listen,
-            self.listen.to_string(),
-            next.listen.to_string(),
-        );
+        check("name", self.name != next.name, self.name.clone(), next.name.clone());
+        check("listen", self.listen != next.listen, self.listen.to_string(), next.listen.to_string());
         check(
             "replica.runtime",
             self.replica.runtime != next.replica.runtime,
@@ -644,29 +596,15 @@ mod tests {
         assert_eq!(m.ring_config().table_size, 65537);
         assert_eq!(m.hashing.key, KeySource::RequestId);
         assert_eq!(m.health.interval.get(), std::time::Duration::from_secs(1));
-        assert_eq!(
-            m.health.timeout.get(),
-            std::time::Duration::from_millis(500)
-        );
+        assert_eq!(m.health.timeout.get(), std::time::Duration::from_millis(500));
         assert_eq!(m.limits.max_replicas, 64);
     }
 
     #[test]
     fn a_wrong_type_names_its_line_and_column() {
         let err = Manifest::parse("name: demo\nreplicas: three\n").unwrap_err();
-        let ManifestError::Syntax {
-            position,
-            message,
-            snippet,
-        } = &err
-        else {
-            panic!("{err:?}")
-        };
-        assert_eq!(
-            position.map(|p| (p.line, p.column)),
-            Some((2, 11)),
-            "{message}"
-        );
+        let ManifestError::Syntax { position, message, snippet } = &err else { panic!("{err:?}") };
+        assert_eq!(position.map(|p| (p.line, p.column)), Some((2, 11)), "{message}");
         assert!(message.starts_with("replicas: "), "{message}");
         assert!(snippet.contains("replicas: three"), "{snippet}");
         assert_eq!(err.to_string(), format!("line 2, column 11: {message}"));
@@ -680,27 +618,12 @@ mod tests {
 
     #[test]
     fn validation_lists_every_bad_field_with_its_position() {
-        let text = "name: demo\nreplicas: 100\nhostnames: [ok, 'bad name', ok]\nhashing:\n  table_size: 65536\n";
-        let ManifestError::Invalid(errors) = Manifest::parse(text).unwrap_err() else {
-            panic!()
-        };
+        let text =
+            "name: demo\nreplicas: 100\nhostnames: [ok, 'bad name', ok]\nhashing:\n  table_size: 65536\n";
+        let ManifestError::Invalid(errors) = Manifest::parse(text).unwrap_err() else { panic!() };
         let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
-        assert_eq!(
-            fields,
-            [
-                "replicas",
-                "hostnames[1]",
-                "hostnames[2]",
-                "hashing.table_size"
-            ]
-        );
-        assert_eq!(
-            errors[0].position,
-            Some(locate::Position {
-                line: 2,
-                column: 11
-            })
-        );
+        assert_eq!(fields, ["replicas", "hostnames[1]", "hostnames[2]", "hashing.table_size"]);
+        assert_eq!(errors[0].position, Some(locate::Position { line: 2, column: 11 }));
         assert_eq!(errors[3].position.map(|p| p.line), Some(5));
     }
 
@@ -728,11 +651,8 @@ mod tests {
 
     #[test]
     fn the_ring_must_have_room_for_every_virtual_node() {
-        let text =
-            "name: demo\nreplicas: 60\nhashing: {algorithm: ring, slots: 512, virtual_nodes: 9}\n";
-        let ManifestError::Invalid(errors) = Manifest::parse(text).unwrap_err() else {
-            panic!()
-        };
+        let text = "name: demo\nreplicas: 60\nhashing: {algorithm: ring, slots: 512, virtual_nodes: 9}\n";
+        let ManifestError::Invalid(errors) = Manifest::parse(text).unwrap_err() else { panic!() };
         assert_eq!(errors[0].field, "hashing.slots");
     }
 
@@ -740,11 +660,7 @@ mod tests {
     fn listen_name_and_runtime_cannot_change_live() {
         let a = Manifest::parse(MINIMAL).unwrap();
         let b = Manifest::parse("name: other\nlisten: 127.0.0.1:1\n").unwrap();
-        let fields: Vec<_> = a
-            .immutable_changes(&b)
-            .into_iter()
-            .map(|e| e.field)
-            .collect();
+        let fields: Vec<_> = a.immutable_changes(&b).into_iter().map(|e| e.field).collect();
         assert_eq!(fields, ["name", "listen"]);
         assert!(a.immutable_changes(&a.clone()).is_empty());
     }

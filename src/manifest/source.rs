@@ -58,16 +58,10 @@ impl ManifestSource {
     /// Any [`ManifestError`].
     pub fn open(path: &Path) -> Result<Arc<ManifestSource>, ManifestError> {
         let (manifest, text) = Manifest::load(path)?;
-        let (tx, _) = watch::channel(Desired {
-            manifest: Arc::new(manifest),
-            version: 1,
-        });
+        let (tx, _) = watch::channel(Desired { manifest: Arc::new(manifest), version: 1 });
         Ok(Arc::new(ManifestSource {
             path: path.to_path_buf(),
-            state: Mutex::new(State {
-                last_text: text,
-                last_error: None,
-            }),
+            state: Mutex::new(State { last_text: text, last_error: None }),
             tx,
         }))
     }
@@ -89,11 +83,7 @@ impl ManifestSource {
 
     /// Why the last text was rejected, if the file is currently invalid.
     pub fn last_error(&self) -> Option<String> {
-        self.state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .last_error
-            .clone()
+        self.state.lock().unwrap_or_else(PoisonError::into_inner).last_error.clone()
     }
 
     /// Re-reads the file and applies it if it changed.
@@ -101,10 +91,8 @@ impl ManifestSource {
     /// # Errors
     /// The file cannot be read or is invalid; the last good manifest stays in effect.
     pub fn reload(&self) -> Result<Applied, ManifestError> {
-        let text = std::fs::read_to_string(&self.path).map_err(|source| ManifestError::Read {
-            path: self.path.display().to_string(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(&self.path)
+            .map_err(|source| ManifestError::Read { path: self.path.display().to_string(), source })?;
         self.apply_text(&text)
     }
 
@@ -148,10 +136,7 @@ impl ManifestSource {
             return Ok(Applied::Same(current.version));
         }
         let version = current.version + 1;
-        self.tx.send_replace(Desired {
-            manifest: Arc::new(next),
-            version,
-        });
+        self.tx.send_replace(Desired { manifest: Arc::new(next), version });
         Ok(Applied::Changed(version))
     }
 }
@@ -181,9 +166,7 @@ mod tests {
     #[test]
     fn a_comment_only_change_publishes_nothing() {
         let (_dir, source) = source("name: demo\nreplicas: 3\n");
-        let applied = source
-            .apply_text("# hello\nname: demo\nreplicas: 3\n")
-            .unwrap();
+        let applied = source.apply_text("# hello\nname: demo\nreplicas: 3\n").unwrap();
         assert!(matches!(applied, Applied::Same(1)));
     }
 
@@ -202,11 +185,7 @@ mod tests {
     fn fields_that_cannot_change_live_are_refused_with_their_position() {
         let (_dir, source) = source("name: demo\n");
         let err = source.apply_text("name: other\n").unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("line 1, column 7: name: cannot change"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("line 1, column 7: name: cannot change"), "{err}");
         assert_eq!(source.current().manifest.name, "demo");
     }
 }

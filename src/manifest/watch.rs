@@ -95,20 +95,14 @@ fn start_os_watch(path: &Path, tx: mpsc::Sender<()>) -> Option<notify::Recommend
     let name = path.file_name()?.to_owned();
     let handler = move |event: notify::Result<notify::Event>| {
         if let Ok(event) = event
-            && event
-                .paths
-                .iter()
-                .any(|p| p.file_name() == Some(name.as_os_str()))
+            && event.paths.iter().any(|p| p.file_name() == Some(name.as_os_str()))
         {
             // A full channel already holds a wake-up; dropping this one loses nothing.
             let _ = tx.try_send(());
         }
     };
-    let started = notify::recommended_watcher(handler).and_then(|mut watcher| {
-        watcher
-            .watch(&dir, RecursiveMode::NonRecursive)
-            .map(|()| watcher)
-    });
+    let started = notify::recommended_watcher(handler)
+        .and_then(|mut watcher| watcher.watch(&dir, RecursiveMode::NonRecursive).map(|()| watcher));
     match started {
         Ok(watcher) => Some(watcher),
         Err(error) => {

@@ -23,34 +23,19 @@ pub struct RequestKey {
 }
 
 /// Computes the key of a request.
-pub fn request_key(
-    source: &KeySource,
-    headers: &HeaderMap,
-    uri: &Uri,
-    client: IpAddr,
-) -> RequestKey {
-    let hashed = |bytes: &[u8]| RequestKey {
-        key: key_hash(bytes),
-        generated_id: None,
-    };
+pub fn request_key(source: &KeySource, headers: &HeaderMap, uri: &Uri, client: IpAddr) -> RequestKey {
+    let hashed = |bytes: &[u8]| RequestKey { key: key_hash(bytes), generated_id: None };
     match source {
         KeySource::RequestId => match headers.get(X_REQUEST_ID) {
-            Some(value) => match std::str::from_utf8(value.as_bytes())
-                .ok()
-                .and_then(|s| s.parse::<u64>().ok())
-            {
-                Some(id) => RequestKey {
-                    key: id,
-                    generated_id: None,
-                },
-                None => hashed(value.as_bytes()),
-            },
+            Some(value) => {
+                match std::str::from_utf8(value.as_bytes()).ok().and_then(|s| s.parse::<u64>().ok()) {
+                    Some(id) => RequestKey { key: id, generated_id: None },
+                    None => hashed(value.as_bytes()),
+                }
+            }
             None => {
                 let id: u32 = rand::random_range(100_000..=999_999);
-                RequestKey {
-                    key: u64::from(id),
-                    generated_id: Some(HeaderValue::from(id)),
-                }
+                RequestKey { key: u64::from(id), generated_id: Some(HeaderValue::from(id)) }
             }
         },
         KeySource::ClientIp => match client {
@@ -61,12 +46,7 @@ pub fn request_key(
             },
         },
         KeySource::Path => hashed(uri.path().as_bytes()),
-        KeySource::Header(name) => hashed(
-            headers
-                .get(name)
-                .map(HeaderValue::as_bytes)
-                .unwrap_or_default(),
-        ),
+        KeySource::Header(name) => hashed(headers.get(name).map(HeaderValue::as_bytes).unwrap_or_default()),
     }
 }
 
@@ -87,19 +67,8 @@ mod tests {
 
     #[test]
     fn a_numeric_request_id_is_the_key_itself() {
-        let k = key(
-            &KeySource::RequestId,
-            &[("x-request-id", "123456")],
-            "/",
-            "10.0.0.1",
-        );
-        assert_eq!(
-            k,
-            RequestKey {
-                key: 123_456,
-                generated_id: None
-            }
-        );
+        let k = key(&KeySource::RequestId, &[("x-request-id", "123456")], "/", "10.0.0.1");
+        assert_eq!(k, RequestKey { key: 123_456, generated_id: None });
     }
 
     #[test]
@@ -115,41 +84,19 @@ mod tests {
 
     #[test]
     fn text_request_ids_hash_stably() {
-        let a = key(
-            &KeySource::RequestId,
-            &[("x-request-id", "abc")],
-            "/",
-            "10.0.0.1",
-        );
-        let b = key(
-            &KeySource::RequestId,
-            &[("x-request-id", "abc")],
-            "/other",
-            "10.0.0.2",
-        );
+        let a = key(&KeySource::RequestId, &[("x-request-id", "abc")], "/", "10.0.0.1");
+        let b = key(&KeySource::RequestId, &[("x-request-id", "abc")], "/other", "10.0.0.2");
         assert_eq!(a, b);
     }
 
     #[test]
     fn client_ip_path_and_header_keys_depend_only_on_their_part() {
         let ip = KeySource::ClientIp;
-        assert_eq!(
-            key(&ip, &[], "/a", "10.0.0.1"),
-            key(&ip, &[], "/b", "10.0.0.1")
-        );
-        assert_ne!(
-            key(&ip, &[], "/a", "10.0.0.1"),
-            key(&ip, &[], "/a", "10.0.0.2")
-        );
-        assert_eq!(
-            key(&ip, &[], "/", "::ffff:10.0.0.1"),
-            key(&ip, &[], "/", "10.0.0.1")
-        );
+        assert_eq!(key(&ip, &[], "/a", "10.0.0.1"), key(&ip, &[], "/b", "10.0.0.1"));
+        assert_ne!(key(&ip, &[], "/a", "10.0.0.1"), key(&ip, &[], "/a", "10.0.0.2"));
+        assert_eq!(key(&ip, &[], "/", "::ffff:10.0.0.1"), key(&ip, &[], "/", "10.0.0.1"));
         let path = KeySource::Path;
-        assert_eq!(
-            key(&path, &[], "/a?x=1", "10.0.0.1"),
-            key(&path, &[], "/a?x=2", "10.0.0.9")
-        );
+        assert_eq!(key(&path, &[], "/a?x=1", "10.0.0.1"), key(&path, &[], "/a?x=2", "10.0.0.9"));
         let header = KeySource::Header(http::HeaderName::from_static("x-user"));
         assert_eq!(
             key(&header, &[("x-user", "ann")], "/", "1.1.1.1"),

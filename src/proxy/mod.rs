@@ -56,11 +56,7 @@ impl Proxy {
     /// A proxy that routes by the snapshots in `snapshots` and fires `trigger` on ejections.
     pub fn new(snapshots: Arc<Snapshots>, trigger: Trigger) -> Proxy {
         let timeout = snapshots.load().routing.connect_timeout;
-        Proxy {
-            snapshots,
-            trigger,
-            client: ArcSwap::from_pointee((timeout, upstream::client(timeout))),
-        }
+        Proxy { snapshots, trigger, client: ArcSwap::from_pointee((timeout, upstream::client(timeout))) }
     }
 
     fn client(&self, connect_timeout: Duration) -> UpstreamClient {
@@ -69,8 +65,7 @@ impl Proxy {
             return current.1.clone();
         }
         let client = upstream::client(connect_timeout);
-        self.client
-            .store(Arc::new((connect_timeout, client.clone())));
+        self.client.store(Arc::new((connect_timeout, client.clone())));
         client
     }
 
@@ -78,12 +73,7 @@ impl Proxy {
     pub async fn forward(&self, request: Request<Incoming>, client: SocketAddr) -> Response {
         let snapshot = self.snapshots.load();
         let (mut parts, body) = request.into_parts();
-        let key = key::request_key(
-            &snapshot.routing.key,
-            &parts.headers,
-            &parts.uri,
-            client.ip(),
-        );
+        let key = key::request_key(&snapshot.routing.key, &parts.headers, &parts.uri, client.ip());
         if let Some(id) = key.generated_id {
             parts.headers.insert(key::X_REQUEST_ID, id);
         }
@@ -125,9 +115,7 @@ impl Proxy {
                         ),
                     );
                 }
-                Ok(Err(error)) if error.is_connect() => {
-                    Failure::Connect(crate::error_chain(&error))
-                }
+                Ok(Err(error)) if error.is_connect() => Failure::Connect(crate::error_chain(&error)),
                 Ok(Err(error)) => Failure::Exchange(crate::error_chain(&error)),
             };
             backend.record_error();
@@ -153,23 +141,16 @@ impl Proxy {
         }
         match last_failure {
             None => no_replica(),
-            Some(why) => json::failure(
-                StatusCode::BAD_GATEWAY,
-                format!("no replica could answer: {why}"),
-            ),
+            Some(why) => json::failure(StatusCode::BAD_GATEWAY, format!("no replica could answer: {why}")),
         }
     }
 }
 
 /// The 503 for "nothing to route to", with a hint to retry soon.
 fn no_replica() -> Response {
-    let mut response = json::failure(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "no replica is ready to serve the request",
-    );
-    response
-        .headers_mut()
-        .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    let mut response =
+        json::failure(StatusCode::SERVICE_UNAVAILABLE, "no replica is ready to serve the request");
+    response.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
     response
 }
 
@@ -184,16 +165,9 @@ fn is_idempotent(method: &Method) -> bool {
 /// `http://<replica><path and query>`.
 fn upstream_uri(addr: SocketAddr, original: &Uri) -> Result<Uri, http::Error> {
     // Only origin-form targets (`/path?query`) are forwarded as they are; `*` becomes `/`.
-    let path_and_query = original
-        .path_and_query()
-        .map(|pq| pq.as_str())
-        .filter(|pq| pq.starts_with('/'))
-        .unwrap_or("/");
-    Uri::builder()
-        .scheme("http")
-        .authority(addr.to_string())
-        .path_and_query(path_and_query)
-        .build()
+    let path_and_query =
+        original.path_and_query().map(|pq| pq.as_str()).filter(|pq| pq.starts_with('/')).unwrap_or("/");
+    Uri::builder().scheme("http").authority(addr.to_string()).path_and_query(path_and_query).build()
 }
 
 /// Turns the replica's response into the client's.
@@ -204,22 +178,15 @@ fn respond(
     uri: &Uri,
     snapshot: &Snapshot,
 ) -> Response {
-    if response.status() == StatusCode::NOT_FOUND
-        && snapshot.routing.unknown_path == UnknownPath::Exercise
-    {
+    if response.status() == StatusCode::NOT_FOUND && snapshot.routing.unknown_path == UnknownPath::Exercise {
         return json::failure(
             StatusCode::BAD_REQUEST,
-            format!(
-                "'{}' endpoint does not exist in server replicas",
-                uri.path()
-            ),
+            format!("'{}' endpoint does not exist in server replicas", uri.path()),
         );
     }
     let (mut parts, body) = response.into_parts();
     headers::remove_hop_by_hop(&mut parts.headers);
-    parts
-        .headers
-        .insert(X_RINGLB_REPLICA, backend.name_header.clone());
+    parts.headers.insert(X_RINGLB_REPLICA, backend.name_header.clone());
     Response::from_parts(parts, Body::new(ResponseBody::new(body, inflight)))
 }
 
@@ -229,13 +196,7 @@ mod tests {
 
     #[test]
     fn only_safe_to_repeat_methods_are_idempotent() {
-        for m in [
-            Method::GET,
-            Method::HEAD,
-            Method::OPTIONS,
-            Method::PUT,
-            Method::DELETE,
-        ] {
+        for m in [Method::GET, Method::HEAD, Method::OPTIONS, Method::PUT, Method::DELETE] {
             assert!(is_idempotent(&m), "{m}");
         }
         for m in [Method::POST, Method::PATCH, Method::CONNECT] {
@@ -250,9 +211,6 @@ mod tests {
             upstream_uri(addr, &"/home?x=1".parse().unwrap()).unwrap(),
             "http://10.0.0.2:5000/home?x=1"
         );
-        assert_eq!(
-            upstream_uri(addr, &"*".parse().unwrap()).unwrap(),
-            "http://10.0.0.2:5000/"
-        );
+        assert_eq!(upstream_uri(addr, &"*".parse().unwrap()).unwrap(), "http://10.0.0.2:5000/");
     }
 }

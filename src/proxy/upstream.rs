@@ -48,38 +48,24 @@ impl Replayable {
     /// Wraps the body of a client's request.
     pub fn new(body: Incoming) -> Replayable {
         let size_hint = body.size_hint();
-        let slot = if body.is_end_stream() {
-            None
-        } else {
-            Some(Arc::new(Mutex::new(Some(body))))
-        };
+        let slot = if body.is_end_stream() { None } else { Some(Arc::new(Mutex::new(Some(body)))) };
         Replayable { slot, size_hint }
     }
 
     /// The body for the next attempt, or `None` if an earlier attempt already read it.
     pub fn attempt(&self) -> Option<RequestBody> {
         match &self.slot {
-            None => Some(RequestBody {
-                source: None,
-                taken: None,
-                size_hint: SizeHint::with_exact(0),
-            }),
-            Some(slot) if self.is_untouched() => Some(RequestBody {
-                source: Some(Arc::clone(slot)),
-                taken: None,
-                size_hint: self.size_hint,
-            }),
+            None => Some(RequestBody { source: None, taken: None, size_hint: SizeHint::with_exact(0) }),
+            Some(slot) if self.is_untouched() => {
+                Some(RequestBody { source: Some(Arc::clone(slot)), taken: None, size_hint: self.size_hint })
+            }
             Some(_) => None,
         }
     }
 
     /// True if no attempt read from the body (or there is none), so it can still be sent.
     pub fn is_untouched(&self) -> bool {
-        self.slot.as_ref().is_none_or(|slot| {
-            slot.lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .is_some()
-        })
+        self.slot.as_ref().is_none_or(|slot| slot.lock().unwrap_or_else(PoisonError::into_inner).is_some())
     }
 }
 
@@ -102,9 +88,7 @@ impl Body for RequestBody {
         if this.taken.is_none() {
             match &this.source {
                 None => return Poll::Ready(None),
-                Some(slot) => {
-                    this.taken = slot.lock().unwrap_or_else(PoisonError::into_inner).take()
-                }
+                Some(slot) => this.taken = slot.lock().unwrap_or_else(PoisonError::into_inner).take(),
             }
         }
         match &mut this.taken {
@@ -131,10 +115,7 @@ pub struct ResponseBody {
 impl ResponseBody {
     /// Wraps `inner`; `inflight` is released when the body ends or is dropped.
     pub fn new(inner: Incoming, inflight: InflightGuard) -> ResponseBody {
-        ResponseBody {
-            inner,
-            _inflight: inflight,
-        }
+        ResponseBody { inner, _inflight: inflight }
     }
 }
 

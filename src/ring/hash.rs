@@ -50,17 +50,12 @@ mod tests {
         // 123456^2 + 2*123456 + 17 = 15241383936 + 246912 + 17 = 15241630865 = 29768810 * 512 + 145
         assert_eq!(assignment_request_slot(123_456, 512), 145);
         // Reducing mod M first changes nothing, and huge ids do not overflow.
-        assert_eq!(
-            assignment_request_slot(u64::MAX, 512),
-            assignment_request_slot(u64::MAX % 512, 512)
-        );
+        assert_eq!(assignment_request_slot(u64::MAX, 512), assignment_request_slot(u64::MAX % 512, 512));
     }
 
     #[test]
     fn phi_matches_hand_computed_values() {
-        let server1: Vec<u32> = (0..9)
-            .map(|j| assignment_virtual_node_slot(1, j, 512))
-            .collect();
+        let server1: Vec<u32> = (0..9).map(|j| assignment_virtual_node_slot(1, j, 512)).collect();
         assert_eq!(server1, [26, 29, 34, 41, 50, 61, 74, 89, 106]);
         assert_eq!(assignment_virtual_node_slot(2, 0, 512), 29);
         assert_eq!(assignment_virtual_node_slot(3, 0, 512), 34);
@@ -69,9 +64,8 @@ mod tests {
     #[test]
     fn h_reaches_only_a_few_slots() {
         // H(i) = (i + 1)^2 + 16 mod 512: only the squares mod 512 shifted by 16 are reachable.
-        let reached: std::collections::BTreeSet<u32> = (100_000u64..=999_999)
-            .map(|i| assignment_request_slot(i, 512))
-            .collect();
+        let reached: std::collections::BTreeSet<u32> =
+            (100_000u64..=999_999).map(|i| assignment_request_slot(i, 512)).collect();
         assert_eq!(reached.len(), 87);
     }
 

@@ -41,10 +41,7 @@ pub struct Maglev {
 impl Maglev {
     /// A table without members: every lookup yields nothing.
     pub fn empty() -> Maglev {
-        Maglev {
-            table: Vec::new(),
-            members: 0,
-        }
+        Maglev { table: Vec::new(), members: 0 }
     }
 
     /// Builds the table of size `table_size` (a prime larger than the member count).
@@ -62,14 +59,8 @@ impl Maglev {
         // Members take turns in name order, so the table does not depend on the slice's order.
         let mut order: Vec<usize> = (0..members.len()).collect();
         order.sort_by(|a, b| members[*a].name.cmp(&members[*b].name));
-        let offset: Vec<u64> = members
-            .iter()
-            .map(|mb| name_hash(&mb.name, OFFSET_SEED) % m)
-            .collect();
-        let skip: Vec<u64> = members
-            .iter()
-            .map(|mb| name_hash(&mb.name, SKIP_SEED) % (m - 1) + 1)
-            .collect();
+        let offset: Vec<u64> = members.iter().map(|mb| name_hash(&mb.name, OFFSET_SEED) % m).collect();
+        let skip: Vec<u64> = members.iter().map(|mb| name_hash(&mb.name, SKIP_SEED) % (m - 1) + 1).collect();
         let mut next = vec![0u64; members.len()];
         let mut table = vec![u32::MAX; table_size as usize];
         let mut filled = 0usize;
@@ -90,20 +81,13 @@ impl Maglev {
                 }
             }
         }
-        Ok(Maglev {
-            table,
-            members: members.len(),
-        })
+        Ok(Maglev { table, members: members.len() })
     }
 }
 
 impl Selector for Maglev {
     fn candidates(&self, key: u64) -> Candidates<'_> {
-        let start = if self.table.is_empty() {
-            0
-        } else {
-            (mix64(key) % self.table.len() as u64) as usize
-        };
+        let start = if self.table.is_empty() { 0 } else { (mix64(key) % self.table.len() as u64) as usize };
         Candidates::new(&self.table, start, self.members)
     }
 
@@ -136,24 +120,15 @@ mod tests {
             let mean = 1.0 / n as f64;
             let max = shares.iter().cloned().fold(0.0, f64::max);
             assert!(max <= 1.01 * mean, "N={n}: max share {max} vs mean {mean}");
-            let counts: Vec<u64> = shares
-                .iter()
-                .map(|s| (s * f64::from(M)).round() as u64)
-                .collect();
+            let counts: Vec<u64> = shares.iter().map(|s| (s * f64::from(M)).round() as u64).collect();
             let (lo, hi) = (u64::from(M) / n as u64, u64::from(M).div_ceil(n as u64));
-            assert!(
-                counts.iter().all(|c| *c == lo || *c == hi),
-                "N={n}: {counts:?}"
-            );
+            assert!(counts.iter().all(|c| *c == lo || *c == hi), "N={n}: {counts:?}");
         }
     }
 
     /// Share of table entries whose member changes between two member lists (compared by name).
     fn moved(size: u32, a: &[Member], b: &[Member]) -> f64 {
-        let (ta, tb) = (
-            Maglev::build(size, a).unwrap(),
-            Maglev::build(size, b).unwrap(),
-        );
+        let (ta, tb) = (Maglev::build(size, a).unwrap(), Maglev::build(size, b).unwrap());
         let changed = (0..size as usize)
             .filter(|e| a[ta.table[*e] as usize].name != b[tb.table[*e] as usize].name)
             .count();
@@ -169,12 +144,8 @@ mod tests {
             let all = members(n);
             let size = default_table_size(n as u32);
             for removed in [0, n / 2, n - 1] {
-                let rest: Vec<Member> = all
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, _)| *i != removed)
-                    .map(|(_, m)| m.clone())
-                    .collect();
+                let rest: Vec<Member> =
+                    all.iter().enumerate().filter(|(i, _)| *i != removed).map(|(_, m)| m.clone()).collect();
                 // Removal and the reverse addition are the same pair of tables.
                 let excess = moved(size, &all, &rest) - 1.0 / n as f64;
                 if excess > worst.0 {
@@ -185,10 +156,7 @@ mod tests {
                 }
             }
         }
-        println!(
-            "worst excess over 1/N: {:.5} at N={}, removing member {}",
-            worst.0, worst.1, worst.2
-        );
+        println!("worst excess over 1/N: {:.5} at N={}, removing member {}", worst.0, worst.1, worst.2);
         println!("worst excess with the 65537 table (N <= 65): {worst_default_size:.5}");
         assert!(worst.0 <= 0.006, "worst excess {worst:?}");
     }
@@ -218,24 +186,15 @@ mod tests {
     fn pinned_lookups_do_not_change_between_releases() {
         // A golden test: if this changes, every deployed key moves. Change it only on purpose.
         let maglev = Maglev::build(M, &members(3)).unwrap();
-        let got: Vec<usize> = [0u64, 1, 2, 123_456, 999_999]
-            .iter()
-            .map(|k| lookup(&maglev, *k))
-            .collect();
+        let got: Vec<usize> = [0u64, 1, 2, 123_456, 999_999].iter().map(|k| lookup(&maglev, *k)).collect();
         assert_eq!(got, GOLDEN);
     }
     const GOLDEN: [usize; 5] = [1, 0, 0, 2, 1];
 
     #[test]
     fn bad_table_sizes_are_errors() {
-        assert_eq!(
-            Maglev::build(65536, &members(3)).unwrap_err(),
-            RingError::TableSize(65536)
-        );
-        assert_eq!(
-            Maglev::build(3, &members(3)).unwrap_err(),
-            RingError::TableSize(3)
-        );
+        assert_eq!(Maglev::build(65536, &members(3)).unwrap_err(), RingError::TableSize(65536));
+        assert_eq!(Maglev::build(3, &members(3)).unwrap_err(), RingError::TableSize(3));
         assert!(Maglev::build(5, &members(3)).is_ok());
     }
 

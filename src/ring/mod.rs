@@ -90,9 +90,7 @@ pub struct Member {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RingError {
     /// More virtual nodes than slots.
-    #[error(
-        "{members} replicas x {virtual_nodes} virtual nodes do not fit in {slots} slots (hashing.slots)"
-    )]
+    #[error("{members} replicas x {virtual_nodes} virtual nodes do not fit in {slots} slots (hashing.slots)")]
     Full {
         /// Members.
         members: usize,
@@ -118,10 +116,7 @@ pub fn is_prime(n: u32) -> bool {
         return n == 2;
     }
     let n = u64::from(n);
-    (3..)
-        .step_by(2)
-        .take_while(|d| d * d <= n)
-        .all(|d| n % d != 0)
+    (3..).step_by(2).take_while(|d| d * d <= n).all(|d| n % d != 0)
 }
 
 /// A built, immutable selector: replicas for a key, best first.
@@ -147,11 +142,7 @@ enum Seen {
 
 impl Seen {
     fn new(members: usize) -> Seen {
-        if members <= 128 {
-            Seen::Inline(0)
-        } else {
-            Seen::Heap(vec![0; members.div_ceil(64)])
-        }
+        if members <= 128 { Seen::Inline(0) } else { Seen::Heap(vec![0; members.div_ceil(64)]) }
     }
 
     /// Marks `i`; false if it was marked already.
@@ -192,20 +183,8 @@ pub struct Candidates<'a> {
 impl<'a> Candidates<'a> {
     /// A walk over `walk` (member indices) starting at `start`, for a ring of `members` members.
     pub fn new(walk: &'a [u32], start: usize, members: usize) -> Candidates<'a> {
-        let position = if walk.is_empty() {
-            0
-        } else {
-            start % walk.len()
-        };
-        Candidates {
-            walk,
-            position,
-            steps_left: walk.len(),
-            members,
-            yielded: 0,
-            seen: None,
-            first: None,
-        }
+        let position = if walk.is_empty() { 0 } else { start % walk.len() };
+        Candidates { walk, position, steps_left: walk.len(), members, yielded: 0, seen: None, first: None }
     }
 }
 
@@ -259,9 +238,7 @@ impl Ring {
     /// Sizes that cannot hold the members.
     pub fn build(config: &RingConfig, members: &[Member]) -> Result<Ring, RingError> {
         match config.algorithm {
-            Algorithm::Maglev => {
-                maglev::Maglev::build(config.table_size, members).map(Ring::Maglev)
-            }
+            Algorithm::Maglev => maglev::Maglev::build(config.table_size, members).map(Ring::Maglev),
             Algorithm::Ring => slots::SlotRing::build(config, members).map(Ring::Slots),
         }
     }
@@ -306,16 +283,7 @@ fn shares_of(walk: impl Iterator<Item = u32>, members: usize) -> Vec<f64> {
             total += 1;
         }
     }
-    counts
-        .into_iter()
-        .map(|c| {
-            if total == 0 {
-                0.0
-            } else {
-                c as f64 / total as f64
-            }
-        })
-        .collect()
+    counts.into_iter().map(|c| if total == 0 { 0.0 } else { c as f64 / total as f64 }).collect()
 }
 
 #[cfg(test)]
@@ -323,12 +291,7 @@ mod tests {
     use super::*;
 
     pub(crate) fn members(n: usize) -> Vec<Member> {
-        (1..=n)
-            .map(|i| Member {
-                name: format!("server{i}"),
-                id: i as u32,
-            })
-            .collect()
+        (1..=n).map(|i| Member { name: format!("server{i}"), id: i as u32 }).collect()
     }
 
     #[test]
@@ -365,10 +328,7 @@ mod tests {
     fn every_algorithm_yields_every_member_once_and_an_empty_ring_nothing() {
         let configs = [
             RingConfig::default(),
-            RingConfig {
-                algorithm: Algorithm::Ring,
-                ..RingConfig::default()
-            },
+            RingConfig { algorithm: Algorithm::Ring, ..RingConfig::default() },
             RingConfig {
                 algorithm: Algorithm::Ring,
                 function: HashFunction::Assignment,

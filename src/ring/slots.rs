@@ -8,9 +8,7 @@
 //! so a member keeps its slots across restarts and reorderings; keys are mixed before the modulo.
 
 use super::hash::{assignment_request_slot, assignment_virtual_node_slot, mix64, name_hash};
-use super::{
-    Candidates, HashFunction, Member, Probing, RingConfig, RingError, Selector, shares_of,
-};
+use super::{Candidates, HashFunction, Member, Probing, RingConfig, RingError, Selector, shares_of};
 
 /// A built slot ring.
 #[derive(Debug)]
@@ -37,17 +35,11 @@ impl SlotRing {
             return Err(RingError::Empty);
         }
         if members.len() as u64 * u64::from(k) > u64::from(m) {
-            return Err(RingError::Full {
-                members: members.len(),
-                virtual_nodes: k,
-                slots: m,
-            });
+            return Err(RingError::Full { members: members.len(), virtual_nodes: k, slots: m });
         }
         let mut order: Vec<usize> = (0..members.len()).collect();
         match config.function {
-            HashFunction::Assignment => {
-                order.sort_by_key(|i| (members[*i].id, members[*i].name.clone()))
-            }
+            HashFunction::Assignment => order.sort_by_key(|i| (members[*i].id, members[*i].name.clone())),
             HashFunction::Xxh3 => order.sort_by(|a, b| members[*a].name.cmp(&members[*b].name)),
         }
         let mut table: Vec<Option<u32>> = vec![None; m as usize];
@@ -57,9 +49,7 @@ impl SlotRing {
                     HashFunction::Assignment => {
                         assignment_virtual_node_slot(u64::from(members[i].id), u64::from(j), m)
                     }
-                    HashFunction::Xxh3 => {
-                        (name_hash(&members[i].name, u64::from(j)) % u64::from(m)) as u32
-                    }
+                    HashFunction::Xxh3 => (name_hash(&members[i].name, u64::from(j)) % u64::from(m)) as u32,
                 };
                 let slot = free_slot(&table, home, config.probing).ok_or(RingError::Full {
                     members: members.len(),
@@ -86,22 +76,12 @@ impl SlotRing {
                 next[slot] = upcoming;
             }
         }
-        Ok(SlotRing {
-            slots: m,
-            function: config.function,
-            walk,
-            positions,
-            next,
-            members: members.len(),
-        })
+        Ok(SlotRing { slots: m, function: config.function, walk, positions, next, members: members.len() })
     }
 
     /// Every virtual node as (slot, member index), in slot order.
     pub fn virtual_nodes(&self) -> impl Iterator<Item = (u32, usize)> + '_ {
-        self.positions
-            .iter()
-            .zip(&self.walk)
-            .map(|(slot, member)| (*slot, *member as usize))
+        self.positions.iter().zip(&self.walk).map(|(slot, member)| (*slot, *member as usize))
     }
 
     /// The slot a key starts from.
@@ -124,19 +104,13 @@ fn free_slot(table: &[Option<u32>], home: u32, probing: Probing) -> Option<usize
     let linear = || (0..m).find_map(|t| free(t, t));
     match probing {
         Probing::Linear => linear(),
-        Probing::Quadratic => (0..m)
-            .find_map(|t| free(t, (t % m) * (t % m) % m))
-            .or_else(linear),
+        Probing::Quadratic => (0..m).find_map(|t| free(t, (t % m) * (t % m) % m)).or_else(linear),
     }
 }
 
 impl Selector for SlotRing {
     fn candidates(&self, key: u64) -> Candidates<'_> {
-        let start = if self.walk.is_empty() {
-            0
-        } else {
-            self.next[self.key_slot(key) as usize] as usize
-        };
+        let start = if self.walk.is_empty() { 0 } else { self.next[self.key_slot(key) as usize] as usize };
         Candidates::new(&self.walk, start, self.members)
     }
 
@@ -145,10 +119,7 @@ impl Selector for SlotRing {
         if self.walk.is_empty() {
             return vec![0.0; self.members];
         }
-        shares_of(
-            self.next.iter().map(|i| self.walk[*i as usize]),
-            self.members,
-        )
+        shares_of(self.next.iter().map(|i| self.walk[*i as usize]), self.members)
     }
 
     fn len(&self) -> usize {
@@ -164,26 +135,18 @@ mod tests {
     use proptest::prelude::*;
 
     fn config(function: HashFunction, probing: Probing) -> RingConfig {
-        RingConfig {
-            algorithm: Algorithm::Ring,
-            function,
-            probing,
-            ..RingConfig::default()
-        }
+        RingConfig { algorithm: Algorithm::Ring, function, probing, ..RingConfig::default() }
     }
 
     /// (slot, member id) of every virtual node, for comparing with hand computation.
     fn occupancy(ring: &SlotRing, list: &[Member]) -> Vec<(u32, u32)> {
-        ring.virtual_nodes()
-            .map(|(slot, member)| (slot, list[member].id))
-            .collect()
+        ring.virtual_nodes().map(|(slot, member)| (slot, list[member].id)).collect()
     }
 
     #[test]
     fn the_exercise_ring_with_linear_probing_matches_hand_computation() {
         let list = members(3);
-        let ring =
-            SlotRing::build(&config(HashFunction::Assignment, Probing::Linear), &list).unwrap();
+        let ring = SlotRing::build(&config(HashFunction::Assignment, Probing::Linear), &list).unwrap();
         // Server 1: Phi(1, j) = j^2 + 2j + 26 -> 26 29 34 41 50 61 74 89 106.
         // Server 2: Phi(2, j) = j^2 + 2j + 29 -> 29(taken: 30) 32 37 44 53 64 77 92 109.
         // Server 3: Phi(3, j) = j^2 + 2j + 34 -> 34(taken: 35) 37(taken: 38) 42 49 58 69 82 97 114.
@@ -200,23 +163,18 @@ mod tests {
         // H(123456) = 145 -> past 114, wraps to 26 (1); H(8) = 97 -> 97 (3); H(6) = 65 -> 69 (3);
         // H(5) = 52 -> 53 (2).
         let primary = |i: u64| list[ring.candidates(i).next().unwrap()].id;
-        assert_eq!(
-            [0, 1, 2, 123_456, 8, 6, 5].map(primary),
-            [1, 1, 1, 1, 3, 3, 2]
-        );
+        assert_eq!([0, 1, 2, 123_456, 8, 6, 5].map(primary), [1, 1, 1, 1, 3, 3, 2]);
     }
 
     #[test]
     fn the_exercise_ring_with_quadratic_probing_matches_hand_computation() {
         let list = members(3);
-        let ring =
-            SlotRing::build(&config(HashFunction::Assignment, Probing::Quadratic), &list).unwrap();
+        let ring = SlotRing::build(&config(HashFunction::Assignment, Probing::Quadratic), &list).unwrap();
         // Server 2's first node: 29 taken, 29 + 1 = 30 free. Server 3: 34 taken -> 35; 37 taken
         // (server 2) -> 38. Same as linear here, but server 2 at j = 4: 53 free. Check one that
         // differs: with 4 servers, server 4's Phi(4, 0) = 41 (taken) -> 42 taken -> 41 + 4 = 45.
         let four = members(4);
-        let ring4 =
-            SlotRing::build(&config(HashFunction::Assignment, Probing::Quadratic), &four).unwrap();
+        let ring4 = SlotRing::build(&config(HashFunction::Assignment, Probing::Quadratic), &four).unwrap();
         let occ = occupancy(&ring4, &four);
         assert!(occ.contains(&(45, 4)), "{occ:?}");
         let primary = |i: u64| list[ring.candidates(i).next().unwrap()].id;
@@ -225,33 +183,18 @@ mod tests {
 
     #[test]
     fn a_full_ring_is_an_error_and_zero_sizes_too() {
-        let cfg = RingConfig {
-            slots: 20,
-            virtual_nodes: 9,
-            ..config(HashFunction::Xxh3, Probing::Quadratic)
-        };
-        assert!(matches!(
-            SlotRing::build(&cfg, &members(3)),
-            Err(RingError::Full { .. })
-        ));
-        assert!(
-            SlotRing::build(&cfg, &members(2)).is_ok(),
-            "18 nodes fit in 20 slots, quadratic or not"
-        );
+        let cfg =
+            RingConfig { slots: 20, virtual_nodes: 9, ..config(HashFunction::Xxh3, Probing::Quadratic) };
+        assert!(matches!(SlotRing::build(&cfg, &members(3)), Err(RingError::Full { .. })));
+        assert!(SlotRing::build(&cfg, &members(2)).is_ok(), "18 nodes fit in 20 slots, quadratic or not");
         let zero = RingConfig { slots: 0, ..cfg };
-        assert_eq!(
-            SlotRing::build(&zero, &members(1)).unwrap_err(),
-            RingError::Empty
-        );
+        assert_eq!(SlotRing::build(&zero, &members(1)).unwrap_err(), RingError::Empty);
     }
 
     #[test]
     fn xxh3_positions_depend_on_names_not_order() {
-        let cfg = RingConfig {
-            slots: 4096,
-            virtual_nodes: 64,
-            ..config(HashFunction::Xxh3, Probing::Linear)
-        };
+        let cfg =
+            RingConfig { slots: 4096, virtual_nodes: 64, ..config(HashFunction::Xxh3, Probing::Linear) };
         let list = members(5);
         let mut shuffled = list.clone();
         shuffled.rotate_left(2);

@@ -50,20 +50,14 @@ impl FakeRuntime {
 
     /// Every call so far.
     pub fn calls(&self) -> Vec<Call> {
-        self.calls
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.calls.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// Names of running instances, sorted.
     pub fn running(&self) -> Vec<String> {
         let replicas = self.replicas.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut names: Vec<String> = replicas
-            .values()
-            .filter(|r| r.instance.running)
-            .map(|r| r.instance.name.clone())
-            .collect();
+        let mut names: Vec<String> =
+            replicas.values().filter(|r| r.instance.running).map(|r| r.instance.name.clone()).collect();
         names.sort();
         names
     }
@@ -90,27 +84,18 @@ impl FakeRuntime {
 
     /// Makes the next start of `name` fail.
     pub fn fail_next_start(&self, name: &str) {
-        self.failing_starts
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(name.to_owned());
+        self.failing_starts.lock().unwrap_or_else(PoisonError::into_inner).push(name.to_owned());
     }
 
     fn with(&self, name: &str, f: impl FnOnce(&mut Replica)) {
         let mut replicas = self.replicas.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(r) = replicas
-            .values_mut()
-            .find(|r| r.instance.name == name && r.instance.running)
-        {
+        if let Some(r) = replicas.values_mut().find(|r| r.instance.name == name && r.instance.running) {
             f(r);
         }
     }
 
     fn record(&self, call: Call) {
-        self.calls
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(call);
+        self.calls.lock().unwrap_or_else(PoisonError::into_inner).push(call);
     }
 }
 
@@ -127,34 +112,20 @@ impl Runtime for FakeRuntime {
     async fn start(&self, request: StartRequest) -> Result<Instance, RuntimeError> {
         self.record(Call::Start(request.name.clone(), request.replica_id));
         {
-            let mut failing = self
-                .failing_starts
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut failing = self.failing_starts.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some(i) = failing.iter().position(|n| *n == request.name) {
                 failing.remove(i);
-                return Err(RuntimeError::Start {
-                    name: request.name,
-                    reason: "injected failure".into(),
-                });
+                return Err(RuntimeError::Start { name: request.name, reason: "injected failure".into() });
             }
         }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
-            .map_err(|e| RuntimeError::Start {
-                name: request.name.clone(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| RuntimeError::Start { name: request.name.clone(), reason: e.to_string() })?;
         let addr = listener.local_addr().ok();
         let id_text = request.name.clone();
         let server = tokio::spawn(async move {
-            let _ = crate::replica::serve(
-                listener,
-                &id_text,
-                std::future::pending(),
-                Duration::from_secs(1),
-            )
-            .await;
+            let _ = crate::replica::serve(listener, &id_text, std::future::pending(), Duration::from_secs(1))
+                .await;
         });
         let id = {
             let mut next = self.next.lock().unwrap_or_else(PoisonError::into_inner);
@@ -170,23 +141,13 @@ impl Runtime for FakeRuntime {
             running: true,
             started_at: SystemTime::now(),
         };
-        let replica = Replica {
-            instance: instance.clone(),
-            server: Some(server),
-        };
-        self.replicas
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(id, replica);
+        let replica = Replica { instance: instance.clone(), server: Some(server) };
+        self.replicas.lock().unwrap_or_else(PoisonError::into_inner).insert(id, replica);
         Ok(instance)
     }
 
     async fn stop(&self, id: &InstanceId, _grace: Duration) -> Result<(), RuntimeError> {
-        let removed = self
-            .replicas
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(id);
+        let removed = self.replicas.lock().unwrap_or_else(PoisonError::into_inner).remove(id);
         if let Some(mut replica) = removed {
             self.record(Call::Stop(replica.instance.name.clone()));
             if let Some(server) = replica.server.take() {

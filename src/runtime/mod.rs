@@ -90,18 +90,12 @@ pub trait Runtime: Send + Sync + 'static {
     fn list(&self) -> impl Future<Output = Result<Vec<Instance>, RuntimeError>> + Send;
 
     /// Starts an instance and returns it once its address is known (not necessarily ready).
-    fn start(
-        &self,
-        request: StartRequest,
-    ) -> impl Future<Output = Result<Instance, RuntimeError>> + Send;
+    fn start(&self, request: StartRequest) -> impl Future<Output = Result<Instance, RuntimeError>> + Send;
 
     /// Stops an instance: SIGTERM, SIGKILL after `grace`, then forgets it. Stopping an exited or
     /// unknown instance succeeds.
-    fn stop(
-        &self,
-        id: &InstanceId,
-        grace: Duration,
-    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    fn stop(&self, id: &InstanceId, grace: Duration)
+    -> impl Future<Output = Result<(), RuntimeError>> + Send;
 
     /// Called once when `ringlb run` exits: stop what must not outlive it.
     fn shutdown(&self, grace: Duration) -> impl Future<Output = ()> + Send;

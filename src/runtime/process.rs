@@ -39,6 +39,8 @@ struct Child {
 pub struct ProcessRuntime {
     /// The `ringlb` executable to run as `ringlb server`.
     exe: PathBuf,
+    /// Arguments every child gets before `server` (the load balancer's log format and level).
+    global_args: Vec<String>,
     /// Fired when a child exits.
     trigger: Trigger,
     /// Children by instance id; a plain mutex, never held across an await.
@@ -46,13 +48,10 @@ pub struct ProcessRuntime {
 }
 
 impl ProcessRuntime {
-    /// A runtime that starts `exe server ...` children and fires `trigger` when one exits.
-    pub fn new(exe: PathBuf, trigger: Trigger) -> ProcessRuntime {
-        ProcessRuntime {
-            exe,
-            trigger,
-            children: Arc::default(),
-        }
+    /// A runtime that starts `exe <global_args> server ...` children and fires `trigger` when one
+    /// exits.
+    pub fn new(exe: PathBuf, global_args: Vec<String>, trigger: Trigger) -> ProcessRuntime {
+        ProcessRuntime { exe, global_args, trigger, children: Arc::default() }
     }
 
     fn children(&self) -> std::sync::MutexGuard<'_, BTreeMap<InstanceId, Child>> {
@@ -67,26 +66,15 @@ impl Runtime for ProcessRuntime {
     }
 
     async fn list(&self) -> Result<Vec<Instance>, RuntimeError> {
-        Ok(self
-            .children()
-            .values()
-            .map(|c| c.instance.clone())
-            .collect())
+        Ok(self.children().values().map(|c| c.instance.clone()).collect())
     }
 
     async fn start(&self, request: StartRequest) -> Result<Instance, RuntimeError> {
-        let fail = |reason: String| RuntimeError::Start {
-            name: request.name.clone(),
-            reason,
-        };
+        let fail = |reason: String| RuntimeError::Start { name: request.name.clone(), reason };
         let mut child = tokio::process::Command::new(&self.exe)
+            .args(&self.global_args)
             .args(["server", "--host", "127.0.0.1", "--port", "0", "--announce"])
-            .args([
-                "--id",
-                &request.name,
-                "--exit-with-parent",
-                &std::process::id().to_string(),
-            ])
+            .args(["--id", &request.name, "--exit-with-parent", &std::process::id().to_string()])
             .env("SERVER_ID", &request.name)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -99,18 +87,12 @@ impl Runtime for ProcessRuntime {
             .and_then(|id| i32::try_from(id).ok())
             .map(Pid::from_raw)
             .ok_or_else(|| fail("the child exited at once".into()))?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| fail("no stdout pipe".into()))?;
+        let stdout = child.stdout.take().ok_or_else(|| fail("no stdout pipe".into()))?;
         let mut lines = BufReader::new(stdout).lines();
         let announced = tokio::time::timeout(ANNOUNCE_TIMEOUT, async {
             while let Some(line) = lines.next_line().await.map_err(|e| e.to_string())? {
                 if let Some(addr) = line.strip_prefix(ANNOUNCE_PREFIX) {
-                    return addr
-                        .trim()
-                        .parse()
-                        .map_err(|e| format!("bad address {addr:?}: {e}"));
+                    return addr.trim().parse().map_err(|e| format!("bad address {addr:?}: {e}"));
                 }
             }
             Err("it exited before it listened".to_string())
@@ -139,25 +121,14 @@ impl Runtime for ProcessRuntime {
             started_at: SystemTime::now(),
         };
         let (exited_tx, exited) = watch::channel(false);
-        self.children().insert(
-            id.clone(),
-            Child {
-                instance: instance.clone(),
-                pid,
-                exited,
-            },
-        );
+        self.children().insert(id.clone(), Child { instance: instance.clone(), pid, exited });
 
         let children = Arc::clone(&self.children);
         let trigger = self.trigger.clone();
         let name = request.name;
         tokio::spawn(async move {
             let status = child.wait().await;
-            if let Some(entry) = children
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .get_mut(&id)
-            {
+            if let Some(entry) = children.lock().unwrap_or_else(PoisonError::into_inner).get_mut(&id) {
                 entry.instance.running = false;
             }
             let _ = exited_tx.send(true);
@@ -175,49 +146,47 @@ impl Runtime for ProcessRuntime {
     }
 
     async fn stop(&self, id: &InstanceId, grace: Duration) -> Result<(), RuntimeError> {
-        let Some((pid, mut exited)) = self.children().get(id).map(|c| (c.pid, c.exited.clone()))
-        else {
-            return Ok(());
-        };
-        // Signals go only to a child not yet reaped, so the pid cannot have been reused.
-        if !*exited.borrow() {
-            let _ = kill(pid, Signal::SIGTERM);
-            if tokio::time::timeout(grace, exited.wait_for(|e| *e))
-                .await
-                .is_err()
-            {
-                tracing::warn!(instance = %id, "replica did not stop within {grace:?} of SIGTERM; sending SIGKILL");
-                let _ = kill(pid, Signal::SIGKILL);
-                if tokio::time::timeout(KILL_WAIT, exited.wait_for(|e| *e))
-                    .await
-                    .is_err()
-                {
-                    return Err(RuntimeError::Stop {
-                        id: id.clone(),
-                        reason: "still running after SIGKILL".into(),
-                    });
-                }
-            }
-        }
-        self.children().remove(id);
-        Ok(())
+        stop_child(&self.children, id, grace).await
     }
 
     async fn shutdown(&self, grace: Duration) {
         let ids: Vec<InstanceId> = self.children().keys().cloned().collect();
         let mut stops = tokio::task::JoinSet::new();
         for id in ids {
-            let runtime = ProcessRuntime {
-                exe: self.exe.clone(),
-                trigger: self.trigger.clone(),
-                children: Arc::clone(&self.children),
-            };
+            let children = Arc::clone(&self.children);
             stops.spawn(async move {
-                if let Err(error) = runtime.stop(&id, grace).await {
+                if let Err(error) = stop_child(&children, &id, grace).await {
                     tracing::error!(%error, "cannot stop a replica on shutdown");
                 }
             });
         }
         while stops.join_next().await.is_some() {}
     }
+}
+
+/// SIGTERM, SIGKILL after `grace`, then forget the child.
+async fn stop_child(
+    children: &Mutex<BTreeMap<InstanceId, Child>>,
+    id: &InstanceId,
+    grace: Duration,
+) -> Result<(), RuntimeError> {
+    let found =
+        children.lock().unwrap_or_else(PoisonError::into_inner).get(id).map(|c| (c.pid, c.exited.clone()));
+    let Some((pid, mut exited)) = found else { return Ok(()) };
+    // Signals go only to a child not yet reaped, so the pid cannot have been reused.
+    if !*exited.borrow() {
+        let _ = kill(pid, Signal::SIGTERM);
+        if tokio::time::timeout(grace, exited.wait_for(|e| *e)).await.is_err() {
+            tracing::warn!(instance = %id, "replica did not stop within {grace:?} of SIGTERM; sending SIGKILL");
+            let _ = kill(pid, Signal::SIGKILL);
+            if tokio::time::timeout(KILL_WAIT, exited.wait_for(|e| *e)).await.is_err() {
+                return Err(RuntimeError::Stop {
+                    id: id.clone(),
+                    reason: "still running after SIGKILL".into(),
+                });
+            }
+        }
+    }
+    children.lock().unwrap_or_else(PoisonError::into_inner).remove(id);
+    Ok(())
 }

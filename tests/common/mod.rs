@@ -48,10 +48,7 @@ impl Answer {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
     pub fn replica(&self) -> String {
-        self.headers
-            .get("x-ringlb-replica")
-            .map(|v| v.to_str().unwrap().to_string())
-            .unwrap_or_default()
+        self.headers.get("x-ringlb-replica").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default()
     }
 }
 
@@ -69,20 +66,10 @@ impl Lb {
         let dir = tempfile::tempdir().expect("temp dir");
         let manifest = dir.path().join("cluster.yaml");
         std::fs::write(&manifest, manifest_text).expect("write manifest");
-        let envs: Vec<(String, String)> = envs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let envs: Vec<(String, String)> = envs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let (child, addr) = spawn(dir.path(), &manifest, &envs).await;
         let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
-        let lb = Lb {
-            child,
-            dir,
-            manifest,
-            addr,
-            client,
-            envs,
-        };
+        let lb = Lb { child, dir, manifest, addr, client, envs };
         lb.wait_ready(Duration::from_secs(20)).await;
         lb
     }
@@ -115,24 +102,13 @@ impl Lb {
             if let Some(status) = self.child.try_wait().expect("wait") {
                 return status;
             }
-            assert!(
-                Instant::now() < deadline,
-                "ringlb did not exit after SIGTERM"
-            );
+            assert!(Instant::now() < deadline, "ringlb did not exit after SIGTERM");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
-    pub async fn request(
-        &self,
-        method: &str,
-        path: &str,
-        body: &str,
-        headers: &[(&str, &str)],
-    ) -> Answer {
-        self.try_request(method, path, body, headers)
-            .await
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    pub async fn request(&self, method: &str, path: &str, body: &str, headers: &[(&str, &str)]) -> Answer {
+        self.try_request(method, path, body, headers).await.unwrap_or_else(|e| panic!("{method} {path}: {e}"))
     }
 
     pub async fn try_request(
@@ -142,15 +118,11 @@ impl Lb {
         body: &str,
         headers: &[(&str, &str)],
     ) -> Result<Answer, String> {
-        let mut builder = http::Request::builder()
-            .method(method)
-            .uri(format!("http://{}{path}", self.addr));
+        let mut builder = http::Request::builder().method(method).uri(format!("http://{}{path}", self.addr));
         for (k, v) in headers {
             builder = builder.header(*k, *v);
         }
-        let request = builder
-            .body(Full::new(Bytes::from(body.to_owned())))
-            .map_err(|e| e.to_string())?;
+        let request = builder.body(Full::new(Bytes::from(body.to_owned()))).map_err(|e| e.to_string())?;
         let response = tokio::time::timeout(Duration::from_secs(30), self.client.request(request))
             .await
             .map_err(|_| "timed out".to_string())?
@@ -175,12 +147,8 @@ impl Lb {
     /// Names of the replicas in the ring.
     pub async fn ring(&self) -> Vec<String> {
         let status = self.status().await;
-        let mut names: Vec<String> = status["ring"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_str().unwrap().to_string())
-            .collect();
+        let mut names: Vec<String> =
+            status["ring"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
         names.sort();
         names
     }
@@ -241,10 +209,7 @@ async fn spawn(dir: &Path, manifest: &Path, envs: &[(String, String)]) -> (Child
         .arg("--ready-file")
         .arg(&ready)
         .envs(envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .env(
-            "RUST_LOG",
-            std::env::var("RINGLB_TEST_LOG").unwrap_or_else(|_| "info".into()),
-        )
+        .env("RUST_LOG", std::env::var("RINGLB_TEST_LOG").unwrap_or_else(|_| "info".into()))
         .stdin(Stdio::null())
         .spawn()
         .expect("spawn ringlb");
@@ -326,10 +291,8 @@ fn stat(pid: u32) -> Option<(u32, char)> {
 /// The `--id` of a `ringlb server` process.
 pub fn replica_id_of(pid: u32) -> Option<String> {
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let args: Vec<String> = cmdline
-        .split(|b| *b == 0)
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect();
+    let args: Vec<String> =
+        cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
     if !args.iter().any(|a| a == "server") {
         return None;
     }
@@ -352,11 +315,7 @@ pub fn replicas_started_by(parent: u32) -> Vec<u32> {
         };
         let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
         let marker = parent.to_string();
-        if args
-            .windows(2)
-            .any(|w| w[0] == b"--exit-with-parent" && w[1] == marker.as_bytes())
-            && alive(pid)
-        {
+        if args.windows(2).any(|w| w[0] == b"--exit-with-parent" && w[1] == marker.as_bytes()) && alive(pid) {
             found.push(pid);
         }
     }
