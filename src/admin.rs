@@ -64,7 +64,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/rm", post(rm).delete(rm))
         .route("/_ringlb/status", get(status))
         .fallback(unknown)
-        .method_not_allowed_fallback(method_not_allowed)
+        .method_not_allowed_fallback(json::method_not_allowed)
         .with_state(state)
 }
 
@@ -86,13 +86,6 @@ async fn rep(State(state): State<Arc<AdminState>>) -> Response {
 
 async fn unknown(request: Request) -> Response {
     json::failure(StatusCode::NOT_FOUND, format!("'{}' is not a ringlb endpoint", request.uri().path()))
-}
-
-async fn method_not_allowed(request: Request) -> Response {
-    json::failure(
-        StatusCode::METHOD_NOT_ALLOWED,
-        format!("method {} is not allowed on '{}'", request.method(), request.uri().path()),
-    )
 }
 
 /// A parsed `/add` or `/rm` body.
@@ -254,23 +247,40 @@ async fn commit(state: &AdminState, editing: Editing<'_>, names: Vec<String>) ->
     Ok(rep_body(&snapshot))
 }
 
-async fn add(State(state): State<Arc<AdminState>>, request: Request) -> Response {
-    if let Some(denied) = refuse_unauthorized(&state, request.headers()) {
+/// Runs a scaling handler after the token check, rendering its refusal.
+async fn guarded<'a, F, Fut>(state: &'a AdminState, request: Request, handler: F) -> Response
+where
+    F: FnOnce(&'a AdminState, Body) -> Fut,
+    Fut: std::future::Future<Output = Result<Response, Refusal>>,
+{
+    if let Some(denied) = refuse_unauthorized(state, request.headers()) {
         return denied;
     }
-    match add_replicas(&state, request.into_body()).await {
-        Ok(response) => response,
-        Err(refusal) => refusal.into(),
+    handler(state, request.into_body()).await.unwrap_or_else(Response::from)
+}
+
+async fn add(State(state): State<Arc<AdminState>>, request: Request) -> Response {
+    guarded(&state, request, add_replicas).await
+}
+
+/// The checks `/add` and `/rm` share, in the exercise's order (its sentence for too many names
+/// first), then the edit lock.
+async fn begin_scaling<'a>(
+    state: &'a AdminState,
+    body: Body,
+    too_many_names: &str,
+) -> Result<(ScaleRequest, Editing<'a>), Refusal> {
+    let request = scale_request(body).await?;
+    if request.hostnames.len() > request.n as usize {
+        return Err(bad(too_many_names));
     }
+    check_names(&request.hostnames)?;
+    Ok((request, begin_edit(state).await?))
 }
 
 async fn add_replicas(state: &AdminState, body: Body) -> Result<Response, Refusal> {
-    let request = scale_request(body).await?;
-    if request.hostnames.len() > request.n as usize {
-        return Err(bad("Length of hostname list is more than newly added instances"));
-    }
-    check_names(&request.hostnames)?;
-    let editing = begin_edit(state).await?;
+    let (request, editing) =
+        begin_scaling(state, body, "Length of hostname list is more than newly added instances").await?;
     let current = &editing.snapshot.replica_names;
     if let Some(used) = request.hostnames.iter().find(|n| editing.snapshot.taken_names.contains(n)) {
         return Err(Refusal(StatusCode::CONFLICT, format!("'{used}' is already a replica")));
@@ -302,22 +312,12 @@ async fn add_replicas(state: &AdminState, body: Body) -> Result<Response, Refusa
 }
 
 async fn rm(State(state): State<Arc<AdminState>>, request: Request) -> Response {
-    if let Some(denied) = refuse_unauthorized(&state, request.headers()) {
-        return denied;
-    }
-    match remove_replicas(&state, request.into_body()).await {
-        Ok(response) => response,
-        Err(refusal) => refusal.into(),
-    }
+    guarded(&state, request, remove_replicas).await
 }
 
 async fn remove_replicas(state: &AdminState, body: Body) -> Result<Response, Refusal> {
-    let request = scale_request(body).await?;
-    if request.hostnames.len() > request.n as usize {
-        return Err(bad("Length of hostname list is more than removable instances"));
-    }
-    check_names(&request.hostnames)?;
-    let editing = begin_edit(state).await?;
+    let (request, editing) =
+        begin_scaling(state, body, "Length of hostname list is more than removable instances").await?;
     let current = &editing.snapshot.replica_names;
     if request.n as usize > current.len() {
         return Err(bad(format!("cannot remove {} replicas: there are only {}", request.n, current.len())));

@@ -67,6 +67,14 @@ pub fn failure(code: StatusCode, text: impl std::fmt::Display) -> Response {
     response(code, format!("<Error> {text}"), "failure")
 }
 
+/// The 405 every router here answers for a known path with the wrong method.
+pub async fn method_not_allowed(request: axum::extract::Request) -> Response {
+    failure(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("method {} is not allowed on '{}'", request.method(), request.uri().path()),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

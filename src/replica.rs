@@ -35,7 +35,7 @@ pub fn router(id: &str) -> Router {
         .route("/work", get(work))
         .route("/echo", any(echo))
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
+        .method_not_allowed_fallback(json::method_not_allowed)
         .with_state(id)
 }
 
@@ -74,13 +74,6 @@ async fn echo(request: Request) -> Response {
 
 async fn not_found(request: Request) -> Response {
     json::failure(StatusCode::NOT_FOUND, format!("'{}' endpoint does not exist", request.uri().path()))
-}
-
-async fn method_not_allowed(request: Request) -> Response {
-    json::failure(
-        StatusCode::METHOD_NOT_ALLOWED,
-        format!("method {} is not allowed on '{}'", request.method(), request.uri().path()),
-    )
 }
 
 /// Serves the replica on `listener` until `shutdown` completes, then waits up to `drain` for the

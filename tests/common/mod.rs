@@ -251,27 +251,27 @@ pub fn signal(pid: u32, signal: nix::sys::signal::Signal) {
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
 }
 
+/// Every process id on the machine.
+fn pids() -> impl Iterator<Item = u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_string_lossy().parse::<u32>().ok())
+}
+
+/// A process's command line, split into arguments.
+fn args_of(pid: u32) -> Vec<String> {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect()
+}
+
 /// Live (not zombie) children of `parent` that run `ringlb server`, with their `--id`.
 pub fn children_of(parent: u32) -> Vec<(u32, String)> {
-    let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return found;
-    };
-    for entry in entries.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Some((ppid, state)) = stat(pid) else {
-            continue;
-        };
-        if ppid != parent || state == 'Z' {
-            continue;
-        }
-        if let Some(id) = replica_id_of(pid) {
-            found.push((pid, id));
-        }
-    }
-    found
+    pids()
+        .filter(|pid| stat(*pid).is_some_and(|(ppid, state)| ppid == parent && state != 'Z'))
+        .filter_map(|pid| replica_id_of(pid).map(|id| (pid, id)))
+        .collect()
 }
 
 /// True if process `pid` exists and is not a zombie.
@@ -290,9 +290,7 @@ fn stat(pid: u32) -> Option<(u32, char)> {
 
 /// The `--id` of a `ringlb server` process.
 pub fn replica_id_of(pid: u32) -> Option<String> {
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let args: Vec<String> =
-        cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+    let args = args_of(pid);
     if !args.iter().any(|a| a == "server") {
         return None;
     }
@@ -300,24 +298,12 @@ pub fn replica_id_of(pid: u32) -> Option<String> {
     args.get(i + 1).cloned()
 }
 
-/// Every `ringlb server` process whose `--exit-with-parent` is `parent`, alive or not reaped yet.
+/// Every live `ringlb server` process whose `--exit-with-parent` is `parent`, whoever its parent
+/// is now.
 pub fn replicas_started_by(parent: u32) -> Vec<u32> {
-    let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return found;
-    };
-    for entry in entries.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        let marker = parent.to_string();
-        if args.windows(2).any(|w| w[0] == b"--exit-with-parent" && w[1] == marker.as_bytes()) && alive(pid) {
-            found.push(pid);
-        }
-    }
-    found
+    let marker = parent.to_string();
+    pids()
+        .filter(|pid| args_of(*pid).windows(2).any(|w| w[0] == "--exit-with-parent" && w[1] == marker))
+        .filter(|pid| alive(*pid))
+        .collect()
 }
