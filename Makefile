@@ -2,25 +2,82 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 MANIFEST ?= manifests/cluster.yaml
+# The port `make run` publishes the load balancer on.
+PORT ?= 5000
+IMAGE ?= ringlb:latest
+TARGET := x86_64-unknown-linux-gnu
+STATIC := target/$(TARGET)/release/ringlb
+# `docker compose` (plugin) where it exists, else `docker-compose`.
+COMPOSE := $(shell if docker compose version >/dev/null 2>&1; then echo "docker compose"; \
+	elif command -v docker-compose >/dev/null 2>&1; then echo docker-compose; fi)
+# The cluster name, from the manifest: every container ringlb creates carries it as a label.
+CLUSTER = $(shell sed -n 's/^name:[[:space:]]*\([^[:space:]#]*\).*/\1/p' $(MANIFEST))
 
-.PHONY: run test build bench fmt lint check
+.PHONY: run stop logs image static build test test-docker-image bench check fmt lint local
 
-## Build the release binary.
+## Build the image and start the load balancer (in a container) and its replicas; wait until
+## every replica is ready.
+run: image
+	@test -n "$(COMPOSE)" || { echo "make run needs 'docker compose' or 'docker-compose'" >&2; exit 1; }
+	RINGLB_PORT=$(PORT) $(COMPOSE) up -d
+	@./$(STATIC) status --url http://127.0.0.1:$(PORT) --wait --timeout 120 \
+		|| { $(COMPOSE) logs --tail 50 lb; exit 1; }
+	@echo "ringlb listens on http://127.0.0.1:$(PORT) (try: curl http://127.0.0.1:$(PORT)/rep); logs: make logs; stop: make stop"
+
+## Stop the load balancer and remove every container and network it created (by label).
+stop:
+	@test -n "$(COMPOSE)" || { echo "make stop needs 'docker compose' or 'docker-compose'" >&2; exit 1; }
+	-$(COMPOSE) stop lb
+	@ids=$$(docker ps -aq --filter label=ringlb.cluster=$(CLUSTER)); \
+		if [ -n "$$ids" ]; then echo "removing replicas of cluster $(CLUSTER)"; docker rm -f $$ids >/dev/null; fi
+	$(COMPOSE) down --remove-orphans
+	@nets=$$(docker network ls -q --filter label=ringlb.cluster=$(CLUSTER)); \
+		if [ -n "$$nets" ]; then docker network rm $$nets >/dev/null; fi
+	@left=$$(docker ps -aq --filter label=ringlb.cluster=$(CLUSTER)); \
+		if [ -n "$$left" ]; then echo "containers left: $$left" >&2; exit 1; fi; echo "stopped; nothing of cluster $(CLUSTER) is left"
+
+## Follow the load balancer's log (one line per controller event).
+logs:
+	$(COMPOSE) logs -f lb
+
+## The static binary the image is made of.
+static:
+	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --release --locked --target $(TARGET)
+
+## The image, FROM scratch around the static binary: no registry needed.
+image: static
+	@command -v docker >/dev/null || { echo "make image needs docker" >&2; exit 1; }
+	rm -rf target/image && mkdir -p target/image
+	cp $(STATIC) Dockerfile target/image/
+	docker build -q -t $(IMAGE) target/image
+	@docker image ls $(IMAGE) --format 'built {{.Repository}}:{{.Tag}} ({{.Size}})'
+
+## Build the release binary for this host.
 build:
 	$(CARGO) build --release --locked
 
-## Run the load balancer and its replicas from $(MANIFEST) in the foreground (Ctrl-C stops all).
-run: build
-	@echo "ringlb: starting from $(MANIFEST); try: curl http://127.0.0.1:5000/rep"
-	./target/release/ringlb run --manifest $(MANIFEST)
+## Run the load balancer with process replicas on 127.0.0.1, no Docker needed (Ctrl-C stops all).
+local: build
+	./target/release/ringlb run --manifest manifests/local.yaml
 
-## Run every test: unit, property and integration (real binary, real ports).
-test:
+## Run every test: unit, property and integration tests (real binary, real ports, and, where a
+## Docker engine answers, real containers; in CI (CI=true) a missing engine fails the run).
+test: test-docker-image
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		$(CARGO) nextest run --locked; \
 	else \
 		echo "cargo-nextest not found; using cargo test"; \
 		$(CARGO) test --locked; \
+	fi
+
+# The Docker tests need the image; build it when an engine answers.
+test-docker-image:
+	@if docker info >/dev/null 2>&1; then \
+		$(MAKE) --no-print-directory image; \
+	elif [ "$${CI:-}" = "true" ]; then \
+		echo "CI=true but no Docker engine answers: the Docker tests cannot run" >&2; exit 1; \
+	else \
+		echo "NOTE: no Docker engine answers; the Docker tests will be skipped"; \
 	fi
 
 ## Criterion benchmarks of the hash rings.

@@ -12,6 +12,7 @@ use crate::json;
 use crate::manifest::edit::rewrite_scale;
 use crate::manifest::source::ManifestSource;
 use crate::manifest::{Manifest, NAME_RULE, file, is_valid_name};
+use crate::runtime::NameCheck;
 use crate::snapshot::{Snapshot, Snapshots};
 use axum::Router;
 use axum::body::{Body, to_bytes};
@@ -54,6 +55,8 @@ pub struct AdminState {
     pub edits: tokio::sync::Mutex<()>,
     /// `/add` and `/rm` need `Authorization: Bearer <token>` when set.
     pub token: Option<String>,
+    /// Tells whether a name is held by something ringlb does not own (a foreign container).
+    pub names: Arc<dyn NameCheck>,
 }
 
 /// The admin router.
@@ -285,6 +288,17 @@ async fn add_replicas(state: &AdminState, body: Body) -> Result<Response, Refusa
     if let Some(used) = request.hostnames.iter().find(|n| editing.snapshot.taken_names.contains(n)) {
         return Err(Refusal(StatusCode::CONFLICT, format!("'{used}' is already a replica")));
     }
+    for name in &request.hostnames {
+        let held = state.names.held_by_other(name).await.map_err(|e| {
+            Refusal(StatusCode::SERVICE_UNAVAILABLE, format!("cannot check whether '{name}' is free: {e}"))
+        })?;
+        if held {
+            return Err(Refusal(
+                StatusCode::CONFLICT,
+                format!("'{name}' is the name of a container ringlb does not manage; it is left alone"),
+            ));
+        }
+    }
     let total = current.len() + request.n as usize;
     let manifest = &editing.manifest;
     let cap = manifest.ring_capacity() as usize;
@@ -306,7 +320,10 @@ async fn add_replicas(state: &AdminState, body: Body) -> Result<Response, Refusa
     while names.len() < total {
         let name = crate::controller::plan::generate_name(&manifest.name, &taken);
         taken.insert(name.clone());
-        names.push(name);
+        // A generated name skips names held by containers ringlb does not manage.
+        if !state.names.held_by_other(&name).await.unwrap_or(false) {
+            names.push(name);
+        }
     }
     commit(state, editing, names).await
 }
@@ -345,6 +362,7 @@ async fn status(State(state): State<Arc<AdminState>>) -> Response {
         ring: Vec<&'a str>,
         members: Vec<Member<'a>>,
         replicas: &'a [crate::snapshot::ReplicaStatus],
+        problems: &'a [crate::snapshot::Problem],
         last_manifest_error: Option<String>,
     }
     /// A ring member with its live counters.
@@ -384,6 +402,7 @@ async fn status(State(state): State<Arc<AdminState>>) -> Response {
             })
             .collect(),
         replicas: &snapshot.replicas,
+        problems: &snapshot.problems,
         last_manifest_error: state.source.last_error(),
     };
     let mut response = Response::new(Body::from(serde_json::to_vec(&body).unwrap_or_default()));

@@ -11,6 +11,7 @@
 //! - [`ring`]: the hash rings (Maglev, and the exercise's slot ring).
 //! - [`listener`], [`proxy`], [`admin`]: the front door, the data plane, the admin API.
 //! - [`replica`]: the replica server (`ringlb server`).
+//! - [`status`]: the `ringlb status` client.
 //! - [`json`], [`trigger`], [`logging`]: small shared pieces.
 
 #![warn(missing_docs)]
@@ -27,6 +28,7 @@ pub mod replica;
 pub mod ring;
 pub mod runtime;
 pub mod snapshot;
+pub mod status;
 pub mod trigger;
 
 /// An error and its chain of sources on one line (`outer: inner: root`).

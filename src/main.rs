@@ -9,8 +9,9 @@ use ringlb::logging::{self, LogFormat};
 use ringlb::manifest::source::ManifestSource;
 use ringlb::manifest::{Manifest, ManifestError, RuntimeKind, watch};
 use ringlb::proxy::Proxy;
-use ringlb::runtime::Runtime;
+use ringlb::runtime::docker::DockerRuntime;
 use ringlb::runtime::process::ProcessRuntime;
+use ringlb::runtime::{NameCheck, Runtime};
 use ringlb::snapshot::Snapshots;
 use ringlb::trigger::Trigger;
 use ringlb::{listener, replica};
@@ -69,6 +70,18 @@ enum Command {
         #[arg(long, hide = true)]
         exit_with_parent: Option<i32>,
     },
+    /// Show a running load balancer's state in one line; optionally wait until it is ready.
+    Status {
+        /// The load balancer's address.
+        #[arg(long, default_value = "http://127.0.0.1:5000")]
+        url: String,
+        /// Wait until every desired replica is in the ring (exit 1 if that takes too long).
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits, in seconds.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
     /// Validate a manifest (like `nginx -t`): exit 0 with a summary, or 1 with the error's line
     /// and column.
     Check {
@@ -105,6 +118,15 @@ fn main() -> ExitCode {
             }
             Command::Server { port, host, id, announce, exit_with_parent } => {
                 server(host, port, id, announce, exit_with_parent).await
+            }
+            Command::Status { url, wait, timeout } => {
+                let summary = if wait {
+                    ringlb::status::wait_ready(&url, Duration::from_secs(timeout)).await?
+                } else {
+                    ringlb::status::fetch(&url).await?
+                };
+                println!("ringlb at {url}: {summary}");
+                Ok(())
             }
             Command::Check { .. } => Ok(()),
         }
@@ -198,6 +220,10 @@ async fn run(manifest_path: &Path, ready_file: Option<&Path>, child_args: Vec<St
             let runtime = Arc::new(ProcessRuntime::new(exe, child_args, trigger.clone()));
             serve(runtime, source, trigger, ready_file, termination).await
         }
+        RuntimeKind::Docker => {
+            let runtime = DockerRuntime::connect(&manifest.name, trigger.clone()).await?;
+            serve(Arc::new(runtime), source, trigger, ready_file, termination).await
+        }
     }
 }
 
@@ -231,6 +257,7 @@ async fn serve<R: Runtime>(
         snapshots: Arc::clone(&snapshots),
         edits: tokio::sync::Mutex::new(()),
         token,
+        names: Arc::clone(&runtime) as Arc<dyn NameCheck>,
     });
     let proxy = Arc::new(Proxy::new(Arc::clone(&snapshots), trigger));
     let front = tokio::spawn(listener::serve(

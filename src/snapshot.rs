@@ -166,6 +166,15 @@ pub struct ReplicaStatus {
     pub current_spec: bool,
 }
 
+/// A replica that cannot be started.
+#[derive(Clone, Debug, Serialize)]
+pub struct Problem {
+    /// The replica's name.
+    pub replica: String,
+    /// The last error starting it.
+    pub error: String,
+}
+
 /// Everything a request needs, built whole by the controller.
 #[derive(Debug)]
 pub struct Snapshot {
@@ -185,6 +194,9 @@ pub struct Snapshot {
     pub routing: Routing,
     /// Every replica the controller tracks, for the status API.
     pub replicas: Vec<ReplicaStatus>,
+    /// Replicas that cannot be started, and why (a missing image, a name held by a foreign
+    /// container); retried with backoff.
+    pub problems: Vec<Problem>,
     /// When this snapshot was built.
     pub built_at: SystemTime,
 }
@@ -201,6 +213,7 @@ impl Snapshot {
             ring: Arc::new(Ring::empty()),
             routing: Routing::default(),
             replicas: Vec::new(),
+            problems: Vec::new(),
             built_at: SystemTime::now(),
         }
     }

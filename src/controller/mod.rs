@@ -15,7 +15,7 @@ use crate::manifest::Manifest;
 use crate::manifest::source::{Desired as DesiredManifest, ManifestSource};
 use crate::ring::{Member, Ring};
 use crate::runtime::{Instance, InstanceId, Runtime, RuntimeError, StartRequest};
-use crate::snapshot::{Backend, ReplicaState, ReplicaStatus, Routing, Snapshot, Snapshots};
+use crate::snapshot::{Backend, Problem, ReplicaState, ReplicaStatus, Routing, Snapshot, Snapshots};
 use crate::trigger::Trigger;
 use health::{HealthReport, ProbeHandle, ProbeSettings, Prober};
 use plan::{Action, InstanceState, Observed, Reason};
@@ -47,10 +47,12 @@ struct Tracked {
     probe: Option<ProbeHandle>,
 }
 
-/// A start that failed: when to try again and how long to wait after the next failure.
+/// A start that failed: when to try again, how long to wait after the next failure, and why it
+/// failed (reported in the status until a start succeeds).
 struct Backoff {
     until: Instant,
     next: Duration,
+    error: String,
 }
 
 /// The ring last built, reused while its members and configuration stay the same.
@@ -180,6 +182,8 @@ impl<R: Runtime> Controller<R> {
             &observed,
         );
         let spec_hash = self.runtime.spec_hash(&manifest);
+        // A name no longer wanted has nothing left to retry.
+        self.backoff.retain(|name, _| names.contains(name));
         let backoff: BTreeMap<String, Instant> =
             self.backoff.iter().map(|(k, b)| (k.clone(), b.until)).collect();
         let plan_input = plan::Desired {
@@ -192,8 +196,14 @@ impl<R: Runtime> Controller<R> {
         };
         let actions = plan::plan(&plan_input, &observed, now);
         let again = actions.iter().any(|a| matches!(a, Action::Retire { .. }));
-        self.execute(actions, &manifest, spec_hash).await;
-        self.publish(&desired, Some(names));
+        let starts = self.begin_removals(actions, &manifest);
+        // The ring changes now (a replica gone, one draining); starting replacements can take a
+        // while and must not hold that back.
+        self.publish(&desired, Some(names.clone()));
+        if !starts.is_empty() {
+            self.start_all(starts, &manifest, spec_hash).await;
+            self.publish(&desired, Some(names));
+        }
         again
     }
 
@@ -271,8 +281,10 @@ impl<R: Runtime> Controller<R> {
             .collect()
     }
 
-    async fn execute(&mut self, actions: Vec<Action>, manifest: &Manifest, spec_hash: u64) {
-        let mut starts = JoinSet::new();
+    /// Carries out the stops, drains and retirements at once (each stop finishes in the
+    /// background) and returns the starts, as (name, exercise id).
+    fn begin_removals(&mut self, actions: Vec<Action>, manifest: &Manifest) -> Vec<(String, u32)> {
+        let mut starts = Vec::new();
         for action in actions {
             match action {
                 Action::Stop { id, name, reason } => {
@@ -290,15 +302,22 @@ impl<R: Runtime> Controller<R> {
                         "replica {name} failed; its replacement gets a new name");
                     self.retired.insert(name);
                 }
-                Action::Start { name, replica_id } => {
-                    let runtime = Arc::clone(&self.runtime);
-                    let request = StartRequest { name, replica_id, spec_hash };
-                    starts.spawn(async move { (request.name.clone(), runtime.start(request).await) });
-                }
+                Action::Start { name, replica_id } => starts.push((name, replica_id)),
             }
         }
+        starts
+    }
+
+    /// Starts replicas concurrently and tracks those that started; a failure backs off.
+    async fn start_all(&mut self, starts: Vec<(String, u32)>, manifest: &Manifest, spec_hash: u64) {
+        let mut running = JoinSet::new();
+        for (name, replica_id) in starts {
+            let runtime = Arc::clone(&self.runtime);
+            let request = StartRequest { name, replica_id, spec_hash, spec: manifest.replica.clone() };
+            running.spawn(async move { (request.name.clone(), runtime.start(request).await) });
+        }
         let now = Instant::now();
-        while let Some(joined) = starts.join_next().await {
+        while let Some(joined) = running.join_next().await {
             let Ok((name, result)) = joined else { continue };
             match result {
                 Ok(instance) => {
@@ -309,11 +328,13 @@ impl<R: Runtime> Controller<R> {
                     self.track(instance, now);
                 }
                 Err(error) => {
-                    let entry = self
-                        .backoff
-                        .entry(name.clone())
-                        .or_insert(Backoff { until: now, next: BACKOFF_FIRST });
+                    let entry = self.backoff.entry(name.clone()).or_insert(Backoff {
+                        until: now,
+                        next: BACKOFF_FIRST,
+                        error: String::new(),
+                    });
                     entry.until = now + entry.next;
+                    entry.error = error.to_string();
                     tracing::error!(event = "replica_start_failed", replica = %name, %error,
                         "{error}; retrying in {:?}", entry.next);
                     entry.next = (entry.next * 2).min(BACKOFF_MAX);
@@ -448,6 +469,11 @@ impl<R: Runtime> Controller<R> {
                 unknown_path: manifest.proxy.unknown_path,
             },
             replicas: self.tracked.values().map(|t| status(t, spec_hash)).collect(),
+            problems: self
+                .backoff
+                .iter()
+                .map(|(name, b)| Problem { replica: name.clone(), error: b.error.clone() })
+                .collect(),
             built_at: SystemTime::now(),
         });
     }

@@ -3,10 +3,11 @@
 //! The new text goes to a temporary file in the same directory, is flushed to disk, and is renamed
 //! over the manifest; the directory is flushed too. A reader (the watcher, a restart, an editor)
 //! sees the old file or the new one, never a half-written one, even if ringlb is killed midway.
-//! The file keeps its permissions.
+//! The file keeps its permissions and, where allowed, its owner.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 /// Replaces the file at `path` with `contents`, atomically.
@@ -31,6 +32,9 @@ pub fn write_atomic(path: &Path, contents: &str) -> io::Result<()> {
         let mut file = OpenOptions::new().write(true).create_new(true).open(&temp)?;
         if let Ok(meta) = fs::metadata(path) {
             file.set_permissions(meta.permissions())?;
+            // Keep the owner too (ringlb in a container runs as root and must not leave the
+            // user's file owned by root); without the right to, the file keeps ours.
+            let _ = std::os::unix::fs::fchown(&file, Some(meta.uid()), Some(meta.gid()));
         }
         file.write_all(contents.as_bytes())?;
         file.sync_all()?;

@@ -61,14 +61,17 @@ pub struct Manifest {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RuntimeKind {
-    /// Child processes of `ringlb run` on 127.0.0.1 (`ringlb server`).
+    /// Docker containers of `replica.image` on `replica.network`.
     #[default]
+    Docker,
+    /// Child processes of `ringlb run` on 127.0.0.1 (`ringlb server`).
     Process,
 }
 
 impl fmt::Display for RuntimeKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            RuntimeKind::Docker => "docker",
             RuntimeKind::Process => "process",
         })
     }
@@ -408,6 +411,41 @@ pub fn is_valid_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
+/// True if `image` looks like a Docker image reference (`name[:tag][@digest]`, lowercase path
+/// components, an optional registry host with a port): enough to refuse obvious mistakes and
+/// anything with spaces or shell characters.
+pub fn is_valid_image(image: &str) -> bool {
+    let (name, digest) = image.split_once('@').map_or((image, None), |(n, d)| (n, Some(d)));
+    let (path, tag) = match name.rsplit_once(':') {
+        Some((p, t)) if !t.contains('/') => (p, Some(t)),
+        _ => (name, None),
+    };
+    let tag_ok = tag.is_none_or(|t| {
+        !t.is_empty()
+            && t.len() <= 128
+            && t.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+    });
+    let digest_ok =
+        digest.is_none_or(|d| d.split_once(':').is_some_and(|(a, h)| !a.is_empty() && !h.is_empty()));
+    let mut parts = path.split('/').peekable();
+    let mut path_ok = !path.is_empty();
+    let mut first = true;
+    while let Some(part) = parts.next() {
+        let is_registry = first
+            && parts.peek().is_some()
+            && (part.contains('.') || part.contains(':') || part == "localhost");
+        let allowed = |c: char| {
+            c.is_ascii_lowercase()
+                || c.is_ascii_digit()
+                || matches!(c, '_' | '.' | '-')
+                || (is_registry && (c == ':' || c.is_ascii_uppercase()))
+        };
+        path_ok &= !part.is_empty() && part.chars().all(allowed);
+        first = false;
+    }
+    path_ok && tag_ok && digest_ok && image.len() <= 255
+}
+
 /// The rule that [`is_valid_name`] checks, for error messages.
 pub const NAME_RULE: &str = "[a-zA-Z0-9][a-zA-Z0-9_.-]*, at most 63 characters";
 
@@ -463,6 +501,15 @@ impl Manifest {
             } else if !seen.insert(name.as_str()) {
                 fail(&field, format!("{name:?} is listed twice"));
             }
+        }
+        if !is_valid_image(&self.replica.image) {
+            fail("replica.image", format!("{:?} is not a valid image reference", self.replica.image));
+        }
+        if !is_valid_name(&self.replica.network) {
+            fail(
+                "replica.network",
+                format!("{:?} is not a valid network name ({NAME_RULE})", self.replica.network),
+            );
         }
         if self.replica.port == 0 {
             fail("replica.port", "must be between 1 and 65535".into());
@@ -647,6 +694,22 @@ mod tests {
         assert!(!is_valid_name("a b"));
         assert!(!is_valid_name(&"a".repeat(64)));
         assert!(is_valid_name(&"a".repeat(63)));
+    }
+
+    #[test]
+    fn image_references_are_checked() {
+        for ok in [
+            "ringlb:latest",
+            "ringlb",
+            "registry.local:5000/team/ringlb:v1.2",
+            "a/b@sha256:abc",
+            "x_y.z-1:T_1",
+        ] {
+            assert!(is_valid_image(ok), "{ok}");
+        }
+        for bad in ["", "Ringlb", "ringlb:", "ring lb", "ringlb;rm -rf /", "a//b", ":tag", "a@", "a:b:c"] {
+            assert!(!is_valid_image(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -6,10 +6,11 @@
 //! replica exited) it fires the [`Trigger`](crate::trigger::Trigger) it was built with, and the
 //! controller looks again.
 
+pub mod docker;
 pub mod fake;
 pub mod process;
 
-use crate::manifest::Manifest;
+use crate::manifest::{Manifest, ReplicaSpec};
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -54,6 +55,8 @@ pub struct StartRequest {
     pub replica_id: u32,
     /// The spec hash to record on it.
     pub spec_hash: u64,
+    /// The manifest's replica section it is started from.
+    pub spec: ReplicaSpec,
 }
 
 /// Why a runtime call failed.
@@ -78,6 +81,14 @@ pub enum RuntimeError {
     /// The runtime cannot be reached or listed.
     #[error("the runtime is unavailable: {0}")]
     Unavailable(String),
+    /// The name belongs to something ringlb does not own; it is left alone.
+    #[error("cannot start replica {name}: {reason}")]
+    NameTaken {
+        /// The replica name.
+        name: String,
+        /// What holds it.
+        reason: String,
+    },
 }
 
 /// Runs replicas: the only code that starts or stops them.
@@ -99,4 +110,28 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Called once when `ringlb run` exits: stop what must not outlive it.
     fn shutdown(&self, grace: Duration) -> impl Future<Output = ()> + Send;
+
+    /// True if `name` is held by something this runtime does not own (a foreign container), so a
+    /// replica cannot take it. Runtimes without a shared namespace never have one.
+    fn name_held_by_other(&self, _name: &str) -> impl Future<Output = Result<bool, RuntimeError>> + Send {
+        std::future::ready(Ok(false))
+    }
+}
+
+/// The one question the admin API asks a runtime, in a form that can sit behind `dyn`.
+pub trait NameCheck: Send + Sync {
+    /// See [`Runtime::name_held_by_other`].
+    fn held_by_other<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<bool, RuntimeError>> + Send + 'a>>;
+}
+
+impl<R: Runtime> NameCheck for R {
+    fn held_by_other<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<bool, RuntimeError>> + Send + 'a>> {
+        Box::pin(self.name_held_by_other(name))
+    }
 }

@@ -1,0 +1,456 @@
+//! Replicas as Docker containers (`replica.runtime: docker`), through the Docker API (bollard).
+//!
+//! Each replica is a container of `replica.image` running `ringlb server`, named after the
+//! replica, on `replica.network`, with the labels `ringlb.cluster`, `ringlb.hostname`,
+//! `ringlb.id`, `ringlb.network` and `ringlb.spec`. The load balancer reaches it by the IP address
+//! Docker reports on that network, so no DNS is needed, whether ringlb runs on the host or in a
+//! container on the same network.
+//!
+//! Rules this file keeps:
+//! - **Only ours.** Every listing is filtered by the cluster label, and nothing without it is ever
+//!   stopped, removed or renamed. A container name held by a foreign container is an error that
+//!   names it; the foreign container is left as it is.
+//! - **Adoption.** Containers carrying the cluster's label are listed like any other instance, so a
+//!   restarted load balancer adopts them instead of starting duplicates.
+//! - **No pulls.** A missing image is an error naming the image and `make image`.
+//! - **Events.** The event stream, filtered by the cluster label, fires the reconcile trigger when
+//!   a container dies, so a `docker kill` is noticed at once; the controller's periodic pass covers
+//!   a broken stream, which is reopened with backoff.
+//! - A successor (rolling replacement) needs the container name its predecessor holds: the
+//!   predecessor, ours by its label, is renamed `<name>.<short id>` first and keeps serving.
+
+use super::{Instance, InstanceId, Runtime, RuntimeError, StartRequest};
+use crate::manifest::Manifest;
+use crate::trigger::Trigger;
+use bollard::Docker;
+use bollard::errors::Error as DockerError;
+use bollard::models::{
+    ContainerCreateBody, ContainerSummaryStateEnum, EndpointSettings, HostConfig, NetworkCreateRequest,
+    NetworkingConfig, RestartPolicy, RestartPolicyNameEnum,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, EventsOptionsBuilder, InspectContainerOptions,
+    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, RenameContainerOptionsBuilder,
+    StopContainerOptionsBuilder,
+};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
+
+/// The cluster a container belongs to: the label that makes it ours.
+pub const LABEL_CLUSTER: &str = "ringlb.cluster";
+/// The replica's name (the container name can differ during a rolling replacement).
+pub const LABEL_HOSTNAME: &str = "ringlb.hostname";
+/// The exercise's server id.
+pub const LABEL_ID: &str = "ringlb.id";
+/// The network the replica serves on.
+pub const LABEL_NETWORK: &str = "ringlb.network";
+/// The hash of the replica spec it was created from.
+pub const LABEL_SPEC: &str = "ringlb.spec";
+/// The port the replica listens on.
+pub const LABEL_PORT: &str = "ringlb.port";
+
+/// Longest wait between two attempts to reopen the event stream.
+const EVENTS_BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// Runs replicas as containers of one cluster.
+pub struct DockerRuntime {
+    docker: Docker,
+    cluster: String,
+    /// The event-stream task; aborted when the runtime is dropped.
+    events: JoinHandle<()>,
+    /// Serialises network creation: engines before 25 accept two networks with one name, and
+    /// replicas start concurrently.
+    network_lock: tokio::sync::Mutex<()>,
+}
+
+impl Drop for DockerRuntime {
+    fn drop(&mut self) {
+        self.events.abort();
+    }
+}
+
+/// Turns a bollard error into a sentence, with the status code when the engine answered.
+fn describe(error: &DockerError) -> String {
+    match error {
+        DockerError::DockerResponseServerError { status_code, message } => {
+            format!("{message} ({status_code})")
+        }
+        other => crate::error_chain(other),
+    }
+}
+
+fn status_of(error: &DockerError) -> Option<u16> {
+    match error {
+        DockerError::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}
+
+impl DockerRuntime {
+    /// Connects to the local engine (`DOCKER_HOST` or `/var/run/docker.sock`), agrees on an API
+    /// version the engine speaks (so engines from API 1.41 work), checks that it answers, and
+    /// starts following the cluster's container events.
+    ///
+    /// # Errors
+    /// [`RuntimeError::Unavailable`] saying what to check.
+    pub async fn connect(cluster: &str, trigger: Trigger) -> Result<DockerRuntime, RuntimeError> {
+        let hint = "is the Docker engine running, and may this user use its socket (/var/run/docker.sock)?";
+        let docker = Docker::connect_with_local_defaults().map_err(|e| {
+            RuntimeError::Unavailable(format!("cannot connect to Docker: {}; {hint}", describe(&e)))
+        })?;
+        let docker = docker.negotiate_version().await.map_err(|e| {
+            RuntimeError::Unavailable(format!("Docker does not answer: {}; {hint}", describe(&e)))
+        })?;
+        docker.ping().await.map_err(|e| {
+            RuntimeError::Unavailable(format!("Docker does not answer: {}; {hint}", describe(&e)))
+        })?;
+        let events = tokio::spawn(follow_events(docker.clone(), cluster.to_owned(), trigger));
+        Ok(DockerRuntime {
+            docker,
+            cluster: cluster.to_owned(),
+            events,
+            network_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    fn cluster_filter(&self) -> HashMap<String, Vec<String>> {
+        HashMap::from([("label".to_string(), vec![format!("{LABEL_CLUSTER}={}", self.cluster)])])
+    }
+
+    /// Creates `network` (labelled as ours) unless it exists.
+    async fn ensure_network(&self, network: &str) -> Result<(), String> {
+        let _one_at_a_time = self.network_lock.lock().await;
+        match self.docker.inspect_network(network, None).await {
+            Ok(_) => return Ok(()),
+            Err(e) if status_of(&e) == Some(404) => {}
+            Err(e) => return Err(format!("cannot inspect network {network}: {}", describe(&e))),
+        }
+        let request = NetworkCreateRequest {
+            name: network.to_owned(),
+            driver: Some("bridge".into()),
+            attachable: Some(true),
+            labels: Some(HashMap::from([(LABEL_CLUSTER.to_string(), self.cluster.clone())])),
+            ..Default::default()
+        };
+        match self.docker.create_network(request).await {
+            Ok(_) => {
+                tracing::info!(event = "network_created", network, "created Docker network {network}");
+                Ok(())
+            }
+            // Someone else created it in between: fine.
+            Err(e) if status_of(&e) == Some(409) => Ok(()),
+            Err(e) => Err(format!("cannot create network {network}: {}", describe(&e))),
+        }
+    }
+
+    /// The labels of the container named `name`, or `None` if there is none.
+    async fn labels_of(&self, name: &str) -> Result<Option<(String, HashMap<String, String>)>, String> {
+        match self.docker.inspect_container(name, None::<InspectContainerOptions>).await {
+            Ok(details) => {
+                let labels = details.config.and_then(|c| c.labels).unwrap_or_default();
+                Ok(Some((details.id.unwrap_or_default(), labels)))
+            }
+            Err(e) if status_of(&e) == Some(404) => Ok(None),
+            Err(e) => Err(format!("cannot inspect container {name}: {}", describe(&e))),
+        }
+    }
+
+    fn is_ours(&self, labels: &HashMap<String, String>) -> bool {
+        labels.get(LABEL_CLUSTER) == Some(&self.cluster)
+    }
+
+    /// Frees the container name `name` for a new replica: ours is renamed, a foreign one is an error.
+    async fn free_name(&self, name: &str) -> Result<(), RuntimeError> {
+        let taken = |reason: String| RuntimeError::NameTaken { name: name.to_owned(), reason };
+        let Some((id, labels)) = self.labels_of(name).await.map_err(taken)? else { return Ok(()) };
+        if !self.is_ours(&labels) {
+            return Err(foreign(name, &self.cluster));
+        }
+        let short: String = id.chars().take(12).collect();
+        let new_name = format!("{name}.{short}");
+        let options = RenameContainerOptionsBuilder::new().name(&new_name).build();
+        self.docker.rename_container(&id, options).await.map_err(|e| RuntimeError::Start {
+            name: name.to_owned(),
+            reason: format!("cannot rename its predecessor: {}", describe(&e)),
+        })?;
+        tracing::info!(event = "replica_renamed", replica = name, container = %short,
+            "renamed the previous container of {name} to {new_name} to free the name");
+        Ok(())
+    }
+
+    /// The instance a container summary or inspection describes.
+    fn instance(
+        &self,
+        id: String,
+        labels: &HashMap<String, String>,
+        running: bool,
+        ip: Option<IpAddr>,
+        port: u16,
+        created: i64,
+    ) -> Instance {
+        let spec_hash = labels.get(LABEL_SPEC).and_then(|s| u64::from_str_radix(s, 16).ok()).unwrap_or(0);
+        Instance {
+            id: InstanceId(id),
+            name: labels.get(LABEL_HOSTNAME).cloned().unwrap_or_default(),
+            replica_id: labels.get(LABEL_ID).and_then(|s| s.parse().ok()).unwrap_or(0),
+            addr: ip.map(|ip| SocketAddr::new(ip, port)),
+            spec_hash,
+            running,
+            started_at: UNIX_EPOCH + Duration::from_secs(u64::try_from(created).unwrap_or(0)),
+        }
+    }
+}
+
+/// The error for a name held by a container that is not ours.
+fn foreign(name: &str, cluster: &str) -> RuntimeError {
+    RuntimeError::NameTaken {
+        name: name.to_owned(),
+        reason: format!(
+            "a container named {name} exists and is not managed by ringlb (no label {LABEL_CLUSTER}={cluster}); \
+             ringlb leaves it alone: rename or remove it, or choose another name"
+        ),
+    }
+}
+
+/// The port a replica listens on, from its label, else 5000.
+fn port_of(labels: &HashMap<String, String>) -> u16 {
+    labels.get(LABEL_PORT).and_then(|p| p.parse().ok()).unwrap_or(5000)
+}
+
+/// What shapes a container: the image, the network and the port.
+fn spec_hash_of(spec: &crate::manifest::ReplicaSpec) -> u64 {
+    let text = format!("docker\n{}\n{}\n{}", spec.image, spec.network, spec.port);
+    xxhash_rust::xxh3::xxh3_64(text.as_bytes())
+}
+
+impl Runtime for DockerRuntime {
+    fn spec_hash(&self, manifest: &Manifest) -> u64 {
+        spec_hash_of(&manifest.replica)
+    }
+
+    async fn list(&self) -> Result<Vec<Instance>, RuntimeError> {
+        let options = ListContainersOptionsBuilder::new().all(true).filters(&self.cluster_filter()).build();
+        let containers =
+            self.docker.list_containers(Some(options)).await.map_err(|e| {
+                RuntimeError::Unavailable(format!("cannot list containers: {}", describe(&e)))
+            })?;
+        let mut instances = Vec::with_capacity(containers.len());
+        for c in containers {
+            let labels = c.labels.unwrap_or_default();
+            // Belt and braces: the filter already did this.
+            if !self.is_ours(&labels) {
+                continue;
+            }
+            let network = labels.get(LABEL_NETWORK).cloned().unwrap_or_default();
+            let ip = c
+                .network_settings
+                .and_then(|s| s.networks)
+                .and_then(|mut n| n.remove(&network))
+                .and_then(|e| e.ip_address)
+                .and_then(|ip| ip.parse().ok());
+            let running = matches!(c.state, Some(ContainerSummaryStateEnum::RUNNING));
+            let port = port_of(&labels);
+            instances.push(self.instance(
+                c.id.unwrap_or_default(),
+                &labels,
+                running,
+                ip,
+                port,
+                c.created.unwrap_or(0),
+            ));
+        }
+        Ok(instances)
+    }
+
+    async fn start(&self, request: StartRequest) -> Result<Instance, RuntimeError> {
+        let name = request.name.clone();
+        let fail = |reason: String| RuntimeError::Start { name: name.clone(), reason };
+        let spec = &request.spec;
+        self.ensure_network(&spec.network).await.map_err(fail)?;
+        self.free_name(&name).await?;
+
+        let labels = HashMap::from([
+            (LABEL_CLUSTER.to_string(), self.cluster.clone()),
+            (LABEL_HOSTNAME.to_string(), name.clone()),
+            (LABEL_ID.to_string(), request.replica_id.to_string()),
+            (LABEL_NETWORK.to_string(), spec.network.clone()),
+            (LABEL_SPEC.to_string(), format!("{:016x}", request.spec_hash)),
+            (LABEL_PORT.to_string(), spec.port.to_string()),
+        ]);
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            cmd: Some(vec!["server".into(), "--port".into(), spec.port.to_string()]),
+            env: Some(vec![format!("SERVER_ID={name}")]),
+            hostname: Some(name.clone()),
+            labels: Some(labels.clone()),
+            stop_timeout: Some(i64::try_from(spec.stop_timeout.get().as_secs()).unwrap_or(10)),
+            host_config: Some(HostConfig {
+                network_mode: Some(spec.network.clone()),
+                // ringlb replaces failed replicas itself; Docker restarting them too would fight it.
+                restart_policy: Some(RestartPolicy {
+                    name: Some(RestartPolicyNameEnum::NO),
+                    maximum_retry_count: None,
+                }),
+                ..Default::default()
+            }),
+            networking_config: Some(NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(spec.network.clone(), EndpointSettings::default())])),
+            }),
+            ..Default::default()
+        };
+        let options = CreateContainerOptionsBuilder::new().name(&name).build();
+        let created = match self.docker.create_container(Some(options.clone()), body.clone()).await {
+            Ok(created) => created,
+            Err(e) if status_of(&e) == Some(404) => {
+                return Err(fail(format!(
+                    "image {} not found; build it with `make image` (ringlb never pulls images)",
+                    spec.image
+                )));
+            }
+            Err(e) if status_of(&e) == Some(409) => {
+                // Taken since we looked: free it once more (or learn it is foreign) and retry once.
+                self.free_name(&name).await?;
+                self.docker.create_container(Some(options), body).await.map_err(|e| fail(describe(&e)))?
+            }
+            Err(e) => return Err(fail(format!("cannot create its container: {}", describe(&e)))),
+        };
+        if let Err(e) = self.docker.start_container(&created.id, None).await {
+            let remove = RemoveContainerOptionsBuilder::new().force(true).build();
+            let _ = self.docker.remove_container(&created.id, Some(remove)).await;
+            return Err(fail(format!("cannot start its container: {}", describe(&e))));
+        }
+        let details = self
+            .docker
+            .inspect_container(&created.id, None::<InspectContainerOptions>)
+            .await
+            .map_err(|e| fail(format!("cannot inspect its container: {}", describe(&e))))?;
+        let ip = details
+            .network_settings
+            .and_then(|s| s.networks)
+            .and_then(|mut n| n.remove(&spec.network))
+            .and_then(|e| e.ip_address)
+            .and_then(|ip| ip.parse::<IpAddr>().ok());
+        let Some(ip) = ip else {
+            return Err(fail(format!("its container has no address on network {}", spec.network)));
+        };
+        let running = details.state.and_then(|s| s.running).unwrap_or(false);
+        let created_at = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        Ok(self.instance(
+            created.id,
+            &labels,
+            running,
+            Some(ip),
+            spec.port,
+            i64::try_from(created_at).unwrap_or(0),
+        ))
+    }
+
+    async fn stop(&self, id: &InstanceId, grace: Duration) -> Result<(), RuntimeError> {
+        let fail = |what: &str, e: &DockerError| RuntimeError::Stop {
+            id: id.clone(),
+            reason: format!("{what}: {}", describe(e)),
+        };
+        // Never touch a container that is not ours, whatever id we were handed.
+        match self.labels_of(&id.0).await {
+            Ok(Some((_, labels))) if self.is_ours(&labels) => {}
+            Ok(Some(_)) => {
+                return Err(RuntimeError::Stop {
+                    id: id.clone(),
+                    reason: "not a container of this cluster; left alone".into(),
+                });
+            }
+            Ok(None) => return Ok(()),
+            Err(reason) => return Err(RuntimeError::Stop { id: id.clone(), reason }),
+        }
+        let seconds = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
+        let options = StopContainerOptionsBuilder::new().t(seconds).build();
+        match self.docker.stop_container(&id.0, Some(options)).await {
+            Ok(()) => {}
+            // 304: already stopped; 404: already gone.
+            Err(e) if matches!(status_of(&e), Some(304 | 404)) => {}
+            Err(e) => return Err(fail("cannot stop it", &e)),
+        }
+        let options = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
+        match self.docker.remove_container(&id.0, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(status_of(&e), Some(404)) => Ok(()),
+            // 409: removal already in progress.
+            Err(e) if matches!(status_of(&e), Some(409)) => Ok(()),
+            Err(e) => Err(fail("cannot remove it", &e)),
+        }
+    }
+
+    async fn shutdown(&self, _grace: Duration) {
+        // Containers outlive the load balancer on purpose: a restart adopts them.
+        self.events.abort();
+    }
+
+    async fn name_held_by_other(&self, name: &str) -> Result<bool, RuntimeError> {
+        match self.labels_of(name).await {
+            Ok(Some((_, labels))) => Ok(!self.is_ours(&labels)),
+            Ok(None) => Ok(false),
+            Err(reason) => Err(RuntimeError::Unavailable(reason)),
+        }
+    }
+}
+
+/// Follows the engine's container events for the cluster and fires `trigger` on each; reopens
+/// the stream with backoff when it breaks.
+async fn follow_events(docker: Docker, cluster: String, trigger: Trigger) {
+    let filters = HashMap::from([
+        ("type".to_string(), vec!["container".to_string()]),
+        ("label".to_string(), vec![format!("{LABEL_CLUSTER}={cluster}")]),
+    ]);
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let options = EventsOptionsBuilder::new().filters(&filters).build();
+        let mut stream = docker.events(Some(options));
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(message) => {
+                    backoff = Duration::from_millis(500);
+                    let action = message.action.unwrap_or_default();
+                    if matches!(
+                        action.as_str(),
+                        "die" | "stop" | "kill" | "oom" | "destroy" | "pause" | "unpause" | "start"
+                    ) {
+                        tracing::debug!(action, "container event");
+                        trigger.fire();
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(error = %describe(&error), "Docker event stream broke; reopening in {backoff:?}");
+                    break;
+                }
+            }
+        }
+        // A closed stream (engine restart) also lands here.
+        trigger.fire();
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(EVENTS_BACKOFF_MAX);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_spec_hash_follows_image_network_and_port_only() {
+        let base = Manifest::parse("name: d\n").unwrap();
+        let hash = |m: &Manifest| spec_hash_of(&m.replica);
+        let image = Manifest::parse("name: d\nreplica: {image: 'ringlb:v2'}\n").unwrap();
+        let replicas = Manifest::parse("name: d\nreplicas: 7\n").unwrap();
+        assert_ne!(hash(&base), hash(&image));
+        assert_eq!(hash(&base), hash(&replicas));
+    }
+
+    #[test]
+    fn a_foreign_name_error_says_what_to_do() {
+        let text = foreign("server1", "demo").to_string();
+        assert!(text.contains("not managed by ringlb") && text.contains("ringlb.cluster=demo"), "{text}");
+    }
+}

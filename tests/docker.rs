@@ -1,0 +1,417 @@
+//! The Docker runtime against the real engine: the exercise in containers, `docker kill`,
+//! adoption after a restart, manifest edits, a rolling image change, a foreign container, and
+//! `make run` / `make stop`.
+//!
+//! Each test uses its own cluster name, network and container names, and removes what it created
+//! by label on the way out, also when it fails. Without a Docker engine (or the `ringlb:latest`
+//! image, which `make test` builds) the tests are skipped with a message, except in CI
+//! (`CI=true`), where that is a failure.
+
+mod common;
+
+use common::{Lb, eventually};
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+const IMAGE: &str = "ringlb:latest";
+
+/// Runs `docker args...` and returns its stdout (trimmed); panics with its stderr on failure.
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().expect("run docker");
+    assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// True when the engine answers and the image exists; otherwise says why (and fails in CI).
+fn docker_ready() -> bool {
+    let engine = Command::new("docker").arg("info").output().is_ok_and(|o| o.status.success());
+    let image = engine
+        && Command::new("docker")
+            .args(["image", "inspect", IMAGE])
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if engine && image {
+        return true;
+    }
+    let why =
+        if engine { "the image ringlb:latest is missing (make image)" } else { "no Docker engine answers" };
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true and {why}: the Docker tests must run");
+    println!("SKIPPED: {why}");
+    eprintln!("SKIPPED: {why}");
+    false
+}
+
+/// Removes, on drop, every container and network labelled with the cluster, and any extra
+/// objects the test created (by id or tag).
+struct Cleanup {
+    cluster: String,
+    containers: Vec<String>,
+    tags: Vec<String>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let label = format!("label=ringlb.cluster={}", self.cluster);
+        let run = |args: &[&str]| {
+            let _ = Command::new("docker").args(args).output();
+        };
+        let list = |args: &[&str]| -> Vec<String> {
+            Command::new("docker")
+                .args(args)
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().map(String::from).collect())
+                .unwrap_or_default()
+        };
+        let mut ids = list(&["ps", "-aq", "--filter", &label]);
+        ids.extend(self.containers.iter().cloned());
+        if !ids.is_empty() {
+            let mut args = vec!["rm", "-f"];
+            args.extend(ids.iter().map(String::as_str));
+            run(&args);
+        }
+        for network in list(&["network", "ls", "-q", "--filter", &label]) {
+            run(&["network", "rm", &network]);
+        }
+        for tag in &self.tags {
+            run(&["rmi", tag]);
+        }
+    }
+}
+
+/// A unique cluster name for one test.
+fn cluster(test: &str) -> String {
+    format!("t{}-{test}", rand_suffix())
+}
+
+fn rand_suffix() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{:05x}", (nanos ^ std::process::id()) & 0xfffff)
+}
+
+/// A Docker manifest: its own network, fast heartbeats, the given names.
+fn manifest(cluster: &str, replicas: u32, names: &[&str], image: &str) -> String {
+    let hostnames: Vec<String> = names.iter().map(|n| format!("{cluster}-{n}")).collect();
+    format!(
+        "# docker test manifest\nname: {cluster}\nreplicas: {replicas}   # N\nhostnames: [{}]\nlisten: 127.0.0.1:0\n\
+         replica:\n  runtime: docker\n  image: {image}\n  network: {cluster}-net\n  port: 5000\n  drain_timeout: 5s\n  \
+         stop_timeout: 2s\nhealth:\n  interval: 200ms\n  timeout: 150ms\n",
+        hostnames.join(", ")
+    )
+}
+
+/// (container id, replica name, running) of the cluster's containers.
+fn containers(cluster: &str) -> Vec<(String, String, bool)> {
+    let out = docker(&[
+        "ps",
+        "-a",
+        "--filter",
+        &format!("label=ringlb.cluster={cluster}"),
+        "--format",
+        "{{.ID}} {{.Label \"ringlb.hostname\"}} {{.State}}",
+    ]);
+    out.lines()
+        .filter_map(|l| {
+            let mut parts = l.split_whitespace();
+            Some((parts.next()?.to_string(), parts.next()?.to_string(), parts.next()? == "running"))
+        })
+        .collect()
+}
+
+fn running_names(cluster: &str) -> BTreeSet<String> {
+    containers(cluster).into_iter().filter(|(_, _, running)| *running).map(|(_, name, _)| name).collect()
+}
+
+/// Clients that send GETs until stopped and count failures.
+struct Load {
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicUsize>,
+    tasks: tokio::task::JoinSet<Vec<String>>,
+}
+
+impl Load {
+    fn start(lb: &Arc<Lb>, clients: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicUsize::new(0));
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..clients {
+            let (lb, stop, sent) = (Arc::clone(lb), Arc::clone(&stop), Arc::clone(&sent));
+            tasks.spawn(async move {
+                let mut failures = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    match lb.try_request("GET", "/home", "", &[]).await {
+                        Ok(answer) if answer.status == 200 => {}
+                        other => failures.push(format!("{other:?}")),
+                    }
+                    sent.fetch_add(1, Ordering::Relaxed);
+                }
+                failures
+            });
+        }
+        Load { stop, sent, tasks }
+    }
+
+    async fn after_more(&self, n: usize) {
+        let from = self.sent.load(Ordering::Relaxed);
+        assert!(
+            eventually(Duration::from_secs(20), || async { self.sent.load(Ordering::Relaxed) >= from + n })
+                .await
+        );
+    }
+
+    async fn finish(mut self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut failures = Vec::new();
+        while let Some(done) = self.tasks.join_next().await {
+            failures.extend(done.expect("client task"));
+        }
+        (self.sent.load(Ordering::Relaxed), failures)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_exercise_end_to_end_in_containers() {
+    if !docker_ready() {
+        return;
+    }
+    let c = cluster("exercise");
+    let _cleanup = Cleanup { cluster: c.clone(), containers: vec![], tags: vec![] };
+    let lb = Lb::start(&manifest(&c, 3, &["s1", "s2", "s3"], IMAGE)).await;
+    let names = |list: &[&str]| list.iter().map(|n| format!("\"{c}-{n}\"")).collect::<Vec<_>>().join(", ");
+    assert_eq!(
+        lb.get("/rep").await.body,
+        format!(
+            r#"{{"message": {{"N": 3, "replicas": [{}]}}, "status": "successful"}}"#,
+            names(&["s1", "s2", "s3"])
+        )
+    );
+    // /add with fewer names than n: the rest are generated.
+    let add = lb.request("POST", "/add", &format!(r#"{{"n": 2, "hostnames": ["{c}-s5"]}}"#), &[]).await;
+    assert_eq!(add.status, 200, "{}", add.body);
+    assert_eq!(add.json()["message"]["replicas"][4], format!("{c}-1"));
+    lb.wait_ready(Duration::from_secs(60)).await;
+    assert_eq!(running_names(&c).len(), 5);
+    // Both exercise errors.
+    let too_many = lb.request("POST", "/add", r#"{"n": 1, "hostnames": ["a", "b"]}"#, &[]).await;
+    assert_eq!(
+        too_many.body,
+        r#"{"message": "<Error> Length of hostname list is more than newly added instances", "status": "failure"}"#
+    );
+    let too_many = lb.request("DELETE", "/rm", r#"{"n": 1, "hostnames": ["a", "b"]}"#, &[]).await;
+    assert_eq!(
+        too_many.body,
+        r#"{"message": "<Error> Length of hostname list is more than removable instances", "status": "failure"}"#
+    );
+    // /rm with a name plus one at random.
+    let rm = lb.request("DELETE", "/rm", &format!(r#"{{"n": 2, "hostnames": ["{c}-s5"]}}"#), &[]).await;
+    assert_eq!(rm.status, 200, "{}", rm.body);
+    let left: BTreeSet<String> = rm.json()["message"]["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(left.len(), 3);
+    assert!(!left.contains(&format!("{c}-s5")));
+    let gone = eventually(Duration::from_secs(30), || async { running_names(&c) == left }).await;
+    assert!(gone, "containers {:?} != {left:?}", running_names(&c));
+    // GET /home reaches every replica, each answering with its own name.
+    let mut seen = BTreeSet::new();
+    for _ in 0..200 {
+        let answer = lb.get("/home").await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.json()["message"], format!("Hello from Server: {}", answer.replica()));
+        seen.insert(answer.replica());
+    }
+    assert_eq!(seen, left);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_kill_costs_no_request_and_the_replica_is_replaced() {
+    if !docker_ready() {
+        return;
+    }
+    let c = cluster("kill");
+    let _cleanup = Cleanup { cluster: c.clone(), containers: vec![], tags: vec![] };
+    let lb = Arc::new(Lb::start(&manifest(&c, 3, &["s1", "s2", "s3"], IMAGE)).await);
+    let load = Load::start(&lb, 4);
+    load.after_more(200).await;
+    let victim_name = format!("{c}-s2");
+    let (victim, _, _) = containers(&c).into_iter().find(|(_, n, _)| *n == victim_name).expect("s2 runs");
+    let killed_at = Instant::now();
+    docker(&["kill", &victim]);
+    // First the ring alone, polled fast; then the replacement (docker ps is slower).
+    let out = eventually(Duration::from_secs(5), || async { !lb.ring().await.contains(&victim_name) }).await;
+    let out_after = out.then(|| killed_at.elapsed());
+    let back = eventually(Duration::from_secs(30), || async {
+        let replaced =
+            containers(&c).iter().any(|(id, n, running)| *n == victim_name && *running && *id != victim);
+        replaced && lb.ring().await.contains(&victim_name)
+    })
+    .await;
+    let back_after = back.then(|| killed_at.elapsed());
+    load.after_more(200).await;
+    let (sent, failures) = load.finish().await;
+    println!(
+        "docker kill {victim_name}: out of the ring after {out_after:?}, replacement in the ring after {back_after:?}; \
+         {sent} requests, {} failed",
+        failures.len()
+    );
+    assert!(back_after.is_some(), "not replaced: {}", lb.status().await);
+    assert!(failures.is_empty(), "{} failed: {:?}", failures.len(), &failures[..failures.len().min(3)]);
+    assert!(out_after.is_some_and(|t| t < Duration::from_secs(2)), "left the ring after {out_after:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_load_balancer_adopts_its_containers() {
+    if !docker_ready() {
+        return;
+    }
+    let c = cluster("adopt");
+    let _cleanup = Cleanup { cluster: c.clone(), containers: vec![], tags: vec![] };
+    let mut lb = Lb::start(&manifest(&c, 3, &["s1", "s2", "s3"], IMAGE)).await;
+    let before: BTreeSet<String> = containers(&c).into_iter().map(|(id, _, _)| id).collect();
+    assert_eq!(before.len(), 3);
+    lb.restart().await;
+    assert_eq!(lb.ring().await.len(), 3);
+    let after: BTreeSet<String> = containers(&c).into_iter().map(|(id, _, _)| id).collect();
+    assert_eq!(after, before, "the same containers, none created, none removed");
+    assert_eq!(lb.get("/home").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn editing_the_manifest_moves_the_containers() {
+    if !docker_ready() {
+        return;
+    }
+    let c = cluster("edit");
+    let _cleanup = Cleanup { cluster: c.clone(), containers: vec![], tags: vec![] };
+    let text = manifest(&c, 3, &[], IMAGE);
+    let lb = Lb::start(&text).await;
+    lb.write_manifest(&text.replace("replicas: 3", "replicas: 5"));
+    let five = eventually(Duration::from_secs(60), || async {
+        running_names(&c).len() == 5 && lb.ring().await.len() == 5
+    })
+    .await;
+    assert!(five, "did not grow to 5: {:?}", running_names(&c));
+    lb.write_manifest(&text);
+    let three = eventually(Duration::from_secs(60), || async {
+        containers(&c).len() == 3 && lb.ring().await.len() == 3
+    })
+    .await;
+    assert!(three, "did not shrink to 3: {:?}", containers(&c));
+    let expected: BTreeSet<String> = (1..=3).map(|i| format!("{c}-{i}")).collect();
+    assert_eq!(running_names(&c), expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changing_the_image_rolls_every_replica_without_a_failed_request() {
+    if !docker_ready() {
+        return;
+    }
+    let c = cluster("roll");
+    let tag = format!("ringlb:{c}");
+    docker(&["tag", IMAGE, &tag]);
+    let _cleanup = Cleanup { cluster: c.clone(), containers: vec![], tags: vec![tag.clone()] };
+    let text = manifest(&c, 3, &["s1", "s2", "s3"], IMAGE);
+    let lb = Arc::new(Lb::start(&text).await);
+    let before: BTreeSet<String> = containers(&c).into_iter().map(|(id, _, _)| id).collect();
+    let load = Load::start(&lb, 4);
+    load.after_more(100).await;
+    lb.write_manifest(&text.replace(&format!("image: {IMAGE}"), &format!("image: {tag}")));
+    let rolled = eventually(Duration::from_secs(90), || async {
+        let now = containers(&c);
+        now.len() == 3
+            && now.iter().all(|(id, _, running)| *running && !before.contains(id))
+            && lb.status().await["replicas"].as_array().is_some_and(|r| {
+                r.len() == 3 && r.iter().all(|x| x["state"] == "ready" && x["current_spec"] == true)
+            })
+    })
+    .await;
+    load.after_more(100).await;
+    let (sent, failures) = load.finish().await;
+    println!("rolled 3 replicas to {tag}: {sent} requests, {} failed", failures.len());
+    assert!(rolled, "not rolled: {:?} {}", containers(&c), lb.status().await);
+    assert!(failures.is_empty(), "{} failed: {:?}", failures.len(), &failures[..failures.len().min(3)]);
+    let images = docker(&["ps", "--filter", &format!("label=ringlb.cluster={c}"), "--format", "{{.Image}}"]);
+    assert!(images.lines().all(|i| i == tag), "{images}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_container_with_a_desired_name_is_left_alone_and_reported() {
+    if !docker_ready() {
+        return;
+    }
+    let c = cluster("foreign");
+    let name = format!("{c}-s2");
+    let foreign = docker(&["create", "--name", &name, IMAGE, "server"]);
+    let _cleanup = Cleanup { cluster: c.clone(), containers: vec![foreign.clone()], tags: vec![] };
+    let lb = Lb::start(&manifest(&c, 1, &["s1"], IMAGE)).await;
+    // From the API: a 409 that says why.
+    let add = lb.request("POST", "/add", &format!(r#"{{"n": 1, "hostnames": ["{name}"]}}"#), &[]).await;
+    assert_eq!(add.status, 409, "{}", add.body);
+    assert!(add.body.contains("does not manage"), "{}", add.body);
+    // From the manifest: a reported problem; the other replicas run.
+    lb.write_manifest(&manifest(&c, 2, &["s1", "s2"], IMAGE));
+    let reported = eventually(Duration::from_secs(20), || async {
+        lb.status().await["problems"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|x| x["replica"] == name.as_str()))
+    })
+    .await;
+    assert!(reported, "not reported: {}", lb.status().await);
+    let problem = lb.status().await["problems"][0]["error"].as_str().unwrap_or_default().to_string();
+    assert!(problem.contains("not managed by ringlb"), "{problem}");
+    assert_eq!(lb.ring().await, [format!("{c}-s1")]);
+    // The foreign container is exactly as it was: same id, still created (never started), no label.
+    let state = docker(&[
+        "inspect",
+        "--format",
+        "{{.Id}} {{.State.Status}} {{index .Config.Labels \"ringlb.cluster\"}}",
+        &name,
+    ]);
+    assert!(state.starts_with(&foreign), "{state}");
+    assert!(state.contains(" created"), "{state}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn make_run_serves_and_make_stop_leaves_nothing_behind() {
+    if !docker_ready() {
+        return;
+    }
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let cluster = "demo";
+    // `make run` runs the repository's own cluster (demo, network net1): never touch one that
+    // someone already runs on this machine.
+    if !containers(cluster).is_empty() {
+        println!("SKIPPED: a cluster named {cluster} already runs here; not touching it");
+        return;
+    }
+    let _cleanup = Cleanup { cluster: cluster.into(), containers: vec![], tags: vec![] };
+    let make = |target: &str| {
+        Command::new("make").args(["-C", repo, target, &format!("PORT={port}")]).output().expect("run make")
+    };
+    let run = make("run");
+    let stop_anyway = || make("stop");
+    if !run.status.success() {
+        let stop = stop_anyway();
+        panic!(
+            "make run failed: {}{}\n(stop: {})",
+            String::from_utf8_lossy(&run.stdout),
+            String::from_utf8_lossy(&run.stderr),
+            String::from_utf8_lossy(&stop.stderr)
+        );
+    }
+    let out = Command::new(common::bin())
+        .args(["status", "--url", &format!("http://127.0.0.1:{port}")])
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&out.stdout).to_string();
+    let stop = stop_anyway();
+    assert!(status.contains("3/3 replicas ready"), "{status}");
+    assert!(stop.status.success(), "make stop: {}", String::from_utf8_lossy(&stop.stderr));
+    assert!(containers(cluster).is_empty(), "left behind: {:?}", containers(cluster));
+}
