@@ -65,7 +65,19 @@ impl Drop for Cleanup {
                 .map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().map(String::from).collect())
                 .unwrap_or_default()
         };
-        let mut ids = list(&["ps", "-aq", "--filter", &label]);
+        // Let removals the load balancer started finish first: a second removal racing one in
+        // progress can wedge Docker 20.10.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !list(&["ps", "-aq", "--filter", &label, "--filter", "status=removing"]).is_empty()
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let removing = list(&["ps", "-aq", "--filter", &label, "--filter", "status=removing"]);
+        let mut ids: Vec<String> = list(&["ps", "-aq", "--filter", &label])
+            .into_iter()
+            .filter(|id| !removing.contains(id))
+            .collect();
         ids.extend(self.containers.iter().cloned());
         if !ids.is_empty() {
             let mut args = vec!["rm", "-f"];

@@ -64,6 +64,10 @@ pub struct DockerRuntime {
     /// Serialises network creation: engines before 25 accept two networks with one name, and
     /// replicas start concurrently.
     network_lock: tokio::sync::Mutex<()>,
+    /// Serialises renames and removals: Docker 20.10 can leave a container stuck in "Removal In
+    /// Progress" when it is renamed while being removed (a replacement freeing the name of its
+    /// dead predecessor while that one is cleaned up).
+    rename_or_remove: tokio::sync::Mutex<()>,
 }
 
 impl Drop for DockerRuntime {
@@ -113,6 +117,7 @@ impl DockerRuntime {
             cluster: cluster.to_owned(),
             events,
             network_lock: tokio::sync::Mutex::new(()),
+            rename_or_remove: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -164,6 +169,7 @@ impl DockerRuntime {
 
     /// Frees the container name `name` for a new replica: ours is renamed, a foreign one is an error.
     async fn free_name(&self, name: &str) -> Result<(), RuntimeError> {
+        let _exclusive = self.rename_or_remove.lock().await;
         let taken = |reason: String| RuntimeError::NameTaken { name: name.to_owned(), reason };
         let Some((id, labels)) = self.labels_of(name).await.map_err(taken)? else { return Ok(()) };
         if !self.is_ours(&labels) {
@@ -172,10 +178,17 @@ impl DockerRuntime {
         let short: String = id.chars().take(12).collect();
         let new_name = format!("{name}.{short}");
         let options = RenameContainerOptionsBuilder::new().name(&new_name).build();
-        self.docker.rename_container(&id, options).await.map_err(|e| RuntimeError::Start {
-            name: name.to_owned(),
-            reason: format!("cannot rename its predecessor: {}", describe(&e)),
-        })?;
+        match self.docker.rename_container(&id, options).await {
+            Ok(()) => {}
+            // Removed since we looked: the name is free.
+            Err(e) if status_of(&e) == Some(404) => return Ok(()),
+            Err(e) => {
+                return Err(RuntimeError::Start {
+                    name: name.to_owned(),
+                    reason: format!("cannot rename its predecessor: {}", describe(&e)),
+                });
+            }
+        }
         tracing::info!(event = "replica_renamed", replica = name, container = %short,
             "renamed the previous container of {name} to {new_name} to free the name");
         Ok(())
@@ -374,6 +387,7 @@ impl Runtime for DockerRuntime {
             Err(e) => return Err(fail("cannot stop it", &e)),
         }
         let options = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
+        let _exclusive = self.rename_or_remove.lock().await;
         match self.docker.remove_container(&id.0, Some(options)).await {
             Ok(()) => Ok(()),
             Err(e) if matches!(status_of(&e), Some(404)) => Ok(()),
