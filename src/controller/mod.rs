@@ -679,6 +679,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_unreachable_runtime_keeps_the_ring_and_is_retried() {
+        let h = Harness::start(&manifest(2, "hostnames: [a, b]\n"));
+        h.until("two ready", |h| h.ring().len() == 2).await;
+        h.runtime.set_unreachable(true);
+        let generation = h.snapshots.load().generation;
+        h.apply(&manifest(3, "hostnames: [a, b]\n")).await;
+        h.until("a pass while unreachable", |h| h.snapshots.load().generation > generation).await;
+        assert_eq!(h.ring(), ["a", "b"], "the replicas that run keep serving");
+        assert_eq!(h.runtime.running().len(), 2, "nothing is started blind");
+        h.runtime.set_unreachable(false);
+        h.until("the third once reachable", |h| h.ring() == ["a", "b", "t-1"]).await;
+        h.stop().await;
+    }
+
+    #[tokio::test]
     async fn scaling_down_takes_a_replica_out_of_the_ring_and_stops_it_only_after_its_requests() {
         let h = Harness::start(&manifest(2, "hostnames: [a, b]\n"));
         h.until("two ready", |h| h.ring().len() == 2).await;

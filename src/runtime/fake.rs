@@ -33,6 +33,8 @@ pub struct FakeRuntime {
     next: Mutex<u64>,
     /// Names whose next start fails.
     failing_starts: Mutex<Vec<String>>,
+    /// While true, `list` fails as if the engine were unreachable.
+    unreachable: std::sync::atomic::AtomicBool,
 }
 
 impl FakeRuntime {
@@ -45,7 +47,13 @@ impl FakeRuntime {
             calls: Mutex::default(),
             next: Mutex::new(0),
             failing_starts: Mutex::default(),
+            unreachable: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Makes `list` fail (true) or work again (false), like an engine that went away.
+    pub fn set_unreachable(&self, unreachable: bool) {
+        self.unreachable.store(unreachable, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Every call so far.
@@ -105,6 +113,9 @@ impl Runtime for FakeRuntime {
     }
 
     async fn list(&self) -> Result<Vec<Instance>, RuntimeError> {
+        if self.unreachable.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(RuntimeError::Unavailable("injected: the engine is unreachable".into()));
+        }
         let replicas = self.replicas.lock().unwrap_or_else(PoisonError::into_inner);
         Ok(replicas.values().map(|r| r.instance.clone()).collect())
     }
