@@ -9,7 +9,8 @@
 //! - [`runtime`]: what runs replicas (child processes now), behind one trait.
 //! - [`snapshot`]: the immutable routing state the controller publishes and the proxy reads.
 //! - [`ring`]: the hash rings (Maglev, and the exercise's slot ring).
-//! - [`listener`], [`proxy`], [`admin`]: the front door, the data plane, the admin API.
+//! - [`listener`], [`proxy`], [`admin`]: the front door, the data plane, the admin API;
+//!   [`balancer`] starts and stops them together with the controller.
 //! - [`replica`]: the replica server (`ringlb server`).
 //! - [`status`]: the `ringlb status` client.
 //! - [`json`], [`trigger`], [`logging`]: small shared pieces.
@@ -18,6 +19,8 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod admin;
+pub mod analyze;
+pub mod balancer;
 pub mod controller;
 pub mod json;
 pub mod listener;

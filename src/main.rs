@@ -3,18 +3,18 @@
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use ringlb::admin::{self, AdminState};
-use ringlb::controller::Controller;
+use ringlb::admin;
+use ringlb::analyze::{self, Experiment, RuntimeChoice};
+use ringlb::balancer::{self, Balancer};
 use ringlb::logging::{self, LogFormat};
 use ringlb::manifest::source::ManifestSource;
-use ringlb::manifest::{Manifest, ManifestError, RuntimeKind, watch};
-use ringlb::proxy::Proxy;
+use ringlb::manifest::{Manifest, ManifestError, RuntimeKind};
+use ringlb::replica;
+use ringlb::ring::{HashFunction, Probing};
+use ringlb::runtime::Runtime;
 use ringlb::runtime::docker::DockerRuntime;
 use ringlb::runtime::process::ProcessRuntime;
-use ringlb::runtime::{NameCheck, Runtime};
-use ringlb::snapshot::Snapshots;
 use ringlb::trigger::Trigger;
-use ringlb::{listener, replica};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -22,7 +22,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio_util::sync::CancellationToken;
 
 /// How long in-flight requests may take to finish when ringlb or a replica stops.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
@@ -69,6 +68,45 @@ enum Command {
         /// Exit when this process (the load balancer that started us) exits.
         #[arg(long, hide = true)]
         exit_with_parent: Option<i32>,
+    },
+    /// Reproduce the exercise's analysis on real clusters and write a report with charts.
+    Analyze {
+        /// Requests per measurement.
+        #[arg(long, default_value_t = 10_000)]
+        requests: usize,
+        /// Seed of the request ids (the same seed gives the same ids, and the same counts).
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Where the report (README.md), the charts (SVG) and results.json go.
+        #[arg(long, default_value = "docs/analysis")]
+        out: PathBuf,
+        /// Requests in flight at once.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Compute the distributions from the ring alone, in milliseconds; start nothing.
+        #[arg(long)]
+        offline: bool,
+        /// What runs the analysis clusters' replicas.
+        #[arg(long, value_enum, default_value_t = RuntimeChoice::Process)]
+        runtime: RuntimeChoice,
+        /// Analyse this manifest's hashing instead of the exercise's (maglev stays the comparison).
+        #[arg(long)]
+        manifest: Option<PathBuf>,
+        /// Run only these experiments [default: all].
+        #[arg(long, value_enum, value_delimiter = ',')]
+        experiments: Vec<Experiment>,
+        /// Override M (the ring's slots) of the first hashing, e.g. with --offline.
+        #[arg(long)]
+        slots: Option<u32>,
+        /// Override K (virtual nodes per replica) of the first hashing.
+        #[arg(long)]
+        virtual_nodes: Option<u32>,
+        /// Override the probing of the first hashing.
+        #[arg(long, value_parser = parse_probing)]
+        probing: Option<Probing>,
+        /// Override the hash function of the first hashing.
+        #[arg(long, value_parser = parse_function)]
+        function: Option<HashFunction>,
     },
     /// Show a running load balancer's state in one line; optionally wait until it is ready.
     Status {
@@ -128,6 +166,44 @@ fn main() -> ExitCode {
                 println!("ringlb at {url}: {summary}");
                 Ok(())
             }
+            Command::Analyze {
+                requests,
+                seed,
+                out,
+                concurrency,
+                offline,
+                runtime,
+                manifest,
+                experiments,
+                slots,
+                virtual_nodes,
+                probing,
+                function,
+            } => {
+                let options = analyze::Options {
+                    requests,
+                    seed,
+                    out: out.clone(),
+                    concurrency,
+                    offline,
+                    runtime,
+                    manifest,
+                    experiments,
+                    slots,
+                    virtual_nodes,
+                    probing,
+                    function,
+                };
+                let started = std::time::Instant::now();
+                let results = analyze::run(&options).await?;
+                print_summary(&results);
+                println!(
+                    "report written to {}/README.md in {:.1} s",
+                    out.display(),
+                    started.elapsed().as_secs_f64()
+                );
+                Ok(())
+            }
             Command::Check { .. } => Ok(()),
         }
     });
@@ -138,6 +214,57 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn parse_probing(text: &str) -> Result<Probing, String> {
+    match text {
+        "linear" => Ok(Probing::Linear),
+        "quadratic" => Ok(Probing::Quadratic),
+        _ => Err("expected linear or quadratic".into()),
+    }
+}
+
+fn parse_function(text: &str) -> Result<HashFunction, String> {
+    match text {
+        "assignment" => Ok(HashFunction::Assignment),
+        "xxh3" => Ok(HashFunction::Xxh3),
+        _ => Err("expected assignment or xxh3".into()),
+    }
+}
+
+/// The analysis's tables on stdout, one line per N and algorithm.
+fn print_summary(results: &analyze::Results) {
+    for config in &results.configs {
+        for m in &config.measurements {
+            let d = analyze::report::shown(m);
+            println!(
+                "{:<10} N={} counts={:?} mean={:.1} min={} max={} std={:.1} max/mean={:.2}{}",
+                config.config.label,
+                m.n,
+                d.counts,
+                d.mean(),
+                d.min(),
+                d.max(),
+                d.std_dev(),
+                d.max_over_mean(),
+                m.elapsed_ms.map(|ms| format!(" ({:.2} s live)", ms / 1000.0)).unwrap_or_default()
+            );
+        }
+    }
+    if let Some(a3) = &results.a3 {
+        let f = &a3.failover;
+        println!(
+            "A-3: killed {} at {:.0} ms; out of the ring at {:?} ms; replacement {} in the ring at {:?} ms; {} requests, {} failed",
+            f.victim,
+            f.killed_ms,
+            f.out_of_ring_ms.map(|t| t.round()),
+            f.replacement,
+            f.replaced_ms.map(|t| t.round()),
+            f.requests,
+            f.failed
+        );
+    }
+    println!("H reaches {} of 512 slots ({} with these ids)", results.h_reach.0, results.h_reach.1);
 }
 
 /// `ringlb check`.
@@ -235,51 +362,20 @@ async fn serve<R: Runtime>(
     ready_file: Option<&Path>,
     termination: Termination,
 ) -> Result<()> {
-    let manifest = source.current().manifest;
-    let listener = TcpListener::bind(manifest.listen)
-        .await
-        .with_context(|| format!("cannot listen on {} (the manifest's `listen`)", manifest.listen))?;
-    let local = listener.local_addr().context("cannot read the listening address")?;
-    let snapshots = Arc::new(Snapshots::default());
-    let shutdown = CancellationToken::new();
-
-    let controller =
-        Controller::new(Arc::clone(&runtime), Arc::clone(&source), Arc::clone(&snapshots), trigger.clone());
-    let controller = tokio::spawn(controller.run(shutdown.child_token()));
-    let watcher = tokio::spawn(watch::run(Arc::clone(&source), shutdown.child_token()));
-    if snapshots.wait_for_version(1, Duration::from_secs(30)).await.is_none() {
-        tracing::warn!("the first reconcile pass is slow; serving anyway");
-    }
-
-    let token = std::env::var(admin::TOKEN_ENV).ok().filter(|t| !t.is_empty());
-    let admin_state = Arc::new(AdminState {
-        source: Arc::clone(&source),
-        snapshots: Arc::clone(&snapshots),
-        edits: tokio::sync::Mutex::new(()),
-        token,
-        names: Arc::clone(&runtime) as Arc<dyn NameCheck>,
-    });
-    let proxy = Arc::new(Proxy::new(Arc::clone(&snapshots), trigger));
-    let front = tokio::spawn(listener::serve(
-        listener,
-        proxy,
-        admin::router(admin_state),
-        shutdown.child_token(),
-        SHUTDOWN_DRAIN,
-    ));
-    tracing::info!(event = "listening", address = %local, "load balancer listening on http://{local}");
+    let stop_timeout = source.current().manifest.replica.stop_timeout.get();
+    let options = balancer::Options {
+        admin_token: std::env::var(admin::TOKEN_ENV).ok().filter(|t| !t.is_empty()),
+        drain: SHUTDOWN_DRAIN,
+    };
+    let balancer = Balancer::start(Arc::clone(&runtime), source, trigger, options).await?;
     if let Some(path) = ready_file {
-        std::fs::write(path, local.to_string())
+        std::fs::write(path, balancer.addr.to_string())
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
-
     termination.received().await;
     tracing::info!("shutting down: finishing requests in flight, then stopping replicas");
-    shutdown.cancel();
-    let _ = front.await;
-    let _ = controller.await;
-    let _ = watcher.await;
-    runtime.shutdown(manifest.replica.stop_timeout.get()).await;
+    balancer.stop().await;
+    runtime.shutdown(stop_timeout).await;
     tracing::info!("stopped");
     Ok(())
 }

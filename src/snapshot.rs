@@ -154,6 +154,8 @@ pub enum ReplicaState {
 pub struct ReplicaStatus {
     /// Hostname.
     pub name: String,
+    /// The runtime's id of this instance (container id, `pid-<n>`).
+    pub instance: String,
     /// Exercise id.
     pub id: u32,
     /// Where it listens, if known.

@@ -509,6 +509,7 @@ impl<R: Runtime> Controller<R> {
 fn status(t: &Tracked, spec_hash: u64) -> ReplicaStatus {
     ReplicaStatus {
         name: t.instance.name.clone(),
+        instance: t.instance.id.0.clone(),
         id: t.instance.replica_id,
         address: t.instance.addr,
         state: match t.state {

@@ -239,6 +239,25 @@ fn spec_hash_of(spec: &crate::manifest::ReplicaSpec) -> u64 {
     xxhash_rust::xxh3::xxh3_64(text.as_bytes())
 }
 
+impl DockerRuntime {
+    /// Removes the networks carrying this cluster's label (the ones it created when missing),
+    /// for a cluster that is gone for good (`ringlb analyze`). A network still in use stays.
+    pub async fn remove_own_networks(&self) {
+        let options = bollard::query_parameters::ListNetworksOptionsBuilder::new()
+            .filters(&self.cluster_filter())
+            .build();
+        let Ok(networks) = self.docker.list_networks(Some(options)).await else { return };
+        for network in networks {
+            if let Some(id) = network.id
+                && network.labels.as_ref().and_then(|l| l.get(LABEL_CLUSTER)) == Some(&self.cluster)
+                && let Err(e) = self.docker.remove_network(&id).await
+            {
+                tracing::warn!(network = %id, error = %describe(&e), "cannot remove a network of this cluster");
+            }
+        }
+    }
+}
+
 impl Runtime for DockerRuntime {
     fn spec_hash(&self, manifest: &Manifest) -> u64 {
         spec_hash_of(&manifest.replica)
@@ -394,6 +413,23 @@ impl Runtime for DockerRuntime {
             // 409: removal already in progress.
             Err(e) if matches!(status_of(&e), Some(409)) => Ok(()),
             Err(e) => Err(fail("cannot remove it", &e)),
+        }
+    }
+
+    async fn kill(&self, id: &InstanceId) -> Result<(), RuntimeError> {
+        match self.labels_of(&id.0).await {
+            Ok(Some((_, labels))) if self.is_ours(&labels) => {}
+            Ok(_) => return Ok(()),
+            Err(reason) => return Err(RuntimeError::Stop { id: id.clone(), reason }),
+        }
+        let options = bollard::query_parameters::KillContainerOptionsBuilder::new().signal("SIGKILL").build();
+        match self.docker.kill_container(&id.0, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(status_of(&e), Some(404 | 409)) => Ok(()),
+            Err(e) => Err(RuntimeError::Stop {
+                id: id.clone(),
+                reason: format!("cannot kill it: {}", describe(&e)),
+            }),
         }
     }
 

@@ -168,6 +168,19 @@ impl Runtime for FakeRuntime {
         Ok(())
     }
 
+    async fn kill(&self, id: &InstanceId) -> Result<(), RuntimeError> {
+        let name = self
+            .replicas
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(id)
+            .map(|r| r.instance.name.clone());
+        if let Some(name) = name {
+            self.crash(&name);
+        }
+        Ok(())
+    }
+
     async fn shutdown(&self, _grace: Duration) {
         let mut replicas = self.replicas.lock().unwrap_or_else(PoisonError::into_inner);
         for replica in replicas.values_mut() {

@@ -108,6 +108,10 @@ pub trait Runtime: Send + Sync + 'static {
     fn stop(&self, id: &InstanceId, grace: Duration)
     -> impl Future<Output = Result<(), RuntimeError>> + Send;
 
+    /// Kills an instance abruptly (SIGKILL), the way a crash would: for failure experiments
+    /// (`ringlb analyze`, soak tests). The controller never calls it.
+    fn kill(&self, id: &InstanceId) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
     /// Called once when `ringlb run` exits: stop what must not outlive it.
     fn shutdown(&self, grace: Duration) -> impl Future<Output = ()> + Send;
 

@@ -149,6 +149,17 @@ impl Runtime for ProcessRuntime {
         stop_child(&self.children, id, grace).await
     }
 
+    async fn kill(&self, id: &InstanceId) -> Result<(), RuntimeError> {
+        let found = self.children().get(id).map(|c| (c.pid, *c.exited.borrow()));
+        match found {
+            Some((pid, false)) => kill(pid, Signal::SIGKILL).map_err(|e| RuntimeError::Stop {
+                id: id.clone(),
+                reason: format!("cannot SIGKILL it: {e}"),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     async fn shutdown(&self, grace: Duration) {
         let ids: Vec<InstanceId> = self.children().keys().cloned().collect();
         let mut stops = tokio::task::JoinSet::new();
