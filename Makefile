@@ -13,7 +13,7 @@ COMPOSE := $(shell if docker compose version >/dev/null 2>&1; then echo "docker 
 # The cluster name, from the manifest: every container ringlb creates carries it as a label.
 CLUSTER = $(shell sed -n 's/^name:[[:space:]]*\([^[:space:]#]*\).*/\1/p' $(MANIFEST))
 
-.PHONY: run stop logs image static build test test-docker-image bench check fmt lint local analyze
+.PHONY: run stop logs image static build test test-docker-image bench check fmt lint local analyze demo-autoscale
 
 ## Build the image and start the load balancer (in a container) and its replicas; wait until
 ## every replica is ready.
@@ -83,6 +83,10 @@ test-docker-image:
 ## Regenerate the analysis report docs/analysis/README.md (A-1 to A-4) on local process clusters.
 analyze: build
 	./target/release/ringlb --log-level warn analyze --out docs/analysis
+
+## A fixed-rate load ramp against an autoscaled cluster: per-second table, docs/autoscale/ (CSV, SVG).
+demo-autoscale: build
+	./target/release/ringlb --log-level warn demo-autoscale --out docs/autoscale
 
 ## Criterion benchmarks of the hash rings.
 bench:

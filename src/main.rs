@@ -68,6 +68,9 @@ enum Command {
         /// Exit when this process (the load balancer that started us) exits.
         #[arg(long, hide = true)]
         exit_with_parent: Option<i32>,
+        /// How many GET /work requests run at once; the rest queue (0: no limit).
+        #[arg(long, env = "RINGLB_WORK_SLOTS", default_value_t = 0)]
+        work_slots: usize,
     },
     /// Reproduce the exercise's analysis on real clusters and write a report with charts.
     Analyze {
@@ -107,6 +110,19 @@ enum Command {
         /// Override the hash function of the first hashing.
         #[arg(long, value_parser = parse_function)]
         function: Option<HashFunction>,
+    },
+    /// Run a fixed-rate load ramp against an autoscaled cluster of local processes; print per second
+    /// the offered rate, replicas and p99 latency, and write ramp.csv, ramp.svg and README.md.
+    DemoAutoscale {
+        /// Where the CSV, the chart and the table go.
+        #[arg(long, default_value = "docs/autoscale")]
+        out: PathBuf,
+        /// Milliseconds each request keeps its replica busy (GET /work?ms=...).
+        #[arg(long, default_value_t = 200)]
+        work_ms: u64,
+        /// Seconds per step of the ramp (10, 40, 80, 160, 240, 160, 80, 10, 0 requests/s).
+        #[arg(long, default_value_t = 8)]
+        step_seconds: u64,
     },
     /// Show a running load balancer's state in one line; optionally wait until it is ready.
     Status {
@@ -154,8 +170,8 @@ fn main() -> ExitCode {
                     vec!["--log-format".into(), format.into(), "--log-level".into(), cli.log_level.clone()];
                 run(&manifest, ready_file.as_deref(), child_args).await
             }
-            Command::Server { port, host, id, announce, exit_with_parent } => {
-                server(host, port, id, announce, exit_with_parent).await
+            Command::Server { port, host, id, announce, exit_with_parent, work_slots } => {
+                server(host, port, id, announce, exit_with_parent, work_slots).await
             }
             Command::Status { url, wait, timeout } => {
                 let summary = if wait {
@@ -202,6 +218,19 @@ fn main() -> ExitCode {
                     out.display(),
                     started.elapsed().as_secs_f64()
                 );
+                Ok(())
+            }
+            Command::DemoAutoscale { out, work_ms, step_seconds } => {
+                let options = analyze::autoscale_demo::Options { out: out.clone(), work_ms, step_seconds };
+                let seconds = analyze::autoscale_demo::run(&options).await?;
+                println!("second  offered/s  answered  failed  replicas  p99 ms");
+                for s in &seconds {
+                    println!(
+                        "{:>6}  {:>9}  {:>8}  {:>6}  {:>8}  {:>6.0}",
+                        s.t, s.offered, s.answered, s.failed, s.replicas, s.p99_ms
+                    );
+                }
+                println!("written to {}/ (ramp.csv, ramp.svg, README.md)", out.display());
                 Ok(())
             }
             Command::Check { .. } => Ok(()),
@@ -387,6 +416,7 @@ async fn server(
     id: Option<String>,
     announce: bool,
     parent: Option<i32>,
+    work_slots: usize,
 ) -> Result<()> {
     let termination = Termination::catch()?;
     if let Some(parent) = parent {
@@ -412,7 +442,9 @@ async fn server(
         termination.received().await;
         tracing::info!("replica stopping: finishing requests in flight");
     };
-    replica::serve(listener, &id, stop, SHUTDOWN_DRAIN).await.context("replica server failed")
+    replica::serve(listener, &id, Some(work_slots), stop, SHUTDOWN_DRAIN)
+        .await
+        .context("replica server failed")
 }
 
 /// Asks the kernel to send SIGTERM when the parent dies, then checks the parent is still `parent`

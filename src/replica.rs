@@ -2,7 +2,8 @@
 //!
 //! `GET /home` greets with the replica's id and `GET /heartbeat` answers 200 with an empty body;
 //! any other path is a 404. Two helper endpoints make load and the data path observable on purpose:
-//! `GET /work?ms=N` answers after N milliseconds, and `/echo` (any method) streams the request body
+//! `GET /work?ms=N` answers after N milliseconds (with `--work-slots K`, at most K run at once and
+//! the rest queue, like a server with K workers), and `/echo` (any method) streams the request body
 //! back with the request's method, URI and headers in `X-Echo-*` response headers. On SIGTERM the
 //! server stops accepting, finishes the requests in flight (bounded), and exits.
 
@@ -26,9 +27,22 @@ pub const ANNOUNCE_PREFIX: &str = "ringlb-replica listening on ";
 /// The longest `/work` will wait.
 const MAX_WORK: Duration = Duration::from_secs(60);
 
-/// The replica's routes, answering as replica `id`.
-pub fn router(id: &str) -> Router {
-    let id: Arc<str> = Arc::from(id);
+/// What the handlers share.
+#[derive(Clone)]
+struct Replica {
+    /// The id in "Hello from Server: <id>".
+    id: Arc<str>,
+    /// `/work`'s workers, when limited.
+    work_slots: Option<Arc<tokio::sync::Semaphore>>,
+}
+
+/// The replica's routes, answering as replica `id`; `work_slots` limits how many `/work` requests
+/// run at once (`None`: no limit).
+pub fn router(id: &str, work_slots: Option<usize>) -> Router {
+    let state = Replica {
+        id: Arc::from(id),
+        work_slots: work_slots.filter(|n| *n > 0).map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
+    };
     Router::new()
         .route("/home", get(home))
         .route("/heartbeat", get(heartbeat))
@@ -36,11 +50,11 @@ pub fn router(id: &str) -> Router {
         .route("/echo", any(echo))
         .fallback(not_found)
         .method_not_allowed_fallback(json::method_not_allowed)
-        .with_state(id)
+        .with_state(state)
 }
 
-async fn home(State(id): State<Arc<str>>) -> Response {
-    json::success(format!("Hello from Server: {id}"))
+async fn home(State(replica): State<Replica>) -> Response {
+    json::success(format!("Hello from Server: {}", replica.id))
 }
 
 async fn heartbeat() -> StatusCode {
@@ -52,11 +66,16 @@ struct WorkQuery {
     ms: Option<u64>,
 }
 
-async fn work(State(id): State<Arc<str>>, Query(query): Query<WorkQuery>) -> Response {
+async fn work(State(replica): State<Replica>, Query(query): Query<WorkQuery>) -> Response {
     let ms = query.ms.unwrap_or(0);
     let wait = Duration::from_millis(ms).min(MAX_WORK);
+    // A free worker first, when workers are limited (the semaphore is never closed).
+    let _worker = match &replica.work_slots {
+        Some(slots) => Arc::clone(slots).acquire_owned().await.ok(),
+        None => None,
+    };
     tokio::time::sleep(wait).await;
-    json::success(format!("Server: {id} worked {} ms", wait.as_millis()))
+    json::success(format!("Server: {} worked {} ms", replica.id, wait.as_millis()))
 }
 
 async fn echo(request: Request) -> Response {
@@ -84,11 +103,12 @@ async fn not_found(request: Request) -> Response {
 pub async fn serve(
     listener: TcpListener,
     id: &str,
+    work_slots: Option<usize>,
     shutdown: impl Future<Output = ()> + Send + 'static,
     drain: Duration,
 ) -> std::io::Result<()> {
     let (stopping_tx, stopping) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, router(id)).with_graceful_shutdown(async move {
+    let server = axum::serve(listener, router(id, work_slots)).with_graceful_shutdown(async move {
         shutdown.await;
         let _ = stopping_tx.send(());
     });
@@ -115,7 +135,7 @@ mod tests {
 
     async fn call(method: &str, uri: &str, body: &'static str) -> (StatusCode, http::HeaderMap, String) {
         let request = Request::builder().method(method).uri(uri).body(Body::from(body)).unwrap();
-        let response = router("7").oneshot(request).await.unwrap();
+        let response = router("7", None).oneshot(request).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
@@ -148,6 +168,25 @@ mod tests {
         assert_eq!(body, "payload");
         assert_eq!(headers["x-echo-method"], "PUT");
         assert_eq!(headers["x-echo-uri"], "/echo?x=1");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn limited_work_slots_queue_the_rest() {
+        let app = router("7", Some(2));
+        let started = tokio::time::Instant::now();
+        let mut calls = tokio::task::JoinSet::new();
+        for _ in 0..4 {
+            let app = app.clone();
+            calls.spawn(async move {
+                let request = Request::builder().uri("/work?ms=100").body(Body::empty()).unwrap();
+                app.oneshot(request).await.unwrap().status()
+            });
+        }
+        while let Some(status) = calls.join_next().await {
+            assert_eq!(status.unwrap(), StatusCode::OK);
+        }
+        // Four requests of 100 ms through two workers take two rounds.
+        assert!(started.elapsed() >= Duration::from_millis(200), "{:?}", started.elapsed());
     }
 
     #[tokio::test(start_paused = true)]

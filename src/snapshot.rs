@@ -119,6 +119,19 @@ pub struct Routing {
     pub connect_timeout: Duration,
     /// What a replica's 404 becomes.
     pub unknown_path: UnknownPath,
+    /// Bounded loads' factor, when on.
+    pub balance_factor: Option<f64>,
+    /// Scale to zero: how requests wait for a first replica, when the autoscaler may reach zero.
+    pub hold: Option<Hold>,
+}
+
+/// How requests wait while a cluster scaled to zero starts its first replica.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hold {
+    /// The most requests waiting at once; more get a 503.
+    pub queue: u32,
+    /// The longest a request waits; then a 503.
+    pub timeout: Duration,
 }
 
 impl Default for Routing {
@@ -129,6 +142,8 @@ impl Default for Routing {
             timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(1),
             unknown_path: UnknownPath::Pass,
+            balance_factor: None,
+            hold: None,
         }
     }
 }
@@ -231,12 +246,22 @@ impl Snapshot {
 #[derive(Debug)]
 pub struct Snapshots {
     current: ArcSwap<Snapshot>,
+    /// The manifest version of the current snapshot (admin edits wait on it).
     version: watch::Sender<u64>,
+    /// The generation of the current snapshot (held requests wait on it).
+    generation: watch::Sender<u64>,
+    /// Set by the proxy when a request waits with no replica; taken by the controller.
+    demand: AtomicBool,
 }
 
 impl Default for Snapshots {
     fn default() -> Self {
-        Snapshots { current: ArcSwap::from_pointee(Snapshot::empty()), version: watch::channel(0).0 }
+        Snapshots {
+            current: ArcSwap::from_pointee(Snapshot::empty()),
+            version: watch::channel(0).0,
+            generation: watch::channel(0).0,
+            demand: AtomicBool::new(false),
+        }
     }
 }
 
@@ -249,12 +274,41 @@ impl Snapshots {
     /// Replaces the snapshot; only the controller calls this.
     pub fn publish(&self, snapshot: Snapshot) {
         let version = snapshot.manifest_version;
+        let generation = snapshot.generation;
         self.current.store(Arc::new(snapshot));
+        self.generation.send_replace(generation);
         self.version.send_if_modified(|v| {
             let changed = *v != version;
             *v = version;
             changed
         });
+    }
+
+    /// Says a request is waiting with no replica to serve it (scale to zero).
+    pub fn signal_demand(&self) {
+        self.demand.store(true, Ordering::Relaxed);
+    }
+
+    /// Takes the demand signal: true if a request asked for a replica since the last call.
+    pub fn take_demand(&self) -> bool {
+        self.demand.swap(false, Ordering::Relaxed)
+    }
+
+    /// Waits until a snapshot with at least one ring member is published, up to `timeout`.
+    pub async fn wait_for_members(&self, timeout: Duration) -> Option<Arc<Snapshot>> {
+        let mut rx = self.generation.subscribe();
+        let wait = async {
+            loop {
+                let snapshot = self.load();
+                if !snapshot.members.is_empty() {
+                    return Some(snapshot);
+                }
+                if rx.changed().await.is_err() {
+                    return None;
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.ok().flatten()
     }
 
     /// Waits until a snapshot for manifest `version` (or later) is published, up to `timeout`.

@@ -12,7 +12,8 @@ use std::sync::Once;
 
 /// DejaVu Sans, from Debian's fonts-dejavu-core (license: assets/fonts/DejaVuSans-LICENSE.txt).
 static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
-const FAMILY: &str = "sans-serif";
+/// The font family every chart uses.
+pub const FAMILY: &str = "sans-serif";
 
 /// One colour per series (algorithm or replica), readable on white.
 pub const PALETTE: [RGBColor; 8] = [
@@ -36,7 +37,11 @@ pub struct ChartError {
     pub message: String,
 }
 
-fn register_font() -> Result<(), String> {
+/// Registers the bundled font with plotters (once per process).
+///
+/// # Errors
+/// The bundled font cannot be read.
+pub fn register_bundled_font() -> Result<(), String> {
     static ONCE: Once = Once::new();
     let mut result = Ok(());
     ONCE.call_once(|| {
@@ -53,7 +58,7 @@ fn draw(
     paint: impl FnOnce(&DrawingArea<SVGBackend<'_>, Shift>) -> Result<(), DrawingAreaErrorKind<std::io::Error>>,
 ) -> Result<(), ChartError> {
     let fail = |message: String| ChartError { path: path.display().to_string(), message };
-    register_font().map_err(fail)?;
+    register_bundled_font().map_err(fail)?;
     let root = SVGBackend::new(path, size).into_drawing_area();
     paint(&root).map_err(|e| fail(e.to_string()))?;
     root.present().map_err(|e| fail(e.to_string()))

@@ -16,6 +16,7 @@
 //! - A-4: A-1 and A-2 for the exercise's hash functions and for maglev side by side, and how many of
 //!   the 512 slots H reaches.
 
+pub mod autoscale_demo;
 pub mod charts;
 pub mod cluster;
 pub mod load;

@@ -126,7 +126,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(async move {
-            crate::replica::serve(listener, "t", std::future::pending(), Duration::from_secs(1)).await
+            crate::replica::serve(listener, "t", None, std::future::pending(), Duration::from_secs(1)).await
         });
         let (_keep, settings_rx) = watch::channel(settings());
         let (tx, mut rx) = mpsc::channel(16);

@@ -8,6 +8,7 @@
 //! resync as the safety net. One loop, one task: no replica is ever reconciled concurrently.
 //! Stopping (drain, then stop) runs in owned background tasks so a slow stop never stalls the loop.
 
+pub mod autoscale;
 pub mod health;
 pub mod plan;
 
@@ -15,8 +16,9 @@ use crate::manifest::Manifest;
 use crate::manifest::source::{Desired as DesiredManifest, ManifestSource};
 use crate::ring::{Member, Ring};
 use crate::runtime::{Instance, InstanceId, Runtime, RuntimeError, StartRequest};
-use crate::snapshot::{Backend, Problem, ReplicaState, ReplicaStatus, Routing, Snapshot, Snapshots};
+use crate::snapshot::{Backend, Hold, Problem, ReplicaState, ReplicaStatus, Routing, Snapshot, Snapshots};
 use crate::trigger::Trigger;
+use autoscale::Autoscaler;
 use health::{HealthReport, ProbeHandle, ProbeSettings, Prober};
 use plan::{Action, InstanceState, Observed, Reason};
 use std::collections::{BTreeMap, BTreeSet};
@@ -81,7 +83,28 @@ pub struct Controller<R: Runtime> {
     applied: Option<(u64, Vec<String>)>,
     generation: u64,
     ring_cache: Option<RingCache>,
+    /// `replicas:` of the manifest version last taken.
+    last_replicas: Option<u32>,
+    /// The autoscaler, while the manifest has an `autoscale:` section.
+    autoscaler: Option<Autoscaler>,
+    /// The replica count the autoscaler set (None: the manifest's `replicas:`).
+    scaled: Option<u32>,
+    /// Concurrency samples since the last autoscaling decision.
+    load: LoadSamples,
 }
+
+/// Requests in flight, sampled between two autoscaling decisions.
+#[derive(Debug)]
+struct LoadSamples {
+    sum: f64,
+    count: u32,
+    /// The requests counter at the last decision, to see whether any request came since.
+    requests_before: u64,
+    last_decision: Instant,
+}
+
+/// How often the load is sampled for the autoscaler.
+const SAMPLE_EVERY: Duration = Duration::from_millis(100);
 
 fn probe_settings(manifest: &Manifest) -> ProbeSettings {
     ProbeSettings {
@@ -117,6 +140,10 @@ impl<R: Runtime> Controller<R> {
             applied: None,
             generation: 0,
             ring_cache: None,
+            autoscaler: None,
+            scaled: None,
+            last_replicas: None,
+            load: LoadSamples { sum: 0.0, count: 0, requests_before: 0, last_decision: Instant::now() },
         }
     }
 
@@ -125,6 +152,8 @@ impl<R: Runtime> Controller<R> {
         let mut versions = self.source.subscribe();
         let mut resync = tokio::time::interval(RESYNC);
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut sample = tokio::time::interval(SAMPLE_EVERY);
+        sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             self.reconcile().await;
             loop {
@@ -144,6 +173,9 @@ impl<R: Runtime> Controller<R> {
                         if self.apply_health(report) { break }
                     }
                     _ = resync.tick() => break,
+                    _ = sample.tick(), if self.autoscaler.is_some() => {
+                        if self.sample_load() { break }
+                    }
                 }
             }
         }
@@ -173,10 +205,13 @@ impl<R: Runtime> Controller<R> {
                 return false;
             }
         }
+        if self.scaled == Some(0) && self.snapshots.take_demand() {
+            self.autoscale(true);
+        }
         let observed = self.observed();
         let names = plan::resolve_names(
             &manifest.name,
-            manifest.replicas,
+            self.scaled.unwrap_or(manifest.replicas),
             &manifest.hostnames,
             &self.retired,
             &observed,
@@ -226,6 +261,32 @@ impl<R: Runtime> Controller<R> {
         });
         tracing::info!(event = "desired_state", version = desired.version, replicas = manifest.replicas,
             hostnames = ?manifest.hostnames, "working toward manifest version {}", desired.version);
+        // Autoscaling: a new count by hand (replicas or hostnames edited, /add, /rm) is the new
+        // starting point, and the windows start afresh from it.
+        let scale_changed = self.applied.as_ref().is_none_or(|(_, before)| *before != manifest.hostnames)
+            || self.last_replicas != Some(manifest.replicas);
+        match &manifest.autoscale {
+            Some(settings) => {
+                let policy = settings.policy();
+                match &mut self.autoscaler {
+                    Some(scaler) => scaler.set_policy(policy),
+                    None => self.autoscaler = Some(Autoscaler::new(policy)),
+                }
+                if scale_changed || self.scaled.is_none() {
+                    if let Some(scaler) = &mut self.autoscaler {
+                        scaler.reset();
+                    }
+                    self.scaled = Some(manifest.initial_replicas());
+                } else if let (Some(scaler), Some(n)) = (&self.autoscaler, self.scaled) {
+                    self.scaled = Some(scaler.clamp(n));
+                }
+            }
+            None => {
+                self.autoscaler = None;
+                self.scaled = None;
+            }
+        }
+        self.last_replicas = Some(manifest.replicas);
         self.applied = Some((desired.version, manifest.hostnames.clone()));
     }
 
@@ -381,6 +442,51 @@ impl<R: Runtime> Controller<R> {
         }
     }
 
+    /// Takes one load sample; makes an autoscaling decision when one is due. True when the
+    /// replica count changed (a pass should follow).
+    fn sample_load(&mut self) -> bool {
+        let inflight: u64 = self.ready_backends().map(|b| b.inflight()).sum();
+        self.load.sum += inflight as f64;
+        self.load.count += 1;
+        let interval =
+            self.source.current().manifest.autoscale.as_ref().map(|a| a.interval.get()).unwrap_or(RESYNC);
+        if self.load.last_decision.elapsed() < interval {
+            return false;
+        }
+        self.autoscale(false)
+    }
+
+    fn ready_backends(&self) -> impl Iterator<Item = &Arc<Backend>> {
+        self.tracked.values().filter(|t| t.state == InstanceState::Ready).filter_map(|t| t.backend.as_ref())
+    }
+
+    /// Decides the replica count from the samples since the last decision (or at once on
+    /// `demand`); logs every decision that is not a plain "no change"; true if the count changed.
+    fn autoscale(&mut self, demand: bool) -> bool {
+        let requests: u64 =
+            self.tracked.values().filter_map(|t| t.backend.as_ref()).map(|b| b.requests()).sum();
+        let (Some(scaler), Some(current)) = (&mut self.autoscaler, self.scaled) else { return false };
+        let mut concurrency =
+            if self.load.count == 0 { 0.0 } else { self.load.sum / f64::from(self.load.count) };
+        if requests > self.load.requests_before {
+            // Requests came: count at least one in flight, so short requests are activity too.
+            concurrency = concurrency.max(1.0);
+        }
+        self.load =
+            LoadSamples { sum: 0.0, count: 0, requests_before: requests, last_decision: Instant::now() };
+        let decision = scaler.decide(Instant::now(), current, concurrency, demand);
+        let target = scaler.policy().target_inflight;
+        if decision.desired != current || decision.raw != current {
+            tracing::info!(event = "autoscale", current, desired = decision.desired, raw = decision.raw,
+                observed_total = decision.observed_total, observed_per_replica = decision.observed_per_replica,
+                target, reason = ?decision.reason,
+                "autoscaler: {current} -> {} replicas ({:.1} in flight, {:.2} per replica, target {target}; the rule says {}; {:?})",
+                decision.desired, decision.observed_total, decision.observed_per_replica, decision.raw, decision.reason);
+        }
+        self.scaled = Some(decision.desired);
+        decision.desired != current
+    }
+
     /// Applies one heartbeat; true when the replica's state changed (a pass should follow).
     fn apply_health(&mut self, report: HealthReport) -> bool {
         let replace_after = self.source.current().manifest.health.replace_after;
@@ -467,6 +573,12 @@ impl<R: Runtime> Controller<R> {
                 timeout: manifest.proxy.timeout.get(),
                 connect_timeout: manifest.proxy.connect_timeout.get(),
                 unknown_path: manifest.proxy.unknown_path,
+                balance_factor: manifest.hashing.balance_factor,
+                hold: manifest
+                    .autoscale
+                    .as_ref()
+                    .filter(|a| a.min == 0)
+                    .map(|a| Hold { queue: a.hold_queue, timeout: a.hold_timeout.get() }),
             },
             replicas: self.tracked.values().map(|t| status(t, spec_hash)).collect(),
             problems: self

@@ -55,6 +55,58 @@ pub struct Manifest {
     /// Caps that protect the host.
     #[serde(default)]
     pub limits: Limits,
+    /// Present: the replica count follows load within `[min, max]`; `replicas:` is the start.
+    #[serde(default)]
+    pub autoscale: Option<Autoscale>,
+}
+
+/// The autoscaler's settings (see `controller/autoscale.rs` for the rule).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Autoscale {
+    /// Fewest replicas; 0 scales to zero after an idle scale-down window.
+    pub min: u32,
+    /// Most replicas.
+    pub max: u32,
+    /// Requests in flight per replica to aim at.
+    #[serde(default = "defaults::target_inflight")]
+    pub target_inflight: f64,
+    /// Relative band around the target within which nothing changes.
+    #[serde(default = "defaults::tolerance")]
+    pub tolerance: f64,
+    /// Scaling up follows the lowest recommendation of this window (shorter spikes are ignored).
+    #[serde(default = "defaults::scale_up_window")]
+    pub scale_up_window: HumanDuration,
+    /// Scaling down follows the highest recommendation of this window.
+    #[serde(default = "defaults::scale_down_window")]
+    pub scale_down_window: HumanDuration,
+    /// The most replicas one decision may add.
+    #[serde(default = "defaults::max_step")]
+    pub max_step: u32,
+    /// Time between decisions.
+    #[serde(default = "defaults::autoscale_interval")]
+    pub interval: HumanDuration,
+    /// Scale to zero: requests held while the first replica starts; more get a 503.
+    #[serde(default = "defaults::hold_queue")]
+    pub hold_queue: u32,
+    /// Scale to zero: the longest a request is held; then a 503 with Retry-After.
+    #[serde(default = "defaults::hold_timeout")]
+    pub hold_timeout: HumanDuration,
+}
+
+impl Autoscale {
+    /// The rule's policy.
+    pub fn policy(&self) -> crate::controller::autoscale::Policy {
+        crate::controller::autoscale::Policy {
+            min: self.min,
+            max: self.max,
+            target_inflight: self.target_inflight,
+            tolerance: self.tolerance,
+            scale_up_window: self.scale_up_window.get(),
+            scale_down_window: self.scale_down_window.get(),
+            max_step: self.max_step,
+        }
+    }
 }
 
 /// Which mechanism runs the replicas.
@@ -195,6 +247,9 @@ pub struct Hashing {
     pub table_size: Option<u32>,
     /// What is hashed.
     pub key: KeySource,
+    /// Bounded loads: a replica whose in-flight count would exceed `ceil(factor x mean)` is
+    /// skipped for the next candidate (e.g. 1.25); unset: off.
+    pub balance_factor: Option<f64>,
 }
 
 impl Default for Hashing {
@@ -208,6 +263,7 @@ impl Default for Hashing {
             probing: ring.probing,
             table_size: None,
             key: KeySource::RequestId,
+            balance_factor: None,
         }
     }
 }
@@ -305,7 +361,32 @@ impl Default for Limits {
 }
 
 mod defaults {
+    use super::HumanDuration;
     use std::net::{Ipv4Addr, SocketAddr};
+    pub fn target_inflight() -> f64 {
+        10.0
+    }
+    pub fn tolerance() -> f64 {
+        0.1
+    }
+    pub fn scale_up_window() -> HumanDuration {
+        HumanDuration::from_secs(3)
+    }
+    pub fn scale_down_window() -> HumanDuration {
+        HumanDuration::from_secs(60)
+    }
+    pub fn max_step() -> u32 {
+        4
+    }
+    pub fn autoscale_interval() -> HumanDuration {
+        HumanDuration::from_secs(1)
+    }
+    pub fn hold_queue() -> u32 {
+        1000
+    }
+    pub fn hold_timeout() -> HumanDuration {
+        HumanDuration::from_secs(30)
+    }
     pub fn replicas() -> u32 {
         3
     }
@@ -533,12 +614,47 @@ impl Manifest {
         if self.health.replace_after == 0 {
             fail("health.replace_after", "must be at least 1".into());
         }
+        if let Some(factor) = self.hashing.balance_factor
+            && !(factor.is_finite() && factor > 1.0 && factor <= 100.0)
+        {
+            fail("hashing.balance_factor", format!("must be above 1.0 (e.g. 1.25), found {factor}"));
+        }
+        if let Some(a) = &self.autoscale {
+            if a.max == 0 || a.max > max {
+                fail(
+                    "autoscale.max",
+                    format!("must be between 1 and limits.max_replicas ({max}), found {}", a.max),
+                );
+            }
+            if a.min > a.max {
+                fail("autoscale.min", format!("{} is more than autoscale.max ({})", a.min, a.max));
+            }
+            if !(a.target_inflight.is_finite() && a.target_inflight > 0.0) {
+                fail("autoscale.target_inflight", format!("must be above 0, found {}", a.target_inflight));
+            }
+            if !(a.tolerance.is_finite() && (0.0..1.0).contains(&a.tolerance)) {
+                fail("autoscale.tolerance", format!("must be at least 0 and below 1, found {}", a.tolerance));
+            }
+            if a.max_step == 0 {
+                fail("autoscale.max_step", "must be at least 1".into());
+            }
+            if a.interval.get().is_zero() {
+                fail("autoscale.interval", "must be longer than zero".into());
+            }
+            if a.hold_queue == 0 {
+                fail("autoscale.hold_queue", "must be at least 1".into());
+            }
+            if a.hold_timeout.get().is_zero() {
+                fail("autoscale.hold_timeout", "must be longer than zero".into());
+            }
+        }
         let hashing = &self.hashing;
         match hashing.algorithm {
             Algorithm::Maglev => match hashing.table_size {
                 Some(size) if !is_prime(size) => {
                     fail("hashing.table_size", format!("must be a prime, found {size}"));
                 }
+
                 Some(size) if size < max.saturating_mul(100) => fail(
                     "hashing.table_size",
                     format!(
@@ -573,6 +689,14 @@ impl Manifest {
     /// The ring configuration this manifest asks for.
     pub fn ring_config(&self) -> RingConfig {
         self.hashing.ring_config(self.limits.max_replicas)
+    }
+
+    /// The replica count to start from: `replicas:`, inside `autoscale`'s bounds when present.
+    pub fn initial_replicas(&self) -> u32 {
+        match &self.autoscale {
+            Some(a) => self.replicas.clamp(a.min, a.max.max(a.min)),
+            None => self.replicas,
+        }
     }
 
     /// How many replicas the ring can hold with this manifest's hashing (for `/add`).
@@ -694,6 +818,23 @@ mod tests {
         assert!(!is_valid_name("a b"));
         assert!(!is_valid_name(&"a".repeat(64)));
         assert!(is_valid_name(&"a".repeat(63)));
+    }
+
+    #[test]
+    fn autoscale_takes_defaults_and_is_checked() {
+        let m = Manifest::parse("name: d\nreplicas: 9\nautoscale: {min: 0, max: 4}\n").unwrap();
+        let a = m.autoscale.as_ref().unwrap();
+        assert_eq!((a.target_inflight, a.tolerance, a.max_step), (10.0, 0.1, 4));
+        assert_eq!(a.scale_down_window.get(), std::time::Duration::from_secs(60));
+        assert_eq!(m.initial_replicas(), 4, "replicas: is clamped into [min, max]");
+        let ManifestError::Invalid(errors) = Manifest::parse(
+            "name: d\nautoscale: {min: 5, max: 2, tolerance: 1.5}\nhashing: {balance_factor: 0.9}\n",
+        )
+        .unwrap_err() else {
+            panic!()
+        };
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["hashing.balance_factor", "autoscale.min", "autoscale.tolerance"]);
     }
 
     #[test]

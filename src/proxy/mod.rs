@@ -9,18 +9,23 @@
 //!   body was not read, so any method is safe to send again;
 //! - any other failure before the response head (a reset) is retried once on the next candidate
 //!   for idempotent methods (GET, HEAD, OPTIONS, TRACE, PUT, DELETE) whose body was not read;
-//! - no candidate at all: 503; no answer within `proxy.timeout`: 504; all attempts failed: 502.
+//! - no candidate at all: 503; no answer within `proxy.timeout`: 504; all attempts failed: 502;
+//! - with `hashing.balance_factor`, candidates over the bounded-load capacity (`balance.rs`) are
+//!   passed over for the next one, unless all are over it;
+//! - a cluster scaled to zero holds the request (bounded queue, bounded wait) while the controller
+//!   starts a replica; over either bound: 503 with `Retry-After`.
 //!
 //! Bodies stream both ways; the proxy never holds a whole body. `upstream.rs` is the hyper path's
 //! client side (PERF.md: the reference implementation a faster path will be tested against).
 
+pub mod balance;
 pub mod headers;
 pub mod key;
 pub mod upstream;
 
 use crate::json;
 use crate::manifest::UnknownPath;
-use crate::snapshot::{Backend, Snapshot, Snapshots};
+use crate::snapshot::{Backend, Hold, Snapshot, Snapshots};
 use crate::trigger::Trigger;
 use arc_swap::ArcSwap;
 use axum::body::Body;
@@ -29,6 +34,7 @@ use http::{HeaderValue, Method, Request, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 use upstream::{Replayable, ResponseBody, UpstreamClient};
 
@@ -42,6 +48,8 @@ pub struct Proxy {
     trigger: Trigger,
     /// The client and the connect timeout it was built with (rebuilt if the manifest changes it).
     client: ArcSwap<(Duration, UpstreamClient)>,
+    /// Requests waiting for a first replica (scale to zero).
+    held: AtomicU32,
 }
 
 /// What went wrong with one attempt.
@@ -56,7 +64,12 @@ impl Proxy {
     /// A proxy that routes by the snapshots in `snapshots` and fires `trigger` on ejections.
     pub fn new(snapshots: Arc<Snapshots>, trigger: Trigger) -> Proxy {
         let timeout = snapshots.load().routing.connect_timeout;
-        Proxy { snapshots, trigger, client: ArcSwap::from_pointee((timeout, upstream::client(timeout))) }
+        Proxy {
+            snapshots,
+            trigger,
+            client: ArcSwap::from_pointee((timeout, upstream::client(timeout))),
+            held: AtomicU32::new(0),
+        }
     }
 
     fn client(&self, connect_timeout: Duration) -> UpstreamClient {
@@ -69,9 +82,42 @@ impl Proxy {
         client
     }
 
+    /// Holds a request while a cluster scaled to zero starts a replica: asks the controller for one
+    /// and waits (bounded) for it to join the ring. Over the queue or the wait: a 503.
+    async fn hold(&self, hold: Hold) -> Result<Arc<Snapshot>, Response> {
+        if self.held.fetch_add(1, Ordering::Relaxed) >= hold.queue {
+            self.held.fetch_sub(1, Ordering::Relaxed);
+            return Err(unavailable(format!(
+                "{} requests are already waiting for a replica to start; try again shortly",
+                hold.queue
+            )));
+        }
+        let _held = HeldGuard(&self.held);
+        self.snapshots.signal_demand();
+        self.trigger.fire();
+        let started = tokio::time::Instant::now();
+        match self.snapshots.wait_for_members(hold.timeout).await {
+            Some(ready) => {
+                tracing::debug!(waited_ms = started.elapsed().as_millis() as u64, "held request released");
+                Ok(ready)
+            }
+            None => {
+                Err(unavailable(format!("no replica started within {:?}; try again shortly", hold.timeout)))
+            }
+        }
+    }
+
     /// Forwards `request` from `client` and returns the replica's response or a JSON error.
     pub async fn forward(&self, request: Request<Incoming>, client: SocketAddr) -> Response {
-        let snapshot = self.snapshots.load();
+        let mut snapshot = self.snapshots.load();
+        if snapshot.members.is_empty()
+            && let Some(hold) = snapshot.routing.hold
+        {
+            match self.hold(hold).await {
+                Ok(ready) => snapshot = ready,
+                Err(refused) => return refused,
+            }
+        }
         let (mut parts, body) = request.into_parts();
         let key = key::request_key(&snapshot.routing.key, &parts.headers, &parts.uri, client.ip());
         if let Some(id) = key.generated_id {
@@ -84,58 +130,68 @@ impl Proxy {
         let deadline = tokio::time::Instant::now() + snapshot.routing.timeout;
         let idempotent = is_idempotent(&parts.method);
         let mut retried = false;
+        let mut attempts = 0usize;
         let mut last_failure: Option<String> = None;
+        // Bounded loads: first the candidates under the bound; only if every one is over it, the
+        // candidates in plain ring order.
+        let capacity = snapshot.routing.balance_factor.map(|factor| {
+            let total: u64 = snapshot.members.iter().map(|b| b.inflight()).sum();
+            balance::capacity(factor, total, snapshot.members.len())
+        });
+        let passes: &[Option<u64>] = if capacity.is_some() { &[capacity, None] } else { &[None] };
 
-        for backend in snapshot.candidates(key.key) {
-            let Some(attempt_body) = body.attempt() else {
+        'attempts: for &bound in passes {
+            if bound.is_none() && attempts > 0 {
                 break;
-            };
-            let Ok(uri) = upstream_uri(backend.addr, &parts.uri) else {
-                return json::failure(
-                    StatusCode::BAD_REQUEST,
-                    format!("cannot forward the URI {}", parts.uri),
-                );
-            };
-            let mut upstream = Request::from_parts(parts.clone(), attempt_body);
-            *upstream.uri_mut() = uri;
-            let inflight = backend.begin_request();
-            let outcome = tokio::time::timeout_at(deadline, http.request(upstream)).await;
-            let failure = match outcome {
-                Ok(Ok(response)) => {
-                    return respond(response, backend, inflight, &parts.uri, &snapshot);
-                }
-                Err(_) => {
-                    backend.record_error();
-                    tracing::warn!(event = "upstream_timeout", replica = %backend.name, "replica {} did not answer within {:?}", backend.name, snapshot.routing.timeout);
+            }
+            for backend in snapshot.candidates(key.key).filter(|b| bound.is_none_or(|cap| b.inflight() < cap))
+            {
+                attempts += 1;
+                let Some(attempt_body) = body.attempt() else { break 'attempts };
+                let Ok(uri) = upstream_uri(backend.addr, &parts.uri) else {
                     return json::failure(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        format!(
-                            "replica {} did not answer within {:?}",
-                            backend.name, snapshot.routing.timeout
-                        ),
+                        StatusCode::BAD_REQUEST,
+                        format!("cannot forward the URI {}", parts.uri),
                     );
-                }
-                Ok(Err(error)) if error.is_connect() => Failure::Connect(crate::error_chain(&error)),
-                Ok(Err(error)) => Failure::Exchange(crate::error_chain(&error)),
-            };
-            backend.record_error();
-            match failure {
-                Failure::Connect(why) => {
-                    if backend.eject() {
-                        tracing::warn!(event = "replica_ejected", replica = %backend.name, reason = %why,
-                            "cannot connect to replica {}: {why}; ejected until its next good heartbeat", backend.name);
-                        self.trigger.fire();
+                };
+                let mut upstream = Request::from_parts(parts.clone(), attempt_body);
+                *upstream.uri_mut() = uri;
+                let inflight = backend.begin_request();
+                let outcome = tokio::time::timeout_at(deadline, http.request(upstream)).await;
+                let failure = match outcome {
+                    Ok(Ok(response)) => return respond(response, backend, inflight, &parts.uri, &snapshot),
+                    Err(_) => {
+                        backend.record_error();
+                        let timeout = snapshot.routing.timeout;
+                        tracing::warn!(event = "upstream_timeout", replica = %backend.name,
+                            "replica {} did not answer within {timeout:?}", backend.name);
+                        return json::failure(
+                            StatusCode::GATEWAY_TIMEOUT,
+                            format!("replica {} did not answer within {timeout:?}", backend.name),
+                        );
                     }
-                    last_failure = Some(format!("replica {}: {why}", backend.name));
-                }
-                Failure::Exchange(why) => {
-                    last_failure = Some(format!("replica {}: {why}", backend.name));
-                    if !(idempotent && !retried && body.is_untouched()) {
-                        break;
+                    Ok(Err(error)) if error.is_connect() => Failure::Connect(crate::error_chain(&error)),
+                    Ok(Err(error)) => Failure::Exchange(crate::error_chain(&error)),
+                };
+                backend.record_error();
+                match failure {
+                    Failure::Connect(why) => {
+                        if backend.eject() {
+                            tracing::warn!(event = "replica_ejected", replica = %backend.name, reason = %why,
+                                "cannot connect to replica {}: {why}; ejected until its next good heartbeat", backend.name);
+                            self.trigger.fire();
+                        }
+                        last_failure = Some(format!("replica {}: {why}", backend.name));
                     }
-                    tracing::info!(event = "request_retried", replica = %backend.name, reason = %why,
-                        "request to replica {} failed before an answer ({why}); retrying on the next", backend.name);
-                    retried = true;
+                    Failure::Exchange(why) => {
+                        last_failure = Some(format!("replica {}: {why}", backend.name));
+                        if !(idempotent && !retried && body.is_untouched()) {
+                            break 'attempts;
+                        }
+                        tracing::info!(event = "request_retried", replica = %backend.name, reason = %why,
+                            "request to replica {} failed before an answer ({why}); retrying on the next", backend.name);
+                        retried = true;
+                    }
                 }
             }
         }
@@ -148,10 +204,23 @@ impl Proxy {
 
 /// The 503 for "nothing to route to", with a hint to retry soon.
 fn no_replica() -> Response {
-    let mut response =
-        json::failure(StatusCode::SERVICE_UNAVAILABLE, "no replica is ready to serve the request");
+    unavailable("no replica is ready to serve the request")
+}
+
+/// A 503 with `Retry-After: 1`.
+fn unavailable(why: impl std::fmt::Display) -> Response {
+    let mut response = json::failure(StatusCode::SERVICE_UNAVAILABLE, why);
     response.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
     response
+}
+
+/// Counts a held request until it stops waiting (answered, refused, or its client gone).
+struct HeldGuard<'a>(&'a AtomicU32);
+
+impl Drop for HeldGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Methods that may be sent twice (RFC 9110 section 9.2.2).
@@ -202,6 +271,28 @@ mod tests {
         for m in [Method::POST, Method::PATCH, Method::CONNECT] {
             assert!(!is_idempotent(&m), "{m}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_full_hold_queue_and_a_long_wait_are_503s_with_retry_after() {
+        let snapshots = Arc::new(Snapshots::default());
+        let proxy = Arc::new(Proxy::new(Arc::clone(&snapshots), Trigger::new()));
+        let hold = Hold { queue: 1, timeout: Duration::from_millis(300) };
+        let waiting = {
+            let proxy = Arc::clone(&proxy);
+            tokio::spawn(async move { proxy.hold(hold).await.map(|_| ()) })
+        };
+        while proxy.held.load(Ordering::Relaxed) == 0 {
+            tokio::task::yield_now().await;
+        }
+        let refused = proxy.hold(hold).await.map(|_| ()).unwrap_err();
+        assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(refused.headers()["retry-after"], "1");
+        let timed_out = waiting.await.unwrap().unwrap_err();
+        assert_eq!(timed_out.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(timed_out.headers()["retry-after"], "1");
+        assert!(snapshots.take_demand(), "the controller was asked for a replica");
+        assert_eq!(proxy.held.load(Ordering::Relaxed), 0, "nothing is counted as waiting any more");
     }
 
     #[test]

@@ -135,8 +135,14 @@ impl Runtime for FakeRuntime {
         let addr = listener.local_addr().ok();
         let id_text = request.name.clone();
         let server = tokio::spawn(async move {
-            let _ = crate::replica::serve(listener, &id_text, std::future::pending(), Duration::from_secs(1))
-                .await;
+            let _ = crate::replica::serve(
+                listener,
+                &id_text,
+                None,
+                std::future::pending(),
+                Duration::from_secs(1),
+            )
+            .await;
         });
         let id = {
             let mut next = self.next.lock().unwrap_or_else(PoisonError::into_inner);

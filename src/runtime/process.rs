@@ -41,6 +41,8 @@ pub struct ProcessRuntime {
     exe: PathBuf,
     /// Arguments every child gets before `server` (the load balancer's log format and level).
     global_args: Vec<String>,
+    /// Arguments every child gets after `server` (for experiments: `--work-slots 5`).
+    server_args: Vec<String>,
     /// Fired when a child exits.
     trigger: Trigger,
     /// Children by instance id; a plain mutex, never held across an await.
@@ -51,7 +53,13 @@ impl ProcessRuntime {
     /// A runtime that starts `exe <global_args> server ...` children and fires `trigger` when one
     /// exits.
     pub fn new(exe: PathBuf, global_args: Vec<String>, trigger: Trigger) -> ProcessRuntime {
-        ProcessRuntime { exe, global_args, trigger, children: Arc::default() }
+        ProcessRuntime { exe, global_args, server_args: Vec::new(), trigger, children: Arc::default() }
+    }
+
+    /// The same runtime, giving every replica these `ringlb server` arguments too.
+    pub fn with_server_args(mut self, args: Vec<String>) -> ProcessRuntime {
+        self.server_args = args;
+        self
     }
 
     fn children(&self) -> std::sync::MutexGuard<'_, BTreeMap<InstanceId, Child>> {
@@ -75,6 +83,7 @@ impl Runtime for ProcessRuntime {
             .args(&self.global_args)
             .args(["server", "--host", "127.0.0.1", "--port", "0", "--announce"])
             .args(["--id", &request.name, "--exit-with-parent", &std::process::id().to_string()])
+            .args(&self.server_args)
             .env("SERVER_ID", &request.name)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

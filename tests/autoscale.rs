@@ -1,0 +1,85 @@
+//! Autoscaling end to end on the process runtime: a load ramp grows the cluster, stopping it
+//! shrinks the cluster back to `min` after the scale-down window, with no failed request; an idle
+//! cluster scales to zero, and the next request is held through the cold start and answered.
+
+mod common;
+
+use common::{Lb, eventually, manifest};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_ramp_grows_the_cluster_and_it_shrinks_back_without_a_failed_request() {
+    let text = manifest(
+        "scale",
+        1,
+        "autoscale:\n  min: 1\n  max: 4\n  target_inflight: 3\n  scale_up_window: 1s\n  scale_down_window: 3s\n  interval: 500ms\n",
+    );
+    let lb = Arc::new(Lb::start(&text).await);
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let mut clients = tokio::task::JoinSet::new();
+    // 12 clients each keeping one 100 ms request in flight: about 12 in flight, 4 replicas' worth.
+    for _ in 0..12 {
+        let (lb, stop, sent) = (Arc::clone(&lb), Arc::clone(&stop), Arc::clone(&sent));
+        clients.spawn(async move {
+            let mut failures = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                match lb.try_request("GET", "/work?ms=100", "", &[]).await {
+                    Ok(answer) if answer.status == 200 => {}
+                    other => failures.push(format!("{other:?}")),
+                }
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+            failures
+        });
+    }
+    let started = Instant::now();
+    let grew = eventually(Duration::from_secs(20), || async { lb.ring().await.len() == 4 }).await;
+    let grew_after = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let mut failures = Vec::new();
+    while let Some(done) = clients.join_next().await {
+        failures.extend(done.unwrap());
+    }
+    assert!(grew, "did not grow to 4: {}", lb.status().await);
+    let stopped = Instant::now();
+    let shrank = eventually(Duration::from_secs(20), || async {
+        lb.ring().await.len() == 1 && lb.status().await["replicas"].as_array().is_some_and(|r| r.len() == 1)
+    })
+    .await;
+    println!(
+        "grew 1 -> 4 in {grew_after:?}; back to 1 {:?} after the load stopped; {} requests, {} failed",
+        stopped.elapsed(),
+        sent.load(Ordering::Relaxed),
+        failures.len()
+    );
+    assert!(shrank, "did not shrink back to 1: {}", lb.status().await);
+    assert!(stopped.elapsed() >= Duration::from_secs(3), "shrank before the 3 s window");
+    assert!(failures.is_empty(), "{} failed: {:?}", failures.len(), &failures[..failures.len().min(3)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_cluster_scales_to_zero_and_the_next_request_waits_for_a_cold_start() {
+    let text = manifest(
+        "zero",
+        1,
+        "autoscale:\n  min: 0\n  max: 2\n  scale_down_window: 1s\n  interval: 200ms\n  hold_timeout: 20s\n",
+    );
+    let lb = Lb::start(&text).await;
+    let zero = eventually(Duration::from_secs(15), || async {
+        lb.status().await["replicas"].as_array().is_some_and(|r| r.is_empty()) && lb.replica_pids().is_empty()
+    })
+    .await;
+    assert!(zero, "did not scale to zero: {}", lb.status().await);
+    assert_eq!(lb.get("/rep").await.json()["message"]["N"], 0);
+
+    let cold = Instant::now();
+    let answer = lb.get("/home").await;
+    let cold_start = cold.elapsed();
+    println!("cold start from zero replicas: first answer after {cold_start:?}");
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(answer.body.contains("Hello from Server: zero-1"), "{}", answer.body);
+    assert_eq!(lb.ring().await, ["zero-1"]);
+}
