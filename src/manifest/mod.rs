@@ -13,7 +13,8 @@ pub mod locate;
 pub mod source;
 pub mod watch;
 
-use crate::ring::maglev::default_table_size;
+use crate::ring::maglev::{MAX_TABLE_SIZE, default_table_size};
+use crate::ring::slots::MAX_SLOTS;
 use crate::ring::{Algorithm, HashFunction, Probing, RingConfig, is_prime};
 use duration::HumanDuration;
 use serde::{Deserialize, Deserializer, de};
@@ -654,7 +655,9 @@ impl Manifest {
                 Some(size) if !is_prime(size) => {
                     fail("hashing.table_size", format!("must be a prime, found {size}"));
                 }
-
+                Some(size) if size > MAX_TABLE_SIZE => {
+                    fail("hashing.table_size", format!("must be at most {MAX_TABLE_SIZE}, found {size}"))
+                }
                 Some(size) if size < max.saturating_mul(100) => fail(
                     "hashing.table_size",
                     format!(
@@ -665,8 +668,11 @@ impl Manifest {
                 _ => {}
             },
             Algorithm::Ring => {
-                if hashing.slots == 0 {
-                    fail("hashing.slots", "must be at least 1".into());
+                if hashing.slots == 0 || hashing.slots > MAX_SLOTS {
+                    fail(
+                        "hashing.slots",
+                        format!("must be between 1 and {MAX_SLOTS}, found {}", hashing.slots),
+                    );
                 }
                 if hashing.virtual_nodes == 0 {
                     fail("hashing.virtual_nodes", "must be at least 1".into());
