@@ -427,3 +427,52 @@ async fn make_run_serves_and_make_stop_leaves_nothing_behind() {
     assert!(stop.status.success(), "make stop: {}", String::from_utf8_lossy(&stop.stderr));
     assert!(containers(cluster).is_empty(), "left behind: {:?}", containers(cluster));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autoscaling_grows_and_shrinks_containers_and_a_cold_start_from_zero_answers() {
+    if !docker_ready() {
+        return;
+    }
+    let c = cluster("autoscale");
+    let _cleanup = Cleanup { cluster: c.clone(), containers: vec![], tags: vec![] };
+    let text = manifest(&c, 1, &[], IMAGE)
+        + "autoscale:\n  min: 0\n  max: 3\n  target_inflight: 3\n  scale_up_window: 1s\n  scale_down_window: 3s\n  interval: 500ms\n";
+    let lb = Arc::new(Lb::start(&text).await);
+    // About 9 requests in flight: 3 replicas' worth.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..9 {
+        let (lb, stop) = (Arc::clone(&lb), Arc::clone(&stop));
+        clients.spawn(async move {
+            let mut failures = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                match lb.try_request("GET", "/work?ms=100", "", &[]).await {
+                    Ok(answer) if answer.status == 200 => {}
+                    other => failures.push(format!("{other:?}")),
+                }
+            }
+            failures
+        });
+    }
+    let grew = eventually(Duration::from_secs(40), || async {
+        running_names(&c).len() == 3 && lb.ring().await.len() == 3
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    let mut failures = Vec::new();
+    while let Some(done) = clients.join_next().await {
+        failures.extend(done.unwrap());
+    }
+    assert!(grew, "did not grow to 3 containers: {:?}", containers(&c));
+    assert!(failures.is_empty(), "{} failed: {:?}", failures.len(), &failures[..failures.len().min(3)]);
+    // Idle: down to zero containers after the window.
+    let zero = eventually(Duration::from_secs(40), || async { containers(&c).is_empty() }).await;
+    assert!(zero, "did not scale to zero: {:?}", containers(&c));
+    let cold = Instant::now();
+    let answer = lb.get("/home").await;
+    let cold_start = cold.elapsed();
+    println!(
+        "docker: grew to 3 and back to 0 with no failed request; cold start from zero answered after {cold_start:?}"
+    );
+    assert_eq!(answer.status, 200, "{}", answer.body);
+}
