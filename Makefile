@@ -90,7 +90,7 @@ demo-autoscale: build
 
 ## Criterion benchmarks of the hash rings.
 bench:
-	$(CARGO) bench --locked --bench ring
+	$(CARGO) bench --locked --bench ring --bench metrics
 
 ## Validate $(MANIFEST) like `nginx -t`.
 check: build

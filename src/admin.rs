@@ -57,6 +57,8 @@ pub struct AdminState {
     pub token: Option<String>,
     /// Tells whether a name is held by something ringlb does not own (a foreign container).
     pub names: Arc<dyn NameCheck>,
+    /// Renders the Prometheus metrics, when a recorder is installed.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 /// The admin router.
@@ -65,7 +67,12 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/rep", get(rep))
         .route("/add", post(add))
         .route("/rm", post(rm).delete(rm))
-        .route("/_ringlb/status", get(status))
+        .route("/_ringlb/status", get(crate::observe::status_json))
+        .route("/_ringlb/metrics", get(crate::observe::metrics))
+        .route("/_ringlb", get(crate::dashboard::page))
+        .route("/_ringlb/", get(crate::dashboard::page))
+        .route("/_ringlb/app.js", get(crate::dashboard::script))
+        .route("/_ringlb/style.css", get(crate::dashboard::style))
         .fallback(unknown)
         .method_not_allowed_fallback(json::method_not_allowed)
         .with_state(state)
@@ -348,66 +355,6 @@ async fn remove_replicas(state: &AdminState, body: Body) -> Result<Response, Ref
     removed.extend(others.into_iter().take(request.n as usize - request.hostnames.len()).cloned());
     let names: Vec<String> = current.iter().filter(|n| !removed.contains(*n)).cloned().collect();
     commit(state, editing, names).await
-}
-
-/// ringlb's status: the desired state, every replica and its state, the last manifest error.
-async fn status(State(state): State<Arc<AdminState>>) -> Response {
-    #[derive(Serialize)]
-    struct Status<'a> {
-        manifest_version: u64,
-        generation: u64,
-        desired: usize,
-        ready: usize,
-        names: &'a [String],
-        ring: Vec<&'a str>,
-        members: Vec<Member<'a>>,
-        replicas: &'a [crate::snapshot::ReplicaStatus],
-        problems: &'a [crate::snapshot::Problem],
-        last_manifest_error: Option<String>,
-    }
-    /// A ring member with its live counters.
-    #[derive(Serialize)]
-    struct Member<'a> {
-        name: &'a str,
-        id: u32,
-        address: std::net::SocketAddr,
-        share: f64,
-        inflight: u64,
-        requests: u64,
-        errors: u64,
-        ejected: bool,
-    }
-    let snapshot = state.snapshots.load();
-    let shares = crate::ring::Selector::shares(snapshot.ring.as_ref());
-    let body = Status {
-        manifest_version: snapshot.manifest_version,
-        generation: snapshot.generation,
-        desired: snapshot.replica_names.len(),
-        ready: snapshot.members.len(),
-        names: &snapshot.replica_names,
-        ring: snapshot.members.iter().map(|b| b.name.as_str()).collect(),
-        members: snapshot
-            .members
-            .iter()
-            .zip(shares.iter().copied().chain(std::iter::repeat(0.0)))
-            .map(|(b, share)| Member {
-                name: &b.name,
-                id: b.id,
-                address: b.addr,
-                share,
-                inflight: b.inflight(),
-                requests: b.requests(),
-                errors: b.errors(),
-                ejected: b.is_ejected(),
-            })
-            .collect(),
-        replicas: &snapshot.replicas,
-        problems: &snapshot.problems,
-        last_manifest_error: state.source.last_error(),
-    };
-    let mut response = Response::new(Body::from(serde_json::to_vec(&body).unwrap_or_default()));
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
 }
 
 #[cfg(test)]

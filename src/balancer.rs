@@ -30,11 +30,13 @@ pub struct Options {
     pub admin_token: Option<String>,
     /// How long in-flight requests may take to finish on stop.
     pub drain: Duration,
+    /// Renders `/_ringlb/metrics` (absent: no metrics are recorded in this process).
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { admin_token: None, drain: Duration::from_secs(10) }
+        Options { admin_token: None, drain: Duration::from_secs(10), metrics: None }
     }
 }
 
@@ -97,6 +99,7 @@ impl Balancer {
             edits: tokio::sync::Mutex::new(()),
             token: options.admin_token,
             names: runtime as Arc<dyn NameCheck>,
+            metrics: options.metrics,
         });
         let proxy = Arc::new(Proxy::new(Arc::clone(&snapshots), trigger));
         let front = tokio::spawn(listener::serve(

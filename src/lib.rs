@@ -13,7 +13,7 @@
 //!   [`balancer`] starts and stops them together with the controller.
 //! - [`replica`]: the replica server (`ringlb server`).
 //! - [`status`]: the `ringlb status` client.
-//! - [`json`], [`trigger`], [`logging`]: small shared pieces.
+//! - [`telemetry`]: Prometheus metrics; [`json`], [`trigger`], [`logging`]: small shared pieces.
 
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
@@ -22,16 +22,20 @@ pub mod admin;
 pub mod analyze;
 pub mod balancer;
 pub mod controller;
+pub mod dashboard;
+pub mod events;
 pub mod json;
 pub mod listener;
 pub mod logging;
 pub mod manifest;
+pub mod observe;
 pub mod proxy;
 pub mod replica;
 pub mod ring;
 pub mod runtime;
 pub mod snapshot;
 pub mod status;
+pub mod telemetry;
 pub mod trigger;
 
 /// An error and its chain of sources on one line (`outer: inner: root`).

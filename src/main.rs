@@ -392,9 +392,17 @@ async fn serve<R: Runtime>(
     termination: Termination,
 ) -> Result<()> {
     let stop_timeout = source.current().manifest.replica.stop_timeout.get();
+    let metrics = match ringlb::telemetry::install() {
+        Ok(handle) => Some(handle),
+        Err(error) => {
+            tracing::warn!(%error, "metrics are off: cannot install the Prometheus recorder");
+            None
+        }
+    };
     let options = balancer::Options {
         admin_token: std::env::var(admin::TOKEN_ENV).ok().filter(|t| !t.is_empty()),
         drain: SHUTDOWN_DRAIN,
+        metrics,
     };
     let balancer = Balancer::start(Arc::clone(&runtime), source, trigger, options).await?;
     if let Some(path) = ready_file {

@@ -12,7 +12,7 @@ use arc_swap::ArcSwap;
 use serde::Serialize;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 
@@ -35,6 +35,8 @@ pub struct Backend {
     requests: AtomicU64,
     /// Requests to it that failed (connection error, timeout, reset).
     errors: AtomicU64,
+    /// Its Prometheus handles.
+    pub metrics: crate::telemetry::ReplicaMetrics,
 }
 
 impl Backend {
@@ -50,6 +52,7 @@ impl Backend {
             inflight: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            metrics: crate::telemetry::ReplicaMetrics::new(name),
         }
     }
 
@@ -123,6 +126,8 @@ pub struct Routing {
     pub balance_factor: Option<f64>,
     /// Scale to zero: how requests wait for a first replica, when the autoscaler may reach zero.
     pub hold: Option<Hold>,
+    /// One log line per request (target `ringlb::access`).
+    pub access_log: bool,
 }
 
 /// How requests wait while a cluster scaled to zero starts its first replica.
@@ -144,6 +149,7 @@ impl Default for Routing {
             unknown_path: UnknownPath::Pass,
             balance_factor: None,
             hold: None,
+            access_log: false,
         }
     }
 }
@@ -183,6 +189,15 @@ pub struct ReplicaStatus {
     pub current_spec: bool,
 }
 
+/// The last reconcile pass that did something.
+#[derive(Clone, Debug, Serialize)]
+pub struct LastReconcile {
+    /// When (Unix milliseconds).
+    pub at_ms: u64,
+    /// What it did, in sentences.
+    pub actions: Vec<String>,
+}
+
 /// A replica that cannot be started.
 #[derive(Clone, Debug, Serialize)]
 pub struct Problem {
@@ -214,6 +229,8 @@ pub struct Snapshot {
     /// Replicas that cannot be started, and why (a missing image, a name held by a foreign
     /// container); retried with backoff.
     pub problems: Vec<Problem>,
+    /// The last reconcile pass that did something.
+    pub last_reconcile: Option<LastReconcile>,
     /// When this snapshot was built.
     pub built_at: SystemTime,
 }
@@ -231,6 +248,7 @@ impl Snapshot {
             routing: Routing::default(),
             replicas: Vec::new(),
             problems: Vec::new(),
+            last_reconcile: None,
             built_at: SystemTime::now(),
         }
     }
@@ -252,7 +270,14 @@ pub struct Snapshots {
     generation: watch::Sender<u64>,
     /// Set by the proxy when a request waits with no replica; taken by the controller.
     demand: AtomicBool,
+    /// The exercise ids of the replicas that answered the last requests (a ring of slots; 0 is
+    /// empty), for the dashboard. One atomic add and one store per request.
+    recent: Box<[AtomicU32]>,
+    recent_next: AtomicUsize,
 }
+
+/// How many answers [`Snapshots::recent_answers`] remembers.
+pub const RECENT_ANSWERS: usize = 64;
 
 impl Default for Snapshots {
     fn default() -> Self {
@@ -261,6 +286,8 @@ impl Default for Snapshots {
             version: watch::channel(0).0,
             generation: watch::channel(0).0,
             demand: AtomicBool::new(false),
+            recent: (0..RECENT_ANSWERS).map(|_| AtomicU32::new(0)).collect(),
+            recent_next: AtomicUsize::new(0),
         }
     }
 }
@@ -282,6 +309,19 @@ impl Snapshots {
             *v = version;
             changed
         });
+    }
+
+    /// Notes that the replica with exercise id `id` answered a request.
+    pub fn record_answer(&self, id: u32) {
+        let slot = self.recent_next.fetch_add(1, Ordering::Relaxed) % self.recent.len();
+        self.recent[slot].store(id, Ordering::Relaxed);
+    }
+
+    /// The exercise ids of the replicas that answered the last requests, oldest first.
+    pub fn recent_answers(&self) -> Vec<u32> {
+        let next = self.recent_next.load(Ordering::Relaxed);
+        let n = self.recent.len();
+        (0..n).map(|i| self.recent[(next + i) % n].load(Ordering::Relaxed)).filter(|id| *id != 0).collect()
     }
 
     /// Says a request is waiting with no replica to serve it (scale to zero).

@@ -16,7 +16,10 @@ use crate::manifest::Manifest;
 use crate::manifest::source::{Desired as DesiredManifest, ManifestSource};
 use crate::ring::{Member, Ring};
 use crate::runtime::{Instance, InstanceId, Runtime, RuntimeError, StartRequest};
-use crate::snapshot::{Backend, Hold, Problem, ReplicaState, ReplicaStatus, Routing, Snapshot, Snapshots};
+use crate::snapshot::{
+    Backend, Hold, LastReconcile, Problem, ReplicaState, ReplicaStatus, Routing, Snapshot, Snapshots,
+};
+use crate::telemetry;
 use crate::trigger::Trigger;
 use autoscale::Autoscaler;
 use health::{HealthReport, ProbeHandle, ProbeSettings, Prober};
@@ -83,6 +86,8 @@ pub struct Controller<R: Runtime> {
     applied: Option<(u64, Vec<String>)>,
     generation: u64,
     ring_cache: Option<RingCache>,
+    /// The last pass that did something, for the status API.
+    last_actions: Option<LastReconcile>,
     /// `replicas:` of the manifest version last taken.
     last_replicas: Option<u32>,
     /// The autoscaler, while the manifest has an `autoscale:` section.
@@ -143,6 +148,7 @@ impl<R: Runtime> Controller<R> {
             autoscaler: None,
             scaled: None,
             last_replicas: None,
+            last_actions: None,
             load: LoadSamples { sum: 0.0, count: 0, requests_before: 0, last_decision: Instant::now() },
         }
     }
@@ -193,6 +199,7 @@ impl<R: Runtime> Controller<R> {
 
     /// Returns true when another pass should follow at once.
     async fn reconcile_once(&mut self) -> bool {
+        metrics::counter!(telemetry::RECONCILE_PASSES).increment(1);
         let desired = self.source.current();
         let manifest = Arc::clone(&desired.manifest);
         self.take_version(&desired);
@@ -346,24 +353,36 @@ impl<R: Runtime> Controller<R> {
     /// background) and returns the starts, as (name, exercise id).
     fn begin_removals(&mut self, actions: Vec<Action>, manifest: &Manifest) -> Vec<(String, u32)> {
         let mut starts = Vec::new();
+        if !actions.is_empty() {
+            let at_ms =
+                SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+            self.last_actions =
+                Some(LastReconcile { at_ms, actions: actions.iter().map(describe_action).collect() });
+        }
         for action in actions {
             match action {
                 Action::Stop { id, name, reason } => {
+                    metrics::counter!(telemetry::RECONCILE_ACTIONS, "kind" => "stop").increment(1);
                     tracing::warn!(event = "replica_replaced", replica = %name, instance = %id, reason = ?reason,
                         "stopping replica {name} ({}); a replacement follows", describe(reason));
                     self.begin_stop(&id, Duration::ZERO, manifest);
                 }
                 Action::Drain { id, name, reason } => {
+                    metrics::counter!(telemetry::RECONCILE_ACTIONS, "kind" => "drain").increment(1);
                     tracing::info!(event = "replica_draining", replica = %name, instance = %id, reason = ?reason,
                         "replica {name} leaves the ring ({}); draining it", describe(reason));
                     self.begin_stop(&id, manifest.replica.drain_timeout.get(), manifest);
                 }
                 Action::Retire { name } => {
+                    metrics::counter!(telemetry::RECONCILE_ACTIONS, "kind" => "retire").increment(1);
                     tracing::info!(event = "replica_name_retired", replica = %name,
                         "replica {name} failed; its replacement gets a new name");
                     self.retired.insert(name);
                 }
-                Action::Start { name, replica_id } => starts.push((name, replica_id)),
+                Action::Start { name, replica_id } => {
+                    metrics::counter!(telemetry::RECONCILE_ACTIONS, "kind" => "start").increment(1);
+                    starts.push((name, replica_id));
+                }
             }
         }
         starts
@@ -483,6 +502,8 @@ impl<R: Runtime> Controller<R> {
                 "autoscaler: {current} -> {} replicas ({:.1} in flight, {:.2} per replica, target {target}; the rule says {}; {:?})",
                 decision.desired, decision.observed_total, decision.observed_per_replica, decision.raw, decision.reason);
         }
+        metrics::gauge!(telemetry::AUTOSCALER_DESIRED).set(f64::from(decision.desired));
+        metrics::gauge!(telemetry::AUTOSCALER_OBSERVED).set(decision.observed_total);
         self.scaled = Some(decision.desired);
         decision.desired != current
     }
@@ -514,12 +535,14 @@ impl<R: Runtime> Controller<R> {
                 false
             }
             (InstanceState::Ready, Err(why)) => {
+                metrics::counter!(telemetry::HEARTBEAT_FAILURES, "replica" => name.clone()).increment(1);
                 tracing::warn!(event = "replica_failing", replica = %name, reason = %why,
                     "replica {name} failed a heartbeat ({why}); out of the ring");
                 t.state = InstanceState::Failing { failures: 1 };
                 true
             }
             (InstanceState::Failing { failures }, Err(why)) => {
+                metrics::counter!(telemetry::HEARTBEAT_FAILURES, "replica" => name.clone()).increment(1);
                 let failures = failures.saturating_add(1);
                 tracing::warn!(event = "replica_failing", replica = %name, failures, reason = %why,
                     "replica {name} failed {failures} heartbeats in a row ({why})");
@@ -560,6 +583,17 @@ impl<R: Runtime> Controller<R> {
         taken.extend(self.tracked.values().map(|t| t.instance.name.clone()));
         taken.extend(self.retired.iter().cloned());
         self.generation += 1;
+        let count = |state: InstanceState| self.tracked.values().filter(|t| t.state == state).count() as f64;
+        metrics::gauge!(telemetry::REPLICAS, "state" => "desired").set(names.len() as f64);
+        metrics::gauge!(telemetry::REPLICAS, "state" => "ready").set(members.len() as f64);
+        metrics::gauge!(telemetry::REPLICAS, "state" => "draining").set(count(InstanceState::Draining));
+        metrics::gauge!(telemetry::REPLICAS, "state" => "exited").set(count(InstanceState::Exited));
+        let starting =
+            self.tracked.values().filter(|t| matches!(t.state, InstanceState::Starting { .. })).count();
+        let failing =
+            self.tracked.values().filter(|t| matches!(t.state, InstanceState::Failing { .. })).count();
+        metrics::gauge!(telemetry::REPLICAS, "state" => "starting").set(starting as f64);
+        metrics::gauge!(telemetry::REPLICAS, "state" => "failing").set(failing as f64);
         self.snapshots.publish(Snapshot {
             generation: self.generation,
             manifest_version: desired.version,
@@ -574,6 +608,7 @@ impl<R: Runtime> Controller<R> {
                 connect_timeout: manifest.proxy.connect_timeout.get(),
                 unknown_path: manifest.proxy.unknown_path,
                 balance_factor: manifest.hashing.balance_factor,
+                access_log: manifest.proxy.access_log,
                 hold: manifest
                     .autoscale
                     .as_ref()
@@ -581,6 +616,7 @@ impl<R: Runtime> Controller<R> {
                     .map(|a| Hold { queue: a.hold_queue, timeout: a.hold_timeout.get() }),
             },
             replicas: self.tracked.values().map(|t| status(t, spec_hash)).collect(),
+            last_reconcile: self.last_actions.clone(),
             problems: self
                 .backoff
                 .iter()
@@ -633,6 +669,16 @@ fn status(t: &Tracked, spec_hash: u64) -> ReplicaStatus {
         },
         started_at: t.instance.started_at.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         current_spec: t.instance.spec_hash == spec_hash,
+    }
+}
+
+/// An action in a sentence, for the status API.
+fn describe_action(action: &Action) -> String {
+    match action {
+        Action::Start { name, replica_id } => format!("start {name} (id {replica_id})"),
+        Action::Drain { name, reason, .. } => format!("drain {name}: {}", describe(*reason)),
+        Action::Stop { name, reason, .. } => format!("stop {name}: {}", describe(*reason)),
+        Action::Retire { name } => format!("retire the name {name}"),
     }
 }
 

@@ -335,6 +335,8 @@ pub struct ProxySettings {
     pub connect_timeout: HumanDuration,
     /// What a replica's 404 becomes.
     pub unknown_path: UnknownPath,
+    /// One log line per request (method, path, status, replica, time), target `ringlb::access`.
+    pub access_log: bool,
 }
 
 impl Default for ProxySettings {
@@ -343,6 +345,7 @@ impl Default for ProxySettings {
             timeout: HumanDuration::from_secs(30),
             connect_timeout: HumanDuration::from_secs(1),
             unknown_path: UnknownPath::Pass,
+            access_log: false,
         }
     }
 }

@@ -127,14 +127,17 @@ impl ManifestSource {
         let next = match parsed {
             Ok(next) => next,
             Err(error) => {
+                metrics::counter!(crate::telemetry::MANIFEST_RELOADS, "result" => "rejected").increment(1);
                 state.last_error = Some(error.to_string());
                 return Err(error);
             }
         };
         state.last_error = None;
         if next == *current.manifest {
+            metrics::counter!(crate::telemetry::MANIFEST_RELOADS, "result" => "unchanged").increment(1);
             return Ok(Applied::Same(current.version));
         }
+        metrics::counter!(crate::telemetry::MANIFEST_RELOADS, "result" => "applied").increment(1);
         let version = current.version + 1;
         self.tx.send_replace(Desired { manifest: Arc::new(next), version });
         Ok(Applied::Changed(version))

@@ -26,6 +26,7 @@ pub mod upstream;
 use crate::json;
 use crate::manifest::UnknownPath;
 use crate::snapshot::{Backend, Hold, Snapshot, Snapshots};
+use crate::telemetry;
 use crate::trigger::Trigger;
 use arc_swap::ArcSwap;
 use axum::body::Body;
@@ -87,6 +88,7 @@ impl Proxy {
     async fn hold(&self, hold: Hold) -> Result<Arc<Snapshot>, Response> {
         if self.held.fetch_add(1, Ordering::Relaxed) >= hold.queue {
             self.held.fetch_sub(1, Ordering::Relaxed);
+            metrics::counter!(telemetry::UNROUTED, "reason" => "hold_queue_full").increment(1);
             return Err(unavailable(format!(
                 "{} requests are already waiting for a replica to start; try again shortly",
                 hold.queue
@@ -109,7 +111,27 @@ impl Proxy {
 
     /// Forwards `request` from `client` and returns the replica's response or a JSON error.
     pub async fn forward(&self, request: Request<Incoming>, client: SocketAddr) -> Response {
-        let mut snapshot = self.snapshots.load();
+        // The one snapshot load of this request.
+        let snapshot = self.snapshots.load();
+        if !snapshot.routing.access_log {
+            return self.route(snapshot, request, client).await;
+        }
+        let started = std::time::Instant::now();
+        let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+        let response = self.route(snapshot, request, client).await;
+        let replica = response.headers().get(X_RINGLB_REPLICA).and_then(|v| v.to_str().ok()).unwrap_or("-");
+        tracing::info!(target: "ringlb::access", %client, %method, path, status = response.status().as_u16(), replica,
+            ms = started.elapsed().as_secs_f64() * 1000.0, "{client} {method} {path} {} {replica}", response.status().as_u16());
+        response
+    }
+
+    /// Forwards one request; see the module docs for the rules.
+    async fn route(
+        &self,
+        mut snapshot: Arc<Snapshot>,
+        request: Request<Incoming>,
+        client: SocketAddr,
+    ) -> Response {
         if snapshot.members.is_empty()
             && let Some(hold) = snapshot.routing.hold
         {
@@ -157,11 +179,17 @@ impl Proxy {
                 let mut upstream = Request::from_parts(parts.clone(), attempt_body);
                 *upstream.uri_mut() = uri;
                 let inflight = backend.begin_request();
+                let sent = std::time::Instant::now();
                 let outcome = tokio::time::timeout_at(deadline, http.request(upstream)).await;
                 let failure = match outcome {
-                    Ok(Ok(response)) => return respond(response, backend, inflight, &parts.uri, &snapshot),
+                    Ok(Ok(response)) => {
+                        backend.metrics.record(&parts.method, response.status(), sent.elapsed());
+                        self.snapshots.record_answer(backend.id);
+                        return respond(response, backend, inflight, &parts.uri, &snapshot);
+                    }
                     Err(_) => {
                         backend.record_error();
+                        backend.metrics.record(&parts.method, StatusCode::GATEWAY_TIMEOUT, sent.elapsed());
                         let timeout = snapshot.routing.timeout;
                         tracing::warn!(event = "upstream_timeout", replica = %backend.name,
                             "replica {} did not answer within {timeout:?}", backend.name);
@@ -177,6 +205,8 @@ impl Proxy {
                 match failure {
                     Failure::Connect(why) => {
                         if backend.eject() {
+                            metrics::counter!(telemetry::EJECTIONS, "replica" => backend.name.clone())
+                                .increment(1);
                             tracing::warn!(event = "replica_ejected", replica = %backend.name, reason = %why,
                                 "cannot connect to replica {}: {why}; ejected until its next good heartbeat", backend.name);
                             self.trigger.fire();
@@ -191,13 +221,20 @@ impl Proxy {
                         tracing::info!(event = "request_retried", replica = %backend.name, reason = %why,
                             "request to replica {} failed before an answer ({why}); retrying on the next", backend.name);
                         retried = true;
+                        metrics::counter!(telemetry::RETRIES).increment(1);
                     }
                 }
             }
         }
         match last_failure {
-            None => no_replica(),
-            Some(why) => json::failure(StatusCode::BAD_GATEWAY, format!("no replica could answer: {why}")),
+            None => {
+                metrics::counter!(telemetry::UNROUTED, "reason" => "no_replica").increment(1);
+                no_replica()
+            }
+            Some(why) => {
+                metrics::counter!(telemetry::UNROUTED, "reason" => "all_failed").increment(1);
+                json::failure(StatusCode::BAD_GATEWAY, format!("no replica could answer: {why}"))
+            }
         }
     }
 }
