@@ -105,10 +105,10 @@ enum Command {
         #[arg(long)]
         virtual_nodes: Option<u32>,
         /// Override the probing of the first hashing.
-        #[arg(long, value_parser = parse_probing)]
+        #[arg(long, value_parser = by_manifest_name::<Probing>)]
         probing: Option<Probing>,
         /// Override the hash function of the first hashing.
-        #[arg(long, value_parser = parse_function)]
+        #[arg(long, value_parser = by_manifest_name::<HashFunction>)]
         function: Option<HashFunction>,
     },
     /// Run a fixed-rate load ramp against an autoscaled cluster of local processes; print per second
@@ -245,20 +245,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn parse_probing(text: &str) -> Result<Probing, String> {
-    match text {
-        "linear" => Ok(Probing::Linear),
-        "quadratic" => Ok(Probing::Quadratic),
-        _ => Err("expected linear or quadratic".into()),
-    }
-}
-
-fn parse_function(text: &str) -> Result<HashFunction, String> {
-    match text {
-        "assignment" => Ok(HashFunction::Assignment),
-        "xxh3" => Ok(HashFunction::Xxh3),
-        _ => Err("expected assignment or xxh3".into()),
-    }
+/// Parses a CLI value by the name the manifest uses for it (`linear`, `xxh3`, ...).
+fn by_manifest_name<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
+    serde_json::from_value(serde_json::Value::String(text.to_owned())).map_err(|e| e.to_string())
 }
 
 /// The analysis's tables on stdout, one line per N and algorithm.

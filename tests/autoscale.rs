@@ -4,9 +4,8 @@
 
 mod common;
 
-use common::{Lb, eventually, manifest};
+use common::{Lb, Load, eventually, manifest};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -17,32 +16,12 @@ async fn a_load_ramp_grows_the_cluster_and_it_shrinks_back_without_a_failed_requ
         "autoscale:\n  min: 1\n  max: 4\n  target_inflight: 3\n  scale_up_window: 1s\n  scale_down_window: 3s\n  interval: 500ms\n",
     );
     let lb = Arc::new(Lb::start(&text).await);
-    let stop = Arc::new(AtomicBool::new(false));
-    let sent = Arc::new(AtomicUsize::new(0));
-    let mut clients = tokio::task::JoinSet::new();
     // 12 clients each keeping one 100 ms request in flight: about 12 in flight, 4 replicas' worth.
-    for _ in 0..12 {
-        let (lb, stop, sent) = (Arc::clone(&lb), Arc::clone(&stop), Arc::clone(&sent));
-        clients.spawn(async move {
-            let mut failures = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                match lb.try_request("GET", "/work?ms=100", "", &[]).await {
-                    Ok(answer) if answer.status == 200 => {}
-                    other => failures.push(format!("{other:?}")),
-                }
-                sent.fetch_add(1, Ordering::Relaxed);
-            }
-            failures
-        });
-    }
+    let load = Load::start(&lb, 12, "/work?ms=100");
     let started = Instant::now();
     let grew = eventually(Duration::from_secs(20), || async { lb.ring().await.len() == 4 }).await;
     let grew_after = started.elapsed();
-    stop.store(true, Ordering::Relaxed);
-    let mut failures = Vec::new();
-    while let Some(done) = clients.join_next().await {
-        failures.extend(done.unwrap());
-    }
+    let (sent, failures) = load.finish().await;
     assert!(grew, "did not grow to 4: {}", lb.status().await);
     let stopped = Instant::now();
     let shrank = eventually(Duration::from_secs(20), || async {
@@ -52,7 +31,7 @@ async fn a_load_ramp_grows_the_cluster_and_it_shrinks_back_without_a_failed_requ
     println!(
         "grew 1 -> 4 in {grew_after:?}; back to 1 {:?} after the load stopped; {} requests, {} failed",
         stopped.elapsed(),
-        sent.load(Ordering::Relaxed),
+        sent,
         failures.len()
     );
     assert!(shrank, "did not shrink back to 1: {}", lb.status().await);

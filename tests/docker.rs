@@ -9,11 +9,10 @@
 
 mod common;
 
-use common::{Lb, eventually};
+use common::{Lb, Load, eventually};
 use std::collections::BTreeSet;
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 const IMAGE: &str = "ringlb:latest";
@@ -136,53 +135,6 @@ fn running_names(cluster: &str) -> BTreeSet<String> {
     containers(cluster).into_iter().filter(|(_, _, running)| *running).map(|(_, name, _)| name).collect()
 }
 
-/// Clients that send GETs until stopped and count failures.
-struct Load {
-    stop: Arc<AtomicBool>,
-    sent: Arc<AtomicUsize>,
-    tasks: tokio::task::JoinSet<Vec<String>>,
-}
-
-impl Load {
-    fn start(lb: &Arc<Lb>, clients: usize) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let sent = Arc::new(AtomicUsize::new(0));
-        let mut tasks = tokio::task::JoinSet::new();
-        for _ in 0..clients {
-            let (lb, stop, sent) = (Arc::clone(lb), Arc::clone(&stop), Arc::clone(&sent));
-            tasks.spawn(async move {
-                let mut failures = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
-                    match lb.try_request("GET", "/home", "", &[]).await {
-                        Ok(answer) if answer.status == 200 => {}
-                        other => failures.push(format!("{other:?}")),
-                    }
-                    sent.fetch_add(1, Ordering::Relaxed);
-                }
-                failures
-            });
-        }
-        Load { stop, sent, tasks }
-    }
-
-    async fn after_more(&self, n: usize) {
-        let from = self.sent.load(Ordering::Relaxed);
-        assert!(
-            eventually(Duration::from_secs(20), || async { self.sent.load(Ordering::Relaxed) >= from + n })
-                .await
-        );
-    }
-
-    async fn finish(mut self) -> (usize, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        let mut failures = Vec::new();
-        while let Some(done) = self.tasks.join_next().await {
-            failures.extend(done.expect("client task"));
-        }
-        (self.sent.load(Ordering::Relaxed), failures)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_exercise_end_to_end_in_containers() {
     if !docker_ready() {
@@ -248,7 +200,7 @@ async fn docker_kill_costs_no_request_and_the_replica_is_replaced() {
     let c = cluster("kill");
     let _cleanup = Cleanup { cluster: c.clone(), containers: vec![], tags: vec![] };
     let lb = Arc::new(Lb::start(&manifest(&c, 3, &["s1", "s2", "s3"], IMAGE)).await);
-    let load = Load::start(&lb, 4);
+    let load = Load::start(&lb, 4, "/home");
     load.after_more(200).await;
     let victim_name = format!("{c}-s2");
     let (victim, _, _) = containers(&c).into_iter().find(|(_, n, _)| *n == victim_name).expect("s2 runs");
@@ -330,7 +282,7 @@ async fn changing_the_image_rolls_every_replica_without_a_failed_request() {
     let text = manifest(&c, 3, &["s1", "s2", "s3"], IMAGE);
     let lb = Arc::new(Lb::start(&text).await);
     let before: BTreeSet<String> = containers(&c).into_iter().map(|(id, _, _)| id).collect();
-    let load = Load::start(&lb, 4);
+    let load = Load::start(&lb, 4, "/home");
     load.after_more(100).await;
     lb.write_manifest(&text.replace(&format!("image: {IMAGE}"), &format!("image: {tag}")));
     let rolled = eventually(Duration::from_secs(90), || async {
@@ -439,30 +391,12 @@ async fn autoscaling_grows_and_shrinks_containers_and_a_cold_start_from_zero_ans
         + "autoscale:\n  min: 0\n  max: 3\n  target_inflight: 3\n  scale_up_window: 1s\n  scale_down_window: 3s\n  interval: 500ms\n";
     let lb = Arc::new(Lb::start(&text).await);
     // About 9 requests in flight: 3 replicas' worth.
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut clients = tokio::task::JoinSet::new();
-    for _ in 0..9 {
-        let (lb, stop) = (Arc::clone(&lb), Arc::clone(&stop));
-        clients.spawn(async move {
-            let mut failures = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                match lb.try_request("GET", "/work?ms=100", "", &[]).await {
-                    Ok(answer) if answer.status == 200 => {}
-                    other => failures.push(format!("{other:?}")),
-                }
-            }
-            failures
-        });
-    }
+    let load = Load::start(&lb, 9, "/work?ms=100");
     let grew = eventually(Duration::from_secs(40), || async {
         running_names(&c).len() == 3 && lb.ring().await.len() == 3
     })
     .await;
-    stop.store(true, Ordering::Relaxed);
-    let mut failures = Vec::new();
-    while let Some(done) = clients.join_next().await {
-        failures.extend(done.unwrap());
-    }
+    let (_, failures) = load.finish().await;
     assert!(grew, "did not grow to 3 containers: {:?}", containers(&c));
     assert!(failures.is_empty(), "{} failed: {:?}", failures.len(), &failures[..failures.len().min(3)]);
     // Idle: down to zero containers after the window.

@@ -3,34 +3,17 @@
 
 mod common;
 
-use common::{Lb, eventually, manifest};
+use common::{Lb, Load, eventually, manifest};
 use nix::sys::signal::Signal;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_replica_costs_no_request_and_is_replaced() {
     let text = manifest("failover", 3, "hostnames: [server1, server2, server3]\n");
     let lb = Arc::new(Lb::start(&text).await);
-    let stop = Arc::new(AtomicBool::new(false));
-    let sent = Arc::new(AtomicUsize::new(0));
-    let mut clients = tokio::task::JoinSet::new();
-    for _ in 0..4 {
-        let (lb, stop, sent) = (Arc::clone(&lb), Arc::clone(&stop), Arc::clone(&sent));
-        clients.spawn(async move {
-            let mut failures = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                match lb.try_request("GET", "/home", "", &[]).await {
-                    Ok(answer) if answer.status == 200 => {}
-                    other => failures.push(format!("{other:?}")),
-                }
-                sent.fetch_add(1, Ordering::Relaxed);
-            }
-            failures
-        });
-    }
-    assert!(eventually(Duration::from_secs(10), || async { sent.load(Ordering::Relaxed) > 200 }).await);
+    let load = Load::start(&lb, 4, "/home");
+    load.after_more(200).await;
 
     let (victim, _) = lb.replica_pids().into_iter().find(|(_, id)| id == "server2").expect("server2 runs");
     let killed_at = Instant::now();
@@ -51,19 +34,12 @@ async fn a_killed_replica_costs_no_request_and_is_replaced() {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let before = sent.load(Ordering::Relaxed);
-    assert!(
-        eventually(Duration::from_secs(10), || async { sent.load(Ordering::Relaxed) > before + 200 }).await
-    );
-    stop.store(true, Ordering::Relaxed);
-    let mut failures = Vec::new();
-    while let Some(done) = clients.join_next().await {
-        failures.extend(done.unwrap());
-    }
+    load.after_more(200).await;
+    let (sent, failures) = load.finish().await;
     println!(
         "killed server2: seen out of the ring after {left_after:?} (None: the replacement beat the 5 ms poll), \
          replaced and back in the ring after {back_after:?}; {} requests, {} failed",
-        sent.load(Ordering::Relaxed),
+        sent,
         failures.len()
     );
     assert!(back_after.is_some(), "server2 was not replaced: {}", lb.status().await);

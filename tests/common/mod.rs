@@ -307,3 +307,61 @@ pub fn replicas_started_by(parent: u32) -> Vec<u32> {
         .filter(|pid| alive(*pid))
         .collect()
 }
+
+/// Clients that send the same request in a loop until [`Load::finish`], counting what failed.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    sent: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    tasks: tokio::task::JoinSet<Vec<String>>,
+}
+
+impl Load {
+    /// Starts `clients` clients each sending `GET path` to `lb` one request after the other.
+    pub fn start(lb: &std::sync::Arc<Lb>, clients: usize, path: &str) -> Load {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicUsize::new(0));
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..clients {
+            let (lb, stop, sent, path) =
+                (Arc::clone(lb), Arc::clone(&stop), Arc::clone(&sent), path.to_owned());
+            tasks.spawn(async move {
+                let mut failures = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    match lb.try_request("GET", &path, "", &[]).await {
+                        Ok(answer) if answer.status == 200 => {}
+                        other => failures.push(format!("{other:?}")),
+                    }
+                    sent.fetch_add(1, Ordering::Relaxed);
+                }
+                failures
+            });
+        }
+        Load { stop, sent, tasks }
+    }
+
+    /// Requests sent so far.
+    pub fn sent(&self) -> usize {
+        self.sent.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Waits until `n` more requests were sent (at most 20 s).
+    pub async fn after_more(&self, n: usize) {
+        let from = self.sent();
+        assert!(
+            eventually(Duration::from_secs(20), || async { self.sent() >= from + n }).await,
+            "the load stalled"
+        );
+    }
+
+    /// Stops the clients; returns how many requests were sent and what failed.
+    pub async fn finish(mut self) -> (usize, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut failures = Vec::new();
+        while let Some(done) = self.tasks.join_next().await {
+            failures.extend(done.expect("client task"));
+        }
+        (self.sent(), failures)
+    }
+}
