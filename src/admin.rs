@@ -288,7 +288,18 @@ async fn begin_scaling<'a>(
     Ok((request, begin_edit(state).await?))
 }
 
+/// `/add` and `/rm` cannot change what a static runtime runs.
+fn refuse_static(state: &AdminState) -> Result<(), Refusal> {
+    if state.source.current().manifest.replica.runtime == crate::manifest::RuntimeKind::Static {
+        return Err(bad(
+            "the static runtime's replicas are its endpoints; edit replica.endpoints in the manifest instead",
+        ));
+    }
+    Ok(())
+}
+
 async fn add_replicas(state: &AdminState, body: Body) -> Result<Response, Refusal> {
+    refuse_static(state)?;
     let (request, editing) =
         begin_scaling(state, body, "Length of hostname list is more than newly added instances").await?;
     let current = &editing.snapshot.replica_names;
@@ -340,6 +351,7 @@ async fn rm(State(state): State<Arc<AdminState>>, request: Request) -> Response 
 }
 
 async fn remove_replicas(state: &AdminState, body: Body) -> Result<Response, Refusal> {
+    refuse_static(state)?;
     let (request, editing) =
         begin_scaling(state, body, "Length of hostname list is more than removable instances").await?;
     let current = &editing.snapshot.replica_names;

@@ -365,6 +365,10 @@ async fn run(manifest_path: &Path, ready_file: Option<&Path>, child_args: Vec<St
             let runtime = Arc::new(ProcessRuntime::new(exe, child_args, trigger.clone()));
             serve(runtime, source, trigger, ready_file, termination).await
         }
+        RuntimeKind::Static => {
+            let runtime = ringlb::runtime::static_endpoints::StaticRuntime::new(&manifest)?;
+            serve(Arc::new(runtime), source, trigger, ready_file, termination).await
+        }
         RuntimeKind::Docker => {
             let runtime = DockerRuntime::connect(&manifest.name, trigger.clone()).await?;
             serve(Arc::new(runtime), source, trigger, ready_file, termination).await

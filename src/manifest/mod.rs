@@ -119,6 +119,8 @@ pub enum RuntimeKind {
     Docker,
     /// Child processes of `ringlb run` on 127.0.0.1 (`ringlb server`).
     Process,
+    /// Fixed `host:port` endpoints (`replica.endpoints`) that ringlb balances but does not run.
+    Static,
 }
 
 impl fmt::Display for RuntimeKind {
@@ -126,6 +128,7 @@ impl fmt::Display for RuntimeKind {
         f.write_str(match self {
             RuntimeKind::Docker => "docker",
             RuntimeKind::Process => "process",
+            RuntimeKind::Static => "static",
         })
     }
 }
@@ -153,6 +156,8 @@ pub struct ReplicaSpec {
     pub network: String,
     /// The port a replica listens on (Docker); the process runtime picks free ports itself.
     pub port: u16,
+    /// Static: the `ip:port` of each replica, which ringlb balances but does not run.
+    pub endpoints: Vec<String>,
     /// What a replacement for a failed replica is called.
     pub replacement_name: ReplacementName,
     /// How long a new replica may take to answer its first heartbeat before it is replaced.
@@ -170,6 +175,7 @@ impl Default for ReplicaSpec {
             image: "ringlb:latest".into(),
             network: "net1".into(),
             port: 5000,
+            endpoints: Vec::new(),
             replacement_name: ReplacementName::Same,
             start_timeout: HumanDuration::from_secs(30),
             drain_timeout: HumanDuration::from_secs(30),
@@ -595,6 +601,30 @@ impl Manifest {
                 "replica.network",
                 format!("{:?} is not a valid network name ({NAME_RULE})", self.replica.network),
             );
+        }
+        if self.replica.runtime == RuntimeKind::Static {
+            if self.replica.endpoints.is_empty() {
+                fail("replica.endpoints", "the static runtime needs at least one ip:port endpoint".into());
+            }
+            if self.replicas as usize != self.replica.endpoints.len() {
+                fail(
+                    "replicas",
+                    format!(
+                        "with replica.runtime: static the replicas are the endpoints: set replicas: {}",
+                        self.replica.endpoints.len()
+                    ),
+                );
+            }
+            if self.autoscale.is_some() {
+                fail("autoscale", "the static runtime cannot scale: its replicas are its endpoints".into());
+            }
+        } else if !self.replica.endpoints.is_empty() {
+            fail("replica.endpoints", "only the static runtime uses endpoints".into());
+        }
+        for (i, endpoint) in self.replica.endpoints.iter().enumerate() {
+            if endpoint.parse::<SocketAddr>().is_err() {
+                fail(&format!("replica.endpoints[{i}]"), format!("{endpoint:?} is not an ip:port address"));
+            }
         }
         if self.replica.port == 0 {
             fail("replica.port", "must be between 1 and 65535".into());

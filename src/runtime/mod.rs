@@ -9,6 +9,7 @@
 pub mod docker;
 pub mod fake;
 pub mod process;
+pub mod static_endpoints;
 
 use crate::manifest::{Manifest, ReplicaSpec};
 use std::fmt;
@@ -114,6 +115,12 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Called once when `ringlb run` exits: stop what must not outlive it.
     fn shutdown(&self, grace: Duration) -> impl Future<Output = ()> + Send;
+
+    /// False for runtimes whose replicas ringlb does not run (static endpoints): a failing one only
+    /// leaves the ring until it answers again, and is never stopped and started afresh.
+    fn replaces_failed(&self) -> bool {
+        true
+    }
 
     /// True if `name` is held by something this runtime does not own (a foreign container), so a
     /// replica cannot take it. Runtimes without a shared namespace never have one.
