@@ -13,7 +13,7 @@ COMPOSE := $(shell if docker compose version >/dev/null 2>&1; then echo "docker 
 # The cluster name, from the manifest: every container ringlb creates carries it as a label.
 CLUSTER = $(shell sed -n 's/^name:[[:space:]]*\([^[:space:]#]*\).*/\1/p' $(MANIFEST))
 
-.PHONY: run stop logs image static build test test-docker-image bench check fmt lint local analyze demo-autoscale
+.PHONY: run stop logs image static build test test-docker-image bench check fmt lint local analyze demo-autoscale bench-micro
 
 ## Build the image and start the load balancer (in a container) and its replicas; wait until
 ## every replica is ready.
@@ -88,8 +88,13 @@ analyze: build
 demo-autoscale: build
 	./target/release/ringlb --log-level warn demo-autoscale --out docs/autoscale
 
-## Criterion benchmarks of the hash rings.
-bench:
+## ringlb beside nginx and HAProxy over the same backends (wrk, pinned CPUs; under 5 minutes).
+## Installs wrk, nginx and haproxy from Debian when missing; results in bench/results/.
+bench: build
+	python3 bench/run.py
+
+## Criterion micro-benchmarks: ring lookups, metrics recording and scraping.
+bench-micro:
 	$(CARGO) bench --locked --bench ring --bench metrics
 
 ## Validate $(MANIFEST) like `nginx -t`.

@@ -1,0 +1,453 @@
+#!/usr/bin/env python3
+"""ringlb's benchmark beside nginx and HAProxy, on one machine, over loopback (`make bench`).
+
+Every contender proxies to the very same three backends (one nginx with three server blocks). The
+backends and the proxy under test share CPU 0 and wrk runs alone on CPU 1 (`taskset`), so the proxy
+is the bottleneck and its cost per request decides the throughput. Scenarios run in interleaved
+rounds so drift on a shared machine hits every contender alike; the table gives the median of the
+rounds. Results go to bench/results/ as Markdown and CSV, with the machine's details.
+
+Everything started is stopped on exit (by the pid it was started with); only 127.0.0.1 is used.
+"""
+
+import argparse
+import csv
+import datetime
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BACKEND_PORTS = [18181, 18182, 18183]
+PORTS = {"nginx": 18190, "haproxy": 18191, "ringlb": 18192, "ringlb-ring": 18193, "ringlb-bounded": 18194}
+ONE_MIB = 1024 * 1024
+
+LUA = r"""
+local body = os.getenv("BENCH_BODY_BYTES")
+if body then
+  wrk.method = "POST"
+  wrk.body = string.rep("x", tonumber(body))
+  wrk.headers["Content-Type"] = "application/octet-stream"
+end
+local close = os.getenv("BENCH_CLOSE")
+if close then wrk.headers["Connection"] = "close" end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT %d %d %d %d %d %d %d\n", summary.requests, summary.duration,
+    latency:percentile(50), latency:percentile(99), latency:percentile(99.9),
+    e.connect + e.read + e.write + e.timeout, e.status))
+end
+"""
+
+SCENARIOS = {
+    # name: (path, connections, extra environment for the Lua script, contenders)
+    "get-keepalive": ("/home", 64, {}, ["direct", "nginx", "haproxy", "ringlb", "ringlb-ring", "ringlb-bounded"]),
+    "get-new-connection": ("/home", 64, {"BENCH_CLOSE": "1"}, ["direct", "nginx", "haproxy", "ringlb"]),
+    "get-1mib": ("/big", 16, {}, ["direct", "nginx", "haproxy", "ringlb"]),
+    "post-64kib": ("/upload", 64, {"BENCH_BODY_BYTES": str(64 * 1024)}, ["direct", "nginx", "haproxy", "ringlb"]),
+    "get-1000-connections": ("/home", 1000, {}, ["direct", "nginx", "haproxy", "ringlb"]),
+}
+
+
+def say(*args):
+    print(*args, file=sys.stderr, flush=True)
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, check=True, **kw)
+
+
+def ensure_tools():
+    """Installs wrk, nginx and HAProxy from Debian when missing."""
+    os.environ["PATH"] = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
+    missing = [p for p, b in [("wrk", "wrk"), ("nginx-light", "nginx"), ("haproxy", "haproxy")] if not shutil.which(b)]
+    if missing:
+        say("installing", " ".join(missing))
+        sudo = [] if os.geteuid() == 0 else ["sudo"]
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        run(sudo + ["apt-get", "update", "-qq"], env=env)
+        if subprocess.run(sudo + ["apt-get", "install", "-y", "-qq"] + missing, env=env).returncode != 0:
+            run(sudo + ["apt-get", "install", "-y", "-qq"] + [m.replace("nginx-light", "nginx") for m in missing], env=env)
+    for b in ["wrk", "nginx", "haproxy", "taskset"]:
+        if not shutil.which(b):
+            sys.exit(f"bench: {b} not found")
+
+
+class Processes:
+    """Everything started, stopped on exit."""
+
+    def __init__(self):
+        self.started = []
+
+    def start(self, name, cmd, cpu, env=None, stdout=None):
+        pinned = ["taskset", "-c", str(cpu)] + cmd if cpu is not None else cmd
+        proc = subprocess.Popen(pinned, env=env, stdout=stdout or subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        self.started.append((name, proc))
+        return proc
+
+    def stop_all(self):
+        for _, proc in reversed(self.started):
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.time() + 10
+        for _, proc in self.started:
+            while proc.poll() is None and time.time() < deadline:
+                time.sleep(0.05)
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def wait_http(port, path="/home", timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
+                if r.status == 200:
+                    return time.time()
+        except Exception:
+            time.sleep(0.02)
+    raise RuntimeError(f"nothing answered on port {port} within {timeout}s")
+
+
+def nginx_conf(work, servers):
+    return f"""
+worker_processes 1;
+daemon off;
+pid {work}/nginx.pid;
+error_log {work}/error.log crit;
+worker_rlimit_nofile 16000;
+events {{ worker_connections 8192; }}
+http {{
+  access_log off;
+  keepalive_requests 1000000;
+  keepalive_timeout 75s;
+  client_body_temp_path {work}/cb; proxy_temp_path {work}/px; fastcgi_temp_path {work}/fc;
+  uwsgi_temp_path {work}/uw; scgi_temp_path {work}/sc;
+  client_max_body_size 2m;
+  client_body_buffer_size 128k;
+{servers}
+}}
+"""
+
+
+def start_backends(procs, work):
+    os.makedirs(f"{work}/be", exist_ok=True)
+    with open(f"{work}/be/big", "wb") as f:
+        f.write(b"y" * ONE_MIB)
+    servers = ""
+    for i, port in enumerate(BACKEND_PORTS, 1):
+        servers += f"""
+  server {{
+    listen 127.0.0.1:{port} backlog=8192 reuseport;
+    location = /big {{ root {work}/be; }}
+    location = /upload {{ default_type application/json; return 200 '{{"message": "stored", "status": "successful"}}'; }}
+    location = /heartbeat {{ return 200; }}
+    location / {{ default_type application/json; return 200 '{{"message": "Hello from Server: {i}", "status": "successful"}}'; }}
+  }}"""
+    with open(f"{work}/be/nginx.conf", "w") as f:
+        f.write(nginx_conf(f"{work}/be", servers))
+    procs.start("backends", ["nginx", "-c", f"{work}/be/nginx.conf"], cpu=0)
+    for port in BACKEND_PORTS:
+        wait_http(port)
+
+
+def start_nginx(procs, work):
+    os.makedirs(f"{work}/nx", exist_ok=True)
+    upstream = "\n".join(f"    server 127.0.0.1:{p};" for p in BACKEND_PORTS)
+    servers = f"""
+  upstream replicas {{
+{upstream}
+    keepalive 128;
+    keepalive_requests 1000000;
+  }}
+  server {{
+    listen 127.0.0.1:{PORTS['nginx']} backlog=8192;
+    location / {{
+      proxy_pass http://replicas;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_request_buffering off;
+      proxy_buffering off;
+    }}
+  }}"""
+    with open(f"{work}/nx/nginx.conf", "w") as f:
+        f.write(nginx_conf(f"{work}/nx", servers))
+    procs.start("nginx", ["nginx", "-c", f"{work}/nx/nginx.conf"], cpu=0)
+
+
+def start_haproxy(procs, work):
+    os.makedirs(f"{work}/hp", exist_ok=True)
+    servers = "\n".join(f"  server s{i} 127.0.0.1:{p}" for i, p in enumerate(BACKEND_PORTS, 1))
+    conf = f"""
+global
+  nbthread 1
+  maxconn 8000
+defaults
+  mode http
+  timeout connect 2s
+  timeout client 30s
+  timeout server 30s
+  option forwardfor
+  http-reuse always
+frontend front
+  bind 127.0.0.1:{PORTS['haproxy']}
+  default_backend replicas
+backend replicas
+  balance roundrobin
+{servers}
+"""
+    with open(f"{work}/hp/haproxy.cfg", "w") as f:
+        f.write(conf)
+    procs.start("haproxy", ["haproxy", "-f", f"{work}/hp/haproxy.cfg"], cpu=0)
+
+
+def ringlb_manifest(name, port, hashing):
+    endpoints = ", ".join(f'"127.0.0.1:{p}"' for p in BACKEND_PORTS)
+    return (f"name: {name}\nreplicas: 3\nhostnames: [s1, s2, s3]\nlisten: 127.0.0.1:{port}\n"
+            f"replica:\n  runtime: static\n  endpoints: [{endpoints}]\n{hashing}")
+
+
+RINGLB_HASHING = {
+    "ringlb": "",
+    "ringlb-ring": "hashing:\n  algorithm: ring\n  function: assignment\n",
+    "ringlb-bounded": "hashing:\n  balance_factor: 1.25\n",
+}
+
+
+def start_ringlb(procs, work, binary, name):
+    path = f"{work}/{name}.yaml"
+    with open(path, "w") as f:
+        f.write(ringlb_manifest(name, PORTS[name], RINGLB_HASHING[name]))
+    started = time.time()
+    proc = procs.start(name, [binary, "--log-level", "warn", "run", "--manifest", path], cpu=0)
+    ready = wait_http(PORTS[name])
+    return proc, ready - started
+
+
+def port_of(contender):
+    return BACKEND_PORTS[0] if contender == "direct" else PORTS[contender]
+
+
+def wrk(contender, scenario, duration, lua, rss_pid=None):
+    path, conns, env_extra, _ = SCENARIOS[scenario]
+    env = dict(os.environ, **env_extra)
+    cmd = ["taskset", "-c", "1", "wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--timeout", "5s", "-s", lua,
+           f"http://127.0.0.1:{port_of(contender)}{path}"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = 0
+    while proc.poll() is None:
+        if rss_pid:
+            peak = max(peak, rss_kib(rss_pid))
+        time.sleep(0.2)
+    out, err = proc.communicate()
+    line = next((l for l in out.splitlines() if l.startswith("RESULT")), None)
+    if line is None:
+        raise RuntimeError(f"wrk gave no result for {contender}/{scenario}: {out} {err}")
+    requests, micros, p50, p99, p999, errors, status = (int(x) for x in line.split()[1:])
+    return {"rps": requests / (micros / 1e6), "p50_ms": p50 / 1000, "p99_ms": p99 / 1000, "p999_ms": p999 / 1000,
+            "errors": errors + status, "peak_rss_kib": peak}
+
+
+def rss_kib(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def measure_process_runtime(binary, work):
+    """Start-up time to the first proxied 200, and manifest edit to the new replica serving."""
+    path = f"{work}/process.yaml"
+    port = 18195
+    with open(path, "w") as f:
+        f.write(f"name: startup\nreplicas: 3\nlisten: 127.0.0.1:{port}\nreplica:\n  runtime: process\n")
+    procs = Processes()
+    try:
+        started = time.time()
+        procs.start("startup", [binary, "--log-level", "warn", "run", "--manifest", path], cpu=None)
+        first = wait_http(port) - started
+        with open(path) as f:
+            text = f.read()
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(text.replace("replicas: 3", "replicas: 4"))
+        edited = time.time()
+        os.rename(tmp, path)
+        deadline = edited + 30
+        serving = None
+        while time.time() < deadline:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_ringlb/status", timeout=2) as r:
+                status = json.load(r)
+            if "startup-4" in status["ring"]:
+                serving = time.time() - edited
+                break
+            time.sleep(0.005)
+        return first, serving
+    finally:
+        procs.stop_all()
+
+
+def machine():
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "")
+    except OSError:
+        pass
+    def version(cmd):
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True)
+            return (out.stdout + out.stderr).strip().splitlines()[0]
+        except Exception:
+            return "?"
+    rev = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": f"{model} ({os.cpu_count()} CPUs)",
+        "kernel": platform.release(),
+        "nginx": version(["nginx", "-v"]),
+        "haproxy": version(["haproxy", "-v"]),
+        "wrk": version(["wrk", "-v"]),
+        "ringlb": rev or "?",
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=int, default=4, help="seconds per measurement (default 4)")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds per scenario (default 2)")
+    parser.add_argument("--scenarios", default="all", help="comma-separated scenario names, or all")
+    parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results"), help="where the results go")
+    parser.add_argument("--binary", default=os.path.join(ROOT, "target", "release", "ringlb"))
+    args = parser.parse_args()
+    scenarios = list(SCENARIOS) if args.scenarios == "all" else args.scenarios.split(",")
+    for s in scenarios:
+        if s not in SCENARIOS:
+            sys.exit(f"bench: unknown scenario {s}; known: {', '.join(SCENARIOS)}")
+    if os.cpu_count() < 2:
+        sys.exit("bench: needs 2 CPUs (proxy and backends on one, wrk on the other)")
+    ensure_tools()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
+
+    work = tempfile.mkdtemp(prefix="ringlb-bench-")
+    lua = os.path.join(work, "report.lua")
+    with open(lua, "w") as f:
+        f.write(LUA)
+    procs = Processes()
+    results = []
+    begun = time.time()
+    try:
+        start_backends(procs, work)
+        start_nginx(procs, work)
+        start_haproxy(procs, work)
+        wait_http(PORTS["nginx"])
+        wait_http(PORTS["haproxy"])
+        pids = {}
+        startup = {}
+        for name in RINGLB_HASHING:
+            proc, took = start_ringlb(procs, work, args.binary, name)
+            pids[name] = proc.pid
+            startup[name] = took
+        time.sleep(1)
+        idle_rss = rss_kib(pids["ringlb"])
+        for scenario in scenarios:
+            contenders = SCENARIOS[scenario][3]
+            rows = {c: [] for c in contenders}
+            for r in range(args.rounds):
+                for contender in contenders:
+                    # A short warm-up, then the measurement.
+                    wrk(contender, scenario, 1, lua)
+                    rows[contender].append(wrk(contender, scenario, args.duration, lua, pids.get(contender)))
+                    say(f"{scenario} round {r + 1} {contender}: {rows[contender][-1]['rps']:.0f} req/s")
+            for contender, runs in rows.items():
+                med = lambda k: statistics.median(x[k] for x in runs)
+                results.append({
+                    "scenario": scenario, "contender": contender, "rps": med("rps"),
+                    "rps_min": min(x["rps"] for x in runs), "rps_max": max(x["rps"] for x in runs),
+                    "p50_ms": med("p50_ms"), "p99_ms": med("p99_ms"), "p999_ms": med("p999_ms"),
+                    "errors": sum(x["errors"] for x in runs), "peak_rss_kib": max(x["peak_rss_kib"] for x in runs),
+                })
+        first_200, edit_to_serving = measure_process_runtime(args.binary, work)
+    finally:
+        procs.stop_all()
+        shutil.rmtree(work, ignore_errors=True)
+
+    nginx_rps = {r["scenario"]: r["rps"] for r in results if r["contender"] == "nginx"}
+    for r in results:
+        r["vs_nginx"] = r["rps"] / nginx_rps[r["scenario"]] if nginx_rps.get(r["scenario"]) else None
+    loaded_rss = next((r["peak_rss_kib"] for r in results
+                       if r["contender"] == "ringlb" and r["scenario"] == "get-1000-connections"), None)
+    info = machine()
+    extra = {
+        "ringlb_rss_idle_mib": idle_rss / 1024,
+        "ringlb_rss_1000_connections_mib": (loaded_rss or 0) / 1024,
+        "ringlb_start_to_first_200_static_s": startup["ringlb"],
+        "ringlb_start_to_first_200_process_s": first_200,
+        "manifest_edit_to_new_replica_serving_s": edit_to_serving,
+        "bench_seconds": time.time() - begun,
+    }
+    write(args.out, info, results, extra, args)
+
+
+def write(out, info, results, extra, args):
+    os.makedirs(out, exist_ok=True)
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    fields = ["scenario", "contender", "rps", "rps_min", "rps_max", "vs_nginx", "p50_ms", "p99_ms", "p999_ms", "errors"]
+    with open(os.path.join(out, f"{stamp}.csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["# " + "; ".join(f"{k}: {v}" for k, v in info.items())])
+        w.writerow(fields)
+        for r in results:
+            w.writerow([r[k] if not isinstance(r[k], float) else f"{r[k]:.3f}" for k in fields])
+    lines = [
+        f"# ringlb benchmark, {info['date']}", "",
+        f"`make bench` (`bench/run.py --duration {args.duration} --rounds {args.rounds}`): the proxy under test and "
+        "three nginx backends pinned to CPU 0, `wrk -t1` alone on CPU 1, loopback; the median of the rounds "
+        "(interleaved); ratio = requests/s divided by nginx's in the same run.", "",
+        "Machine: " + "; ".join(f"{k} {v}" for k, v in info.items() if k != "date"), "",
+        "| scenario | contender | requests/s | (min-max) | vs nginx | p50 ms | p99 ms | p99.9 ms | errors |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        ratio = f"{r['vs_nginx']:.2f}" if r["vs_nginx"] else "-"
+        lines.append(f"| {r['scenario']} | {r['contender']} | {r['rps']:.0f} | {r['rps_min']:.0f}-{r['rps_max']:.0f} | "
+                     f"{ratio} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['p999_ms']:.2f} | {r['errors']} |")
+    lines += ["",
+              f"- ringlb resident memory: {extra['ringlb_rss_idle_mib']:.1f} MiB idle (3 static replicas), "
+              f"{extra['ringlb_rss_1000_connections_mib']:.1f} MiB at peak under 1,000 connections.",
+              f"- Start-up to the first proxied 200: {extra['ringlb_start_to_first_200_static_s'] * 1000:.0f} ms "
+              f"(static replicas), {extra['ringlb_start_to_first_200_process_s'] * 1000:.0f} ms (3 process replicas).",
+              "- Manifest edit (3 to 4 process replicas) to the new replica in the ring: "
+              + (f"{extra['manifest_edit_to_new_replica_serving_s'] * 1000:.0f} ms."
+                 if extra["manifest_edit_to_new_replica_serving_s"] else "not seen within 30 s."),
+              f"- The whole run took {extra['bench_seconds']:.0f} s.", ""]
+    text = "\n".join(lines)
+    for name in [f"{stamp}.md", "latest.md"]:
+        with open(os.path.join(out, name), "w") as f:
+            f.write(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
