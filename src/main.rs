@@ -37,6 +37,9 @@ struct Cli {
     /// Log filter: a level (error, warn, info, debug, trace) or tracing directives. RUST_LOG wins.
     #[arg(long, global = true, default_value = "info")]
     log_level: String,
+    /// Worker threads [default: the CPUs this process may use; 1 runs everything on one thread].
+    #[arg(long, global = true)]
+    threads: Option<usize>,
 }
 
 #[derive(Subcommand)]
@@ -151,7 +154,16 @@ fn main() -> ExitCode {
         return check(manifest);
     }
     logging::init(cli.log_format, &cli.log_level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // One CPU (a container limit, or taskset): one thread runs everything, with no work-stealing
+    // and no cross-thread wake-ups; more CPUs: tokio's multi-thread scheduler.
+    let cpus =
+        cli.threads.or_else(|| std::thread::available_parallelism().ok().map(|n| n.get())).unwrap_or(1);
+    let built = if cpus <= 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(cpus).enable_all().build()
+    };
+    let runtime = match built {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("ringlb: cannot start the async runtime: {error}");

@@ -69,9 +69,15 @@ fn a_static_manifest_must_list_its_endpoints_consistently() {
     let path = dir.path().join("m.yaml");
     for (text, field) in [
         ("name: s\nreplicas: 2\nreplica: {runtime: static, endpoints: ['127.0.0.1:1']}\n", "replicas"),
-        ("name: s\nreplicas: 1\nreplica: {runtime: static, endpoints: ['localhost:1']}\n", "replica.endpoints[0]"),
+        (
+            "name: s\nreplicas: 1\nreplica: {runtime: static, endpoints: ['localhost:1']}\n",
+            "replica.endpoints[0]",
+        ),
         ("name: s\nreplicas: 0\nreplica: {runtime: static}\n", "replica.endpoints"),
-        ("name: s\nreplicas: 1\nreplica: {runtime: process, endpoints: ['127.0.0.1:1']}\n", "replica.endpoints"),
+        (
+            "name: s\nreplicas: 1\nreplica: {runtime: process, endpoints: ['127.0.0.1:1']}\n",
+            "replica.endpoints",
+        ),
     ] {
         std::fs::write(&path, text).unwrap();
         let out = Command::new(common::bin()).args(["check", "--manifest"]).arg(&path).output().unwrap();

@@ -231,7 +231,11 @@ impl<R: Runtime> Controller<R> {
         let plan_input = plan::Desired {
             names: &names,
             spec_hash,
-            replace_after: if self.runtime.replaces_failed() { manifest.health.replace_after } else { u32::MAX },
+            replace_after: if self.runtime.replaces_failed() {
+                manifest.health.replace_after
+            } else {
+                u32::MAX
+            },
             start_timeout: manifest.replica.start_timeout.get(),
             replacement: manifest.replica.replacement_name,
             backoff: &backoff,

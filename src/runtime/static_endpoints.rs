@@ -31,9 +31,15 @@ impl StaticRuntime {
             .enumerate()
             .map(|(i, endpoint)| {
                 let addr: SocketAddr = endpoint.parse().map_err(|e| {
-                    RuntimeError::Unavailable(format!("replica.endpoints[{i}] {endpoint:?} is not an address: {e}"))
+                    RuntimeError::Unavailable(format!(
+                        "replica.endpoints[{i}] {endpoint:?} is not an address: {e}"
+                    ))
                 })?;
-                let name = manifest.hostnames.get(i).cloned().unwrap_or_else(|| format!("{}-{}", manifest.name, i + 1));
+                let name = manifest
+                    .hostnames
+                    .get(i)
+                    .cloned()
+                    .unwrap_or_else(|| format!("{}-{}", manifest.name, i + 1));
                 Ok(Instance {
                     id: InstanceId(format!("static-{endpoint}")),
                     name,
