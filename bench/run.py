@@ -144,10 +144,19 @@ http {{
 """
 
 
+def check_nginx(conf):
+    """Fails with nginx's own message when a generated configuration is wrong."""
+    out = subprocess.run(["nginx", "-t", "-c", conf], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"nginx rejects {conf}: {out.stderr.strip()}")
+
+
 def start_backends(procs, work):
     os.makedirs(f"{work}/be", exist_ok=True)
     with open(f"{work}/be/big", "wb") as f:
         f.write(b"y" * ONE_MIB)
+    os.chmod(f"{work}/be", 0o755)
+    os.chmod(f"{work}/be/big", 0o644)
     servers = ""
     for i, port in enumerate(BACKEND_PORTS, 1):
         servers += f"""
@@ -160,6 +169,7 @@ def start_backends(procs, work):
   }}"""
     with open(f"{work}/be/nginx.conf", "w") as f:
         f.write(nginx_conf(f"{work}/be", servers))
+    check_nginx(f"{work}/be/nginx.conf")
     procs.start("backends", ["nginx", "-c", f"{work}/be/nginx.conf"], cpu=0)
     for port in BACKEND_PORTS:
         wait_http(port)
@@ -184,10 +194,14 @@ def start_nginx(procs, work):
       proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
       proxy_request_buffering off;
       proxy_buffering off;
+      proxy_buffer_size 64k;
+      proxy_buffers 8 64k;
+      proxy_busy_buffers_size 128k;
     }}
   }}"""
     with open(f"{work}/nx/nginx.conf", "w") as f:
         f.write(nginx_conf(f"{work}/nx", servers))
+    check_nginx(f"{work}/nx/nginx.conf")
     procs.start("nginx", ["nginx", "-c", f"{work}/nx/nginx.conf"], cpu=0)
 
 
@@ -238,6 +252,16 @@ def start_ringlb(procs, work, binary, name):
     proc = procs.start(name, [binary, "--log-level", "warn", "run", "--manifest", path], cpu=0)
     ready = wait_http(PORTS[name])
     return proc, ready - started
+
+
+def check_scenario(contender, scenario):
+    """One request of the scenario must answer 200, or the numbers would measure an error page."""
+    path = SCENARIOS[scenario][0]
+    data = b"x" * int(SCENARIOS[scenario][2].get("BENCH_BODY_BYTES", "0")) or None
+    request = urllib.request.Request(f"http://127.0.0.1:{port_of(contender)}{path}", data=data)
+    with urllib.request.urlopen(request, timeout=5) as r:
+        if r.status != 200:
+            raise RuntimeError(f"{contender} answered {r.status} for {scenario}")
 
 
 def port_of(contender):
@@ -351,6 +375,8 @@ def main():
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
 
     work = tempfile.mkdtemp(prefix="ringlb-bench-")
+    # nginx's workers run as an unprivileged user and must read the 1 MiB file.
+    os.chmod(work, 0o755)
     lua = os.path.join(work, "report.lua")
     with open(lua, "w") as f:
         f.write(LUA)
@@ -376,6 +402,7 @@ def main():
             rows = {c: [] for c in contenders}
             for r in range(args.rounds):
                 for contender in contenders:
+                    check_scenario(contender, scenario)
                     # A short warm-up, then the measurement.
                     wrk(contender, scenario, 1, lua)
                     rows[contender].append(wrk(contender, scenario, args.duration, lua, pids.get(contender)))
