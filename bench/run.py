@@ -181,7 +181,7 @@ def start_nginx(procs, work):
     servers = f"""
   upstream replicas {{
 {upstream}
-    keepalive 128;
+    keepalive 1024;
     keepalive_requests 1000000;
   }}
   server {{
