@@ -28,7 +28,7 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACKEND_PORTS = [18181, 18182, 18183]
-PORTS = {"nginx": 18190, "haproxy": 18191, "ringlb": 18192, "ringlb-ring": 18193, "ringlb-bounded": 18194}
+PORTS = {"nginx": 18190, "haproxy": 18191, "ringlb": 18192, "ringlb-ring": 18193, "ringlb-bounded": 18194, "ringlb-hyper": 18196}
 ONE_MIB = 1024 * 1024
 
 LUA = r"""
@@ -50,11 +50,11 @@ end
 
 SCENARIOS = {
     # name: (path, connections, extra environment for the Lua script, contenders)
-    "get-keepalive": ("/home", 64, {}, ["direct", "nginx", "haproxy", "ringlb", "ringlb-ring", "ringlb-bounded"]),
-    "get-new-connection": ("/home", 64, {"BENCH_CLOSE": "1"}, ["direct", "nginx", "haproxy", "ringlb"]),
-    "get-1mib": ("/big", 16, {}, ["direct", "nginx", "haproxy", "ringlb"]),
-    "post-64kib": ("/upload", 64, {"BENCH_BODY_BYTES": str(64 * 1024)}, ["direct", "nginx", "haproxy", "ringlb"]),
-    "get-1000-connections": ("/home", 1000, {}, ["direct", "nginx", "haproxy", "ringlb"]),
+    "get-keepalive": ("/home", 64, {}, ["direct", "nginx", "haproxy", "ringlb", "ringlb-hyper", "ringlb-ring", "ringlb-bounded"]),
+    "get-new-connection": ("/home", 64, {"BENCH_CLOSE": "1"}, ["direct", "nginx", "haproxy", "ringlb", "ringlb-hyper"]),
+    "get-1mib": ("/big", 16, {}, ["direct", "nginx", "haproxy", "ringlb", "ringlb-hyper"]),
+    "post-64kib": ("/upload", 64, {"BENCH_BODY_BYTES": str(64 * 1024)}, ["direct", "nginx", "haproxy", "ringlb", "ringlb-hyper"]),
+    "get-1000-connections": ("/home", 1000, {}, ["direct", "nginx", "haproxy", "ringlb", "ringlb-hyper"]),
 }
 
 
@@ -231,23 +231,25 @@ backend replicas
     procs.start("haproxy", ["haproxy", "-f", f"{work}/hp/haproxy.cfg"], cpu=0)
 
 
-def ringlb_manifest(name, port, hashing):
+def ringlb_manifest(name, port, settings):
     endpoints = ", ".join(f'"127.0.0.1:{p}"' for p in BACKEND_PORTS)
     return (f"name: {name}\nreplicas: 3\nhostnames: [s1, s2, s3]\nlisten: 127.0.0.1:{port}\n"
-            f"replica:\n  runtime: static\n  endpoints: [{endpoints}]\n{hashing}")
+            f"replica:\n  runtime: static\n  endpoints: [{endpoints}]\n{settings}")
 
 
-RINGLB_HASHING = {
+RINGLB_SETTINGS = {
     "ringlb": "",
     "ringlb-ring": "hashing:\n  algorithm: ring\n  function: assignment\n",
     "ringlb-bounded": "hashing:\n  balance_factor: 1.25\n",
+    # The reference data path (hyper on both sides), to show what the fast path buys.
+    "ringlb-hyper": "proxy:\n  engine: hyper\n",
 }
 
 
 def start_ringlb(procs, work, binary, name):
     path = f"{work}/{name}.yaml"
     with open(path, "w") as f:
-        f.write(ringlb_manifest(name, PORTS[name], RINGLB_HASHING[name]))
+        f.write(ringlb_manifest(name, PORTS[name], RINGLB_SETTINGS[name]))
     started = time.time()
     proc = procs.start(name, [binary, "--log-level", "warn", "run", "--manifest", path], cpu=0)
     ready = wait_http(PORTS[name])
@@ -391,7 +393,7 @@ def main():
         wait_http(PORTS["haproxy"])
         pids = {}
         startup = {}
-        for name in RINGLB_HASHING:
+        for name in RINGLB_SETTINGS:
             proc, took = start_ringlb(procs, work, args.binary, name)
             pids[name] = proc.pid
             startup[name] = took

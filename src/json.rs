@@ -64,7 +64,12 @@ pub fn success<T: Serialize>(message: T) -> Response {
 
 /// An error answer in the exercise's shape: `{"message": "<Error> <text>", "status": "failure"}`.
 pub fn failure(code: StatusCode, text: impl std::fmt::Display) -> Response {
-    response(code, format!("<Error> {text}"), "failure")
+    response(code, failure_message(text), "failure")
+}
+
+/// The message of a failure answer: the exercise's `<Error> ` and the text.
+pub fn failure_message(text: impl std::fmt::Display) -> String {
+    format!("<Error> {text}")
 }
 
 /// The 405 every router here answers for a known path with the wrong method.

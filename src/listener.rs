@@ -1,27 +1,29 @@
 //! The load balancer's front door: accepts connections on `listen`, serves HTTP/1.1 on them, and
 //! sends each request either to the admin router (reserved paths) or to the proxy.
 //!
-//! Connection errors stay in the connection's task. On shutdown the listener stops accepting, lets
+//! Each connection is served by the fast path or by hyper (`proxy.engine`, read when it is
+//! accepted); the fast path hands hyper the connections it does not serve itself. Connection errors
+//! stay in the connection's task. On shutdown the listener stops accepting, lets
 //! every connection finish the request it is serving (bounded by `drain`), and returns.
 
 use crate::admin;
+use crate::manifest::ProxyEngine;
 use crate::proxy::Proxy;
+use crate::proxy::fast::{self, Ended};
 use axum::Router;
 use axum::body::Body;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
-
-/// How long a client may take to send a request head.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves `listener` until `shutdown`, then drains connections for at most `drain`.
 pub async fn serve(
@@ -31,9 +33,9 @@ pub async fn serve(
     shutdown: CancellationToken,
     drain: Duration,
 ) {
-    let graceful = GracefulShutdown::new();
+    let connections = TaskTracker::new();
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    http.timer(TokioTimer::new()).header_read_timeout(fast::CLIENT_TIMEOUT);
     let mut accept_failures = 0u32;
     loop {
         let (stream, peer) = tokio::select! {
@@ -51,20 +53,58 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let proxy = Arc::clone(&proxy);
-        let admin = admin.clone();
-        let service = service_fn(move |request| dispatch(request, peer, Arc::clone(&proxy), admin.clone()));
-        let connection = http.serve_connection(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%peer, %error, "client connection ended with an error");
+        let engine = proxy.snapshots().load().routing.engine;
+        let connection =
+            Connection { peer, proxy: Arc::clone(&proxy), admin: admin.clone(), http: http.clone() };
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            match engine {
+                ProxyEngine::Fast => {
+                    match fast::serve(stream, peer, &connection.proxy, &connection.admin, &shutdown).await {
+                        Ended::Closed => {}
+                        Ended::Handover(rest) => connection.serve_hyper(rest, &shutdown).await,
+                    }
+                }
+                ProxyEngine::Hyper => connection.serve_hyper(stream, &shutdown).await,
             }
         });
     }
     drop(listener);
-    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+    connections.close();
+    if tokio::time::timeout(drain, connections.wait()).await.is_err() {
         tracing::warn!("connections still open after {drain:?}; closing them");
+    }
+}
+
+/// What serving one client connection with hyper needs.
+struct Connection {
+    peer: SocketAddr,
+    proxy: Arc<Proxy>,
+    admin: Router,
+    http: hyper::server::conn::http1::Builder,
+}
+
+impl Connection {
+    /// Serves the connection with hyper (the reference path, and everything the fast path hands
+    /// over); on `shutdown`, finishes the request in progress and closes.
+    async fn serve_hyper<I>(self, io: I, shutdown: &CancellationToken)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Connection { peer, proxy, admin, http } = self;
+        let service = service_fn(move |request| dispatch(request, peer, Arc::clone(&proxy), admin.clone()));
+        let connection = http.serve_connection(TokioIo::new(io), service);
+        tokio::pin!(connection);
+        let result = tokio::select! {
+            result = connection.as_mut() => result,
+            () = shutdown.cancelled() => {
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
+        };
+        if let Err(error) = result {
+            tracing::debug!(%peer, %error, "client connection ended with an error");
+        }
     }
 }
 

@@ -6,7 +6,7 @@
 //! atomics inside each [`Backend`], which is shared between consecutive snapshots, so counters
 //! survive a rebuild. The controller is the only writer.
 
-use crate::manifest::{KeySource, UnknownPath};
+use crate::manifest::{KeySource, ProxyEngine, UnknownPath};
 use crate::ring::{Ring, Selector};
 use arc_swap::ArcSwap;
 use serde::Serialize;
@@ -128,6 +128,8 @@ pub struct Routing {
     pub hold: Option<Hold>,
     /// One log line per request (target `ringlb::access`).
     pub access_log: bool,
+    /// Which HTTP/1.1 implementation serves new client connections.
+    pub engine: ProxyEngine,
 }
 
 /// How requests wait while a cluster scaled to zero starts its first replica.
@@ -150,6 +152,7 @@ impl Default for Routing {
             balance_factor: None,
             hold: None,
             access_log: false,
+            engine: ProxyEngine::Fast,
         }
     }
 }

@@ -42,6 +42,9 @@ pub const AUTOSCALER_DESIRED: &str = "ringlb_autoscaler_desired_replicas";
 /// Requests in flight the autoscaler observed at its last decision.
 pub const AUTOSCALER_OBSERVED: &str = "ringlb_autoscaler_observed_inflight_requests";
 
+/// Client connections the fast path passed to the hyper path, by reason.
+pub const HANDOVERS: &str = "ringlb_fast_path_handovers_total";
+
 /// Buckets of the duration histogram, in seconds.
 const DURATION_BUCKETS: [f64; 14] =
     [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -91,6 +94,11 @@ pub fn install() -> Result<PrometheusHandle, BuildError> {
         UNROUTED,
         Unit::Count,
         "Requests answered by the load balancer itself (503) because no replica could take them, by reason."
+    );
+    describe_counter!(
+        HANDOVERS,
+        Unit::Count,
+        "Client connections the fast path passed to the hyper path (HTTP/1.0, chunked upload, upgrade, admin route, ...), by reason."
     );
     describe_counter!(
         RETRIES,

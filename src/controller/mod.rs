@@ -613,6 +613,7 @@ impl<R: Runtime> Controller<R> {
                 unknown_path: manifest.proxy.unknown_path,
                 balance_factor: manifest.hashing.balance_factor,
                 access_log: manifest.proxy.access_log,
+                engine: manifest.proxy.engine,
                 hold: manifest
                     .autoscale
                     .as_ref()

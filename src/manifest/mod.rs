@@ -331,6 +331,19 @@ pub enum UnknownPath {
     Exercise,
 }
 
+/// Which implementation of HTTP/1.1 forwards the requests (both follow the same rules).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProxyEngine {
+    /// ringlb's own HTTP/1.1 framing on `httparse`: the fast path. Requests it does not handle
+    /// itself (upgrades, `Expect`, chunked uploads, HTTP/1.0, ringlb's own routes) are passed, with
+    /// the rest of their connection, to the hyper path.
+    #[default]
+    Fast,
+    /// hyper on both sides: the reference implementation.
+    Hyper,
+}
+
 /// How requests are forwarded.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -343,6 +356,8 @@ pub struct ProxySettings {
     pub unknown_path: UnknownPath,
     /// One log line per request (method, path, status, replica, time), target `ringlb::access`.
     pub access_log: bool,
+    /// The HTTP/1.1 implementation of client connections (applies to new connections).
+    pub engine: ProxyEngine,
 }
 
 impl Default for ProxySettings {
@@ -352,6 +367,7 @@ impl Default for ProxySettings {
             connect_timeout: HumanDuration::from_secs(1),
             unknown_path: UnknownPath::Pass,
             access_log: false,
+            engine: ProxyEngine::Fast,
         }
     }
 }

@@ -33,10 +33,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 /// earlier proxy set them.
 pub fn for_upstream(headers: &mut HeaderMap, client: IpAddr) {
     remove_hop_by_hop(headers);
-    let client = match client {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
-    };
+    let client = plain_ip(client);
     let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(earlier) => format!("{earlier}, {client}"),
         None => client.to_string(),
@@ -51,6 +48,14 @@ pub fn for_upstream(headers: &mut HeaderMap, client: IpAddr) {
         && let Some(host) = headers.get(HOST).cloned()
     {
         headers.insert(X_FORWARDED_HOST, host);
+    }
+}
+
+/// The client's address as `X-Forwarded-For` names it: an IPv4-mapped IPv6 address as IPv4.
+pub fn plain_ip(client: IpAddr) -> IpAddr {
+    match client {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
     }
 }
 

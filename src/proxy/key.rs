@@ -18,24 +18,33 @@ pub const X_REQUEST_ID: &str = "x-request-id";
 pub struct RequestKey {
     /// What the ring hashes.
     pub key: u64,
-    /// A request id the proxy generated, to forward as `X-Request-Id`.
-    pub generated_id: Option<HeaderValue>,
+    /// A request id the proxy generated (six digits), to forward as `X-Request-Id`.
+    pub generated_id: Option<u32>,
 }
 
-/// Computes the key of a request.
+/// Computes the key of a request held in an `http` header map (the hyper path).
 pub fn request_key(source: &KeySource, headers: &HeaderMap, uri: &Uri, client: IpAddr) -> RequestKey {
+    key_of(source, |name| headers.get(name).map(HeaderValue::as_bytes), uri.path().as_bytes(), client)
+}
+
+/// Computes the key of a request from its parts: `header(name)` gives the first value of a header
+/// (`name` in lower case), `path` is the target's path without the query.
+pub fn key_of<'a>(
+    source: &KeySource,
+    header: impl Fn(&str) -> Option<&'a [u8]>,
+    path: &[u8],
+    client: IpAddr,
+) -> RequestKey {
     let hashed = |bytes: &[u8]| RequestKey { key: key_hash(bytes), generated_id: None };
     match source {
-        KeySource::RequestId => match headers.get(X_REQUEST_ID) {
-            Some(value) => {
-                match std::str::from_utf8(value.as_bytes()).ok().and_then(|s| s.parse::<u64>().ok()) {
-                    Some(id) => RequestKey { key: id, generated_id: None },
-                    None => hashed(value.as_bytes()),
-                }
-            }
+        KeySource::RequestId => match header(X_REQUEST_ID) {
+            Some(value) => match std::str::from_utf8(value).ok().and_then(|s| s.parse::<u64>().ok()) {
+                Some(id) => RequestKey { key: id, generated_id: None },
+                None => hashed(value),
+            },
             None => {
                 let id: u32 = rand::random_range(100_000..=999_999);
-                RequestKey { key: u64::from(id), generated_id: Some(HeaderValue::from(id)) }
+                RequestKey { key: u64::from(id), generated_id: Some(id) }
             }
         },
         KeySource::ClientIp => match client {
@@ -45,8 +54,8 @@ pub fn request_key(source: &KeySource, headers: &HeaderMap, uri: &Uri, client: I
                 None => hashed(&v6.octets()),
             },
         },
-        KeySource::Path => hashed(uri.path().as_bytes()),
-        KeySource::Header(name) => hashed(headers.get(name).map(HeaderValue::as_bytes).unwrap_or_default()),
+        KeySource::Path => hashed(path),
+        KeySource::Header(name) => hashed(header(name.as_str()).unwrap_or_default()),
     }
 }
 
@@ -76,9 +85,8 @@ mod tests {
         for _ in 0..100 {
             let k = key(&KeySource::RequestId, &[], "/", "10.0.0.1");
             let id = k.generated_id.expect("an id is generated");
-            let number: u64 = id.to_str().unwrap().parse().unwrap();
-            assert!((100_000..=999_999).contains(&number));
-            assert_eq!(k.key, number);
+            assert!((100_000..=999_999).contains(&id));
+            assert_eq!(k.key, u64::from(id));
         }
     }
 

@@ -7,8 +7,11 @@
 //! - a refused or timed-out connection ejects that replica at once (passive health, lifted by its
 //!   next good heartbeat), wakes the controller, and moves on to the next candidate; the request
 //!   body was not read, so any method is safe to send again;
-//! - any other failure before the response head (a reset) is retried once on the next candidate
-//!   for idempotent methods (GET, HEAD, OPTIONS, TRACE, PUT, DELETE) whose body was not read;
+//! - any other failure before the response head (a reset, a close) is retried once, on the same
+//!   replica over a new connection, for idempotent methods (GET, HEAD, OPTIONS, TRACE, PUT,
+//!   DELETE) whose body was not read: most such failures are a pooled connection the replica
+//!   closed while idle, and a replica that is really gone refuses the new connection, which moves
+//!   the request on to the next candidate;
 //! - no candidate at all: 503; no answer within `proxy.timeout`: 504; all attempts failed: 502;
 //! - with `hashing.balance_factor`, candidates over the bounded-load capacity (`balance.rs`) are
 //!   passed over for the next one, unless all are over it;
@@ -19,6 +22,7 @@
 //! client side (PERF.md: the reference implementation a faster path will be tested against).
 
 pub mod balance;
+pub mod fast;
 pub mod headers;
 pub mod key;
 pub mod upstream;
@@ -51,14 +55,8 @@ pub struct Proxy {
     client: ArcSwap<(Duration, UpstreamClient)>,
     /// Requests waiting for a first replica (scale to zero).
     held: AtomicU32,
-}
-
-/// What went wrong with one attempt.
-enum Failure {
-    /// Could not connect: nothing was sent.
-    Connect(String),
-    /// Failed after connecting, before a response head.
-    Exchange(String),
+    /// The fast path's idle replica connections.
+    pool: fast::pool::Pool,
 }
 
 impl Proxy {
@@ -70,6 +68,7 @@ impl Proxy {
             trigger,
             client: ArcSwap::from_pointee((timeout, upstream::client(timeout))),
             held: AtomicU32::new(0),
+            pool: fast::pool::Pool::default(),
         }
     }
 
@@ -143,7 +142,7 @@ impl Proxy {
         let (mut parts, body) = request.into_parts();
         let key = key::request_key(&snapshot.routing.key, &parts.headers, &parts.uri, client.ip());
         if let Some(id) = key.generated_id {
-            parts.headers.insert(key::X_REQUEST_ID, id);
+            parts.headers.insert(key::X_REQUEST_ID, HeaderValue::from(id));
         }
         headers::for_upstream(&mut parts.headers, client.ip());
         parts.version = Version::HTTP_11;
@@ -152,79 +151,50 @@ impl Proxy {
         let deadline = tokio::time::Instant::now() + snapshot.routing.timeout;
         let idempotent = is_idempotent(&parts.method);
         let mut retried = false;
-        let mut attempts = 0usize;
         let mut last_failure: Option<String> = None;
-        // Bounded loads: first the candidates under the bound; only if every one is over it, the
-        // candidates in plain ring order.
-        let capacity = snapshot.routing.balance_factor.map(|factor| {
-            let total: u64 = snapshot.members.iter().map(|b| b.inflight()).sum();
-            balance::capacity(factor, total, snapshot.members.len())
-        });
-        let passes: &[Option<u64>] = if capacity.is_some() { &[capacity, None] } else { &[None] };
-
-        'attempts: for &bound in passes {
-            if bound.is_none() && attempts > 0 {
+        let mut candidates = choices(&snapshot, key.key);
+        let mut next = candidates.next();
+        while let Some(backend) = next {
+            let Some(attempt_body) = body.attempt() else { break };
+            let Ok(uri) = upstream_uri(backend.addr, &parts.uri) else {
+                return json::failure(
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot forward the URI {}", parts.uri),
+                );
+            };
+            let mut upstream = Request::from_parts(parts.clone(), attempt_body);
+            *upstream.uri_mut() = uri;
+            let inflight = backend.begin_request();
+            let sent = std::time::Instant::now();
+            let outcome = tokio::time::timeout_at(deadline, http.request(upstream)).await;
+            let error = match outcome {
+                Ok(Ok(response)) => {
+                    backend.metrics.record(&parts.method, response.status(), sent.elapsed());
+                    self.snapshots.record_answer(backend.id);
+                    return respond(response, backend, inflight, &parts.uri, &snapshot);
+                }
+                Err(_) => {
+                    let message = self.timed_out(backend, &parts.method, sent, snapshot.routing.timeout);
+                    return json::failure(StatusCode::GATEWAY_TIMEOUT, message);
+                }
+                Ok(Err(error)) => error,
+            };
+            let why = crate::error_chain(&error);
+            last_failure = Some(format!("replica {}: {why}", backend.name));
+            if error.is_connect() {
+                self.connect_failed(backend, &why);
+                next = candidates.next();
+                continue;
+            }
+            backend.record_error();
+            if !(idempotent && !retried && body.is_untouched()) {
                 break;
             }
-            for backend in snapshot.candidates(key.key).filter(|b| bound.is_none_or(|cap| b.inflight() < cap))
-            {
-                attempts += 1;
-                let Some(attempt_body) = body.attempt() else { break 'attempts };
-                let Ok(uri) = upstream_uri(backend.addr, &parts.uri) else {
-                    return json::failure(
-                        StatusCode::BAD_REQUEST,
-                        format!("cannot forward the URI {}", parts.uri),
-                    );
-                };
-                let mut upstream = Request::from_parts(parts.clone(), attempt_body);
-                *upstream.uri_mut() = uri;
-                let inflight = backend.begin_request();
-                let sent = std::time::Instant::now();
-                let outcome = tokio::time::timeout_at(deadline, http.request(upstream)).await;
-                let failure = match outcome {
-                    Ok(Ok(response)) => {
-                        backend.metrics.record(&parts.method, response.status(), sent.elapsed());
-                        self.snapshots.record_answer(backend.id);
-                        return respond(response, backend, inflight, &parts.uri, &snapshot);
-                    }
-                    Err(_) => {
-                        backend.record_error();
-                        backend.metrics.record(&parts.method, StatusCode::GATEWAY_TIMEOUT, sent.elapsed());
-                        let timeout = snapshot.routing.timeout;
-                        tracing::warn!(event = "upstream_timeout", replica = %backend.name,
-                            "replica {} did not answer within {timeout:?}", backend.name);
-                        return json::failure(
-                            StatusCode::GATEWAY_TIMEOUT,
-                            format!("replica {} did not answer within {timeout:?}", backend.name),
-                        );
-                    }
-                    Ok(Err(error)) if error.is_connect() => Failure::Connect(crate::error_chain(&error)),
-                    Ok(Err(error)) => Failure::Exchange(crate::error_chain(&error)),
-                };
-                backend.record_error();
-                match failure {
-                    Failure::Connect(why) => {
-                        if backend.eject() {
-                            metrics::counter!(telemetry::EJECTIONS, "replica" => backend.name.clone())
-                                .increment(1);
-                            tracing::warn!(event = "replica_ejected", replica = %backend.name, reason = %why,
-                                "cannot connect to replica {}: {why}; ejected until its next good heartbeat", backend.name);
-                            self.trigger.fire();
-                        }
-                        last_failure = Some(format!("replica {}: {why}", backend.name));
-                    }
-                    Failure::Exchange(why) => {
-                        last_failure = Some(format!("replica {}: {why}", backend.name));
-                        if !(idempotent && !retried && body.is_untouched()) {
-                            break 'attempts;
-                        }
-                        tracing::info!(event = "request_retried", replica = %backend.name, reason = %why,
-                            "request to replica {} failed before an answer ({why}); retrying on the next", backend.name);
-                        retried = true;
-                        metrics::counter!(telemetry::RETRIES).increment(1);
-                    }
-                }
-            }
+            // The same replica again: most such failures are a pooled connection that the
+            // replica closed while it was idle. A replica that is gone now refuses the connection,
+            // and the next candidate is tried.
+            self.retrying(backend, &why);
+            retried = true;
         }
         match last_failure {
             None => {
@@ -233,15 +203,86 @@ impl Proxy {
             }
             Some(why) => {
                 metrics::counter!(telemetry::UNROUTED, "reason" => "all_failed").increment(1);
-                json::failure(StatusCode::BAD_GATEWAY, format!("no replica could answer: {why}"))
+                json::failure(StatusCode::BAD_GATEWAY, all_failed_message(&why))
             }
         }
     }
+
+    /// The fast path's idle replica connections.
+    pub fn pool(&self) -> &fast::pool::Pool {
+        &self.pool
+    }
+
+    /// The routing state: what every forwarding path reads once per request.
+    pub fn snapshots(&self) -> &Snapshots {
+        &self.snapshots
+    }
+
+    /// A connection to `backend` failed (refused, unreachable, timed out): nothing was sent, so the
+    /// request goes to the next candidate; the replica is ejected until its next good heartbeat,
+    /// and the controller is woken to look at it.
+    pub fn connect_failed(&self, backend: &Backend, why: &str) {
+        backend.record_error();
+        if backend.eject() {
+            metrics::counter!(telemetry::EJECTIONS, "replica" => backend.name.clone()).increment(1);
+            tracing::warn!(event = "replica_ejected", replica = %backend.name, reason = %why,
+                "cannot connect to replica {}: {why}; ejected until its next good heartbeat", backend.name);
+            self.trigger.fire();
+        }
+    }
+
+    /// An idempotent request failed on `backend` before any answer and is sent again.
+    pub fn retrying(&self, backend: &Backend, why: &str) {
+        tracing::info!(event = "request_retried", replica = %backend.name, reason = %why,
+            "request to replica {} failed before an answer ({why}); sending it again", backend.name);
+        metrics::counter!(telemetry::RETRIES).increment(1);
+    }
+
+    /// `backend` did not answer within `timeout`: counts and logs it, and returns the 504's message.
+    pub fn timed_out(
+        &self,
+        backend: &Backend,
+        method: &Method,
+        sent: std::time::Instant,
+        timeout: Duration,
+    ) -> String {
+        backend.record_error();
+        backend.metrics.record(method, StatusCode::GATEWAY_TIMEOUT, sent.elapsed());
+        tracing::warn!(event = "upstream_timeout", replica = %backend.name,
+            "replica {} did not answer within {timeout:?}", backend.name);
+        format!("replica {} did not answer within {timeout:?}", backend.name)
+    }
+}
+
+/// The replicas to try for `key`, best first: the ring's candidates that are not ejected and, with
+/// bounded loads, under the bound; if every one is over the bound, all of them in ring order.
+pub fn choices(snapshot: &Snapshot, key: u64) -> impl Iterator<Item = &Arc<Backend>> + '_ {
+    let bound = snapshot.routing.balance_factor.map(|factor| {
+        let total: u64 = snapshot.members.iter().map(|b| b.inflight()).sum();
+        balance::capacity(factor, total, snapshot.members.len())
+    });
+    let mut under =
+        snapshot.candidates(key).filter(move |b| bound.is_none_or(|cap| b.inflight() < cap)).peekable();
+    let all_over = bound.is_some() && under.peek().is_none();
+    under.chain(all_over.then(|| snapshot.candidates(key)).into_iter().flatten())
+}
+
+/// The 502's message when every attempt failed; `why` is the last failure.
+pub fn all_failed_message(why: &str) -> String {
+    format!("no replica could answer: {why}")
+}
+
+/// The message of the 503 for "nothing to route to".
+pub const NO_REPLICA: &str = "no replica is ready to serve the request";
+
+/// The exercise's 400 for a path no replica serves.
+pub fn unknown_path_message(path: &str) -> String {
+    format!("'{path}' endpoint does not exist in server replicas")
 }
 
 /// The 503 for "nothing to route to", with a hint to retry soon.
 fn no_replica() -> Response {
-    unavailable("no replica is ready to serve the request")
+    unavailable(NO_REPLICA)
 }
 
 /// A 503 with `Retry-After: 1`.
@@ -261,7 +302,7 @@ impl Drop for HeldGuard<'_> {
 }
 
 /// Methods that may be sent twice (RFC 9110 section 9.2.2).
-fn is_idempotent(method: &Method) -> bool {
+pub fn is_idempotent(method: &Method) -> bool {
     matches!(
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
@@ -285,10 +326,7 @@ fn respond(
     snapshot: &Snapshot,
 ) -> Response {
     if response.status() == StatusCode::NOT_FOUND && snapshot.routing.unknown_path == UnknownPath::Exercise {
-        return json::failure(
-            StatusCode::BAD_REQUEST,
-            format!("'{}' endpoint does not exist in server replicas", uri.path()),
-        );
+        return json::failure(StatusCode::BAD_REQUEST, unknown_path_message(uri.path()));
     }
     let (mut parts, body) = response.into_parts();
     headers::remove_hop_by_hop(&mut parts.headers);

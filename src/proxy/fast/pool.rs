@@ -1,0 +1,170 @@
+//! Idle connections to replicas, shared by every client connection of the fast path.
+//!
+//! A connection is taken out for one request and put back when its response has been read to the
+//! end, so the number open follows the requests in flight, not the clients. Before one is reused
+//! it is checked for a close or stray bytes from the replica, which costs no system call when the
+//! runtime has seen nothing on it. Connections idle longer than [`IDLE_TIMEOUT`] are closed.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+
+/// How long a connection may stay idle in the pool.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The most idle connections kept per replica.
+const MAX_IDLE_PER_REPLICA: usize = 1024;
+/// How often the pool looks for connections idle too long.
+const PRUNE_EVERY: Duration = Duration::from_secs(10);
+/// The buffer a replica connection starts with.
+const BUFFER: usize = 16 * 1024;
+
+/// A connection to a replica and its read buffer.
+pub struct Upstream {
+    /// The socket.
+    pub stream: TcpStream,
+    /// Read buffer; `buf[..filled]` holds bytes not consumed yet.
+    pub buf: Vec<u8>,
+    /// Bytes in `buf` not consumed yet.
+    pub filled: usize,
+    /// True if it served a request before (a failure on it may be a close while idle).
+    pub reused: bool,
+}
+
+impl Upstream {
+    /// Connects to `addr` within `timeout`.
+    pub async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<Upstream> {
+        let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            Ok(connected) => connected?,
+            Err(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no connection within {timeout:?}"),
+                ));
+            }
+        };
+        stream.set_nodelay(true)?;
+        Ok(Upstream { stream, buf: vec![0; BUFFER], filled: 0, reused: false })
+    }
+
+    /// True if the replica closed it or sent something while it was idle.
+    fn is_stale(&self) -> bool {
+        let mut probe = [0u8; 1];
+        !matches!(self.stream.try_read(&mut probe), Err(error) if error.kind() == io::ErrorKind::WouldBlock)
+    }
+}
+
+struct Idle {
+    upstream: Upstream,
+    since: Instant,
+}
+
+/// The idle connections, per replica address.
+pub struct Pool {
+    idle: Mutex<State>,
+}
+
+struct State {
+    by_addr: HashMap<SocketAddr, Vec<Idle>>,
+    pruned: Instant,
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        Pool { idle: Mutex::new(State { by_addr: HashMap::new(), pruned: Instant::now() }) }
+    }
+}
+
+impl Pool {
+    /// An idle connection to `addr` that is still good, if there is one.
+    pub fn take(&self, addr: SocketAddr) -> Option<Upstream> {
+        loop {
+            let idle = {
+                let mut state = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                state.by_addr.get_mut(&addr)?.pop()?
+            };
+            if !idle.upstream.is_stale() && idle.since.elapsed() < IDLE_TIMEOUT {
+                return Some(idle.upstream);
+            }
+        }
+    }
+
+    /// Keeps `upstream` for the next request to `addr`. Only a connection whose last response was
+    /// read to its end, with nothing after it, may be put back.
+    pub fn put(&self, addr: SocketAddr, mut upstream: Upstream) {
+        if upstream.filled != 0 {
+            return;
+        }
+        upstream.reused = true;
+        let now = Instant::now();
+        let mut state = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if now.duration_since(state.pruned) >= PRUNE_EVERY {
+            state.pruned = now;
+            state.by_addr.retain(|_, idle| {
+                idle.retain(|i| now.duration_since(i.since) < IDLE_TIMEOUT);
+                !idle.is_empty()
+            });
+        }
+        let idle = state.by_addr.entry(addr).or_default();
+        if idle.len() < MAX_IDLE_PER_REPLICA {
+            idle.push(Idle { upstream, since: now });
+        }
+    }
+
+    /// Idle connections in the pool (for tests and status).
+    pub fn idle(&self) -> usize {
+        self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).by_addr.values().map(Vec::len).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+
+    #[tokio::test]
+    async fn connections_come_back_and_closed_ones_are_dropped() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let pool = Pool::default();
+        assert!(pool.take(addr).is_none());
+
+        let first = Upstream::connect(addr, Duration::from_secs(1)).await.unwrap();
+        let (mut server_side, _) = listener.accept().await.unwrap();
+        pool.put(addr, first);
+        assert_eq!(pool.idle(), 1);
+        let again = pool.take(addr).expect("the idle connection");
+        assert!(again.reused);
+        pool.put(addr, again);
+
+        // The replica closes it while idle: the pool notices and does not hand it out.
+        server_side.shutdown().await.unwrap();
+        drop(server_side);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            // Let the runtime see the close.
+            tokio::task::yield_now().await;
+            match pool.take(addr) {
+                None => break,
+                Some(still) => pool.put(addr, still),
+            }
+            assert!(Instant::now() < deadline, "the closed connection was never dropped");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(pool.idle(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_connection_with_unread_bytes_is_not_kept() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let pool = Pool::default();
+        let mut upstream = Upstream::connect(addr, Duration::from_secs(1)).await.unwrap();
+        upstream.filled = 3;
+        pool.put(addr, upstream);
+        assert_eq!(pool.idle(), 0);
+    }
+}

@@ -1,0 +1,465 @@
+//! The client's request head on the fast path: parsed strictly with `httparse`, checked against
+//! request smuggling, and written out again for the replica with the proxy's header rules
+//! (hop-by-hop headers out, `X-Forwarded-*` and a generated `X-Request-Id` in).
+//!
+//! Requests for ringlb's own routes are recognised here and answered by the admin router. What the
+//! fast path does not handle itself it hands, with the rest of the connection, to the hyper path:
+//! HTTP/1.0, `Transfer-Encoding` (chunked uploads), `Upgrade`, `Expect`, `CONNECT`, and targets
+//! that are not origin-form.
+
+use crate::manifest::KeySource;
+use crate::proxy::key::{self, RequestKey};
+use http::{Method, StatusCode};
+use std::io::Write;
+use std::net::IpAddr;
+use std::ops::Range;
+
+/// The largest request head accepted (431 beyond).
+pub const MAX_HEAD: usize = 64 * 1024;
+/// The most header fields accepted (431 beyond).
+pub const MAX_HEADERS: usize = 100;
+/// The most header names a `Connection` header may list (more goes to the hyper path).
+const MAX_CONNECTION_OPTIONS: usize = 8;
+
+/// What to do with the bytes at the front of the client's buffer.
+#[derive(Debug)]
+pub enum Parsed {
+    /// No complete head yet.
+    Partial,
+    /// A request to forward; its head for the replica has been written to the output buffer.
+    Forward(RequestHead),
+    /// Not for the fast path: serve this request and the rest of the connection with hyper; the
+    /// reason, for the metrics.
+    Handover(&'static str),
+    /// A request for ringlb itself (`/rep`, `/add`, `/_ringlb/...`): for the admin router.
+    Local(LocalRequest),
+    /// A bad request: answer with this status and message, then close the connection.
+    Reject(Reject),
+}
+
+/// Why a request is refused before forwarding.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Reject {
+    /// 400 or 431.
+    pub status: StatusCode,
+    /// What was wrong, for the client.
+    pub message: &'static str,
+}
+
+/// A request the fast path forwards.
+#[derive(Debug)]
+pub struct RequestHead {
+    /// Bytes of the head in the client's buffer (the body follows).
+    pub head_len: usize,
+    /// Bytes of the body (`Content-Length`, or 0).
+    pub body_len: u64,
+    /// The client asked to close the connection after this request.
+    pub close: bool,
+    /// The method, for metrics and the retry rules.
+    pub method: Method,
+    /// True for `HEAD`: the answer has no body whatever its headers say.
+    pub is_head: bool,
+    /// Where the target's path is in the head (for the exercise's 404 message).
+    pub path: Range<usize>,
+    /// The ring key.
+    pub key: u64,
+}
+
+/// A request for one of ringlb's own routes.
+#[derive(Debug, PartialEq, Eq)]
+pub struct LocalRequest {
+    /// Bytes of the head in the client's buffer (the body follows).
+    pub head_len: usize,
+    /// Bytes of the body (`Content-Length`, or 0).
+    pub body_len: u64,
+    /// The client asked to close the connection after this request.
+    pub close: bool,
+}
+
+/// What the head rules depend on besides the bytes.
+pub struct Context<'a> {
+    /// What is hashed.
+    pub key: &'a KeySource,
+    /// The client's address.
+    pub client: IpAddr,
+    /// True for paths that ringlb answers itself.
+    pub is_reserved: fn(&str) -> bool,
+}
+
+fn reject(status: StatusCode, message: &'static str) -> Parsed {
+    Parsed::Reject(Reject { status, message })
+}
+
+/// Parses the request head at the front of `buf` and, for a request to forward, writes the head
+/// the replica gets into `out` (cleared first).
+pub fn parse(buf: &[u8], context: &Context<'_>, out: &mut Vec<u8>) -> Parsed {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut fields);
+    let head_len = match request.parse(buf) {
+        Ok(httparse::Status::Complete(n)) if n > MAX_HEAD => {
+            return reject(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "request head too large");
+        }
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
+            return reject(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "request head too large");
+        }
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(httparse::Error::TooManyHeaders) => {
+            return reject(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "too many header fields");
+        }
+        Err(_) => return reject(StatusCode::BAD_REQUEST, "malformed request head"),
+    };
+    if has_bare_lf(&buf[..head_len]) {
+        return reject(StatusCode::BAD_REQUEST, "a line of the request head ends without CR");
+    }
+    let (Some(method), Some(target), Some(version)) = (request.method, request.path, request.version) else {
+        return reject(StatusCode::BAD_REQUEST, "malformed request line");
+    };
+    if version != 1 {
+        return Parsed::Handover("http/1.0");
+    }
+    if method == "CONNECT" || !target.starts_with('/') {
+        return Parsed::Handover("target form");
+    }
+    let path = target.split_once('?').map_or(target, |(path, _)| path);
+    let headers = request.headers;
+
+    // First pass: framing, connection options, what the forwarded headers need.
+    let mut content_length: Option<u64> = None;
+    let mut transfer_encoding = false;
+    let mut hosts = 0;
+    let mut host: &[u8] = &[];
+    let mut close = false;
+    let mut options: [&[u8]; MAX_CONNECTION_OPTIONS] = [&[]; MAX_CONNECTION_OPTIONS];
+    let mut option_count = 0;
+    let mut forwarded_for: Option<&[u8]> = None;
+    let (mut has_proto, mut has_forwarded_host) = (false, false);
+    for field in headers.iter() {
+        let name = field.name.as_bytes();
+        let value = trim(field.value);
+        if name.eq_ignore_ascii_case(b"content-length") {
+            if content_length.is_some() {
+                return reject(StatusCode::BAD_REQUEST, "more than one Content-Length header");
+            }
+            match parse_length(value) {
+                Some(length) => content_length = Some(length),
+                None => return reject(StatusCode::BAD_REQUEST, "invalid Content-Length"),
+            }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            transfer_encoding = true;
+        } else if name.eq_ignore_ascii_case(b"host") {
+            hosts += 1;
+            host = value;
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for option in value.split(|b| *b == b',').map(trim).filter(|o| !o.is_empty()) {
+                if option.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if option.eq_ignore_ascii_case(b"upgrade") {
+                    return Parsed::Handover("upgrade");
+                } else if !option.eq_ignore_ascii_case(b"keep-alive") {
+                    if option_count == MAX_CONNECTION_OPTIONS {
+                        return Parsed::Handover("connection options");
+                    }
+                    options[option_count] = option;
+                    option_count += 1;
+                }
+            }
+        } else if name.eq_ignore_ascii_case(b"upgrade") {
+            return Parsed::Handover("upgrade");
+        } else if name.eq_ignore_ascii_case(b"expect") {
+            return Parsed::Handover("expect");
+        } else if name.eq_ignore_ascii_case(b"x-forwarded-for") {
+            // Like the hyper path: the first value, if it is visible ASCII, is kept.
+            if forwarded_for.is_none() {
+                forwarded_for =
+                    Some(value).filter(|v| v.iter().all(|b| *b == b'\t' || (0x20..0x7f).contains(b)));
+            }
+        } else if name.eq_ignore_ascii_case(b"x-forwarded-proto") {
+            has_proto = true;
+        } else if name.eq_ignore_ascii_case(b"x-forwarded-host") {
+            has_forwarded_host = true;
+        }
+    }
+    if transfer_encoding {
+        if content_length.is_some() {
+            return reject(StatusCode::BAD_REQUEST, "both Content-Length and Transfer-Encoding");
+        }
+        return Parsed::Handover("transfer-encoding");
+    }
+    if hosts != 1 {
+        return reject(StatusCode::BAD_REQUEST, "a request needs exactly one Host header");
+    }
+    if (context.is_reserved)(path) {
+        let body_len = content_length.unwrap_or(0);
+        return Parsed::Local(LocalRequest { head_len, body_len, close });
+    }
+
+    let RequestKey { key, generated_id } = key::key_of(
+        context.key,
+        |wanted| headers.iter().find(|f| f.name.eq_ignore_ascii_case(wanted)).map(|f| trim(f.value)),
+        path.as_bytes(),
+        context.client,
+    );
+
+    // Second pass: the head for the replica.
+    out.clear();
+    out.extend_from_slice(method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let named = &options[..option_count];
+    for field in headers.iter() {
+        let name = field.name.as_bytes();
+        if is_hop_by_hop(name)
+            || name.eq_ignore_ascii_case(b"x-forwarded-for")
+            || named.iter().any(|n| n.eq_ignore_ascii_case(name))
+        {
+            continue;
+        }
+        push_field(out, name, trim(field.value));
+    }
+    out.extend_from_slice(b"x-forwarded-for: ");
+    if let Some(earlier) = forwarded_for {
+        out.extend_from_slice(earlier);
+        out.extend_from_slice(b", ");
+    }
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, "{}\r\n", crate::proxy::headers::plain_ip(context.client));
+    if !has_proto {
+        out.extend_from_slice(b"x-forwarded-proto: http\r\n");
+    }
+    if !has_forwarded_host {
+        push_field(out, b"x-forwarded-host", host);
+    }
+    if let Some(id) = generated_id {
+        let _ = write!(out, "x-request-id: {id}\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+
+    let path_start = offset_in(buf, target.as_bytes());
+    let method = match method {
+        "GET" => Method::GET,
+        "POST" => Method::POST,
+        "HEAD" => Method::HEAD,
+        other => match Method::from_bytes(other.as_bytes()) {
+            Ok(method) => method,
+            Err(_) => return reject(StatusCode::BAD_REQUEST, "invalid method"),
+        },
+    };
+    Parsed::Forward(RequestHead {
+        head_len,
+        body_len: content_length.unwrap_or(0),
+        close,
+        is_head: method == Method::HEAD,
+        method,
+        path: path_start.map_or(0..0, |start| start..start + path.len()),
+        key,
+    })
+}
+
+/// Headers that concern one connection only (RFC 9110 section 7.6.1), never forwarded.
+pub fn is_hop_by_hop(name: &[u8]) -> bool {
+    const HOP_BY_HOP: [&[u8]; 7] = [
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    ];
+    HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
+}
+
+/// Appends `name: value\r\n`.
+pub fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The value without the optional whitespace around it.
+pub fn trim(value: &[u8]) -> &[u8] {
+    let start = value.iter().position(|b| !matches!(b, b' ' | b'\t')).unwrap_or(value.len());
+    let end = value.iter().rposition(|b| !matches!(b, b' ' | b'\t')).map_or(start, |i| i + 1);
+    &value[start..end]
+}
+
+/// A `Content-Length` value: digits only, no sign, no list.
+pub fn parse_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || value.len() > 18 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(value.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
+}
+
+/// True if a line ends in LF alone (httparse accepts it; a proxy must not, or a server behind it
+/// could split the head differently).
+pub fn has_bare_lf(head: &[u8]) -> bool {
+    head.iter().enumerate().any(|(i, b)| *b == b'\n' && (i == 0 || head[i - 1] != b'\r'))
+}
+
+/// Where `part` (a slice of `buf`) starts in `buf`.
+fn offset_in(buf: &[u8], part: &[u8]) -> Option<usize> {
+    (part.as_ptr() as usize)
+        .checked_sub(buf.as_ptr() as usize)
+        .filter(|start| start + part.len() <= buf.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context(key: &KeySource) -> Context<'_> {
+        Context { key, client: "10.0.0.7".parse().unwrap(), is_reserved: crate::admin::is_reserved }
+    }
+
+    fn forward(raw: &str) -> (RequestHead, String) {
+        let mut out = Vec::new();
+        match parse(raw.as_bytes(), &context(&KeySource::RequestId), &mut out) {
+            Parsed::Forward(head) => (head, String::from_utf8(out).unwrap()),
+            other => panic!("{raw:?} was not forwarded: {other:?}"),
+        }
+    }
+
+    fn rejected(raw: &[u8]) -> Reject {
+        match parse(raw, &context(&KeySource::RequestId), &mut Vec::new()) {
+            Parsed::Reject(reject) => reject,
+            other => panic!("{:?} was not rejected: {other:?}", String::from_utf8_lossy(raw)),
+        }
+    }
+
+    fn handed_over(raw: &str) -> bool {
+        matches!(parse(raw.as_bytes(), &context(&KeySource::RequestId), &mut Vec::new()), Parsed::Handover(_))
+    }
+
+    #[test]
+    fn a_plain_get_is_forwarded_with_the_proxy_headers() {
+        let raw =
+            "GET /home?x=1 HTTP/1.1\r\nHost: lb:5000\r\nX-Request-Id: 123456\r\nAccept: */*\r\n\r\nNEXT";
+        let (head, out) = forward(raw);
+        assert_eq!(head.head_len, raw.len() - 4);
+        assert_eq!((head.body_len, head.close, head.key), (0, false, 123_456));
+        assert_eq!(&raw[head.path.clone()], "/home");
+        assert_eq!(
+            out,
+            "GET /home?x=1 HTTP/1.1\r\nHost: lb:5000\r\nX-Request-Id: 123456\r\nAccept: */*\r\n\
+             x-forwarded-for: 10.0.0.7\r\nx-forwarded-proto: http\r\nx-forwarded-host: lb:5000\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go_and_earlier_proxies_are_kept() {
+        let raw = "POST /echo HTTP/1.1\r\nhost: a\r\nConnection: close, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: 5\r\n\
+                   TE: trailers\r\nX-Forwarded-For: 1.1.1.1\r\nX-Forwarded-For: 2.2.2.2\r\nX-Forwarded-Proto: https\r\n\
+                   Content-Length: 3\r\n\r\nabc";
+        let (head, out) = forward(raw);
+        assert!(head.close);
+        assert_eq!(head.body_len, 3);
+        assert!(head.key >= 100_000 && head.key <= 999_999);
+        let expected = format!(
+            "POST /echo HTTP/1.1\r\nhost: a\r\nX-Forwarded-Proto: https\r\nContent-Length: 3\r\n\
+             x-forwarded-for: 1.1.1.1, 10.0.0.7\r\nx-forwarded-host: a\r\nx-request-id: {}\r\n\r\n",
+            head.key
+        );
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn smuggling_shapes_are_refused() {
+        for (raw, status) in [
+            (
+                &b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+                400,
+            ),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +1\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1, 1\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\nHost: a\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: a\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost : a\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+            (b"GET /\x01 HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+        ] {
+            assert_eq!(rejected(raw).status.as_u16(), status, "{:?}", String::from_utf8_lossy(raw));
+        }
+    }
+
+    #[test]
+    fn heads_too_large_are_431() {
+        let big = format!("GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n", "a".repeat(MAX_HEAD));
+        assert_eq!(rejected(big.as_bytes()).status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        let partial = format!("GET / HTTP/1.1\r\nX-Big: {}", "a".repeat(MAX_HEAD));
+        assert_eq!(rejected(partial.as_bytes()).status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        let many: String = (0..=MAX_HEADERS).map(|i| format!("X-{i}: 1\r\n")).collect();
+        let many = format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n");
+        assert_eq!(rejected(many.as_bytes()).status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    }
+
+    #[test]
+    fn what_the_fast_path_does_not_do_goes_to_hyper() {
+        assert!(handed_over("GET / HTTP/1.0\r\n\r\n"));
+        assert!(handed_over("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"));
+        assert!(handed_over(
+            "GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+        ));
+        assert!(handed_over(
+            "POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n"
+        ));
+        assert!(handed_over("CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n"));
+        assert!(handed_over("GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n"));
+        assert!(handed_over("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n"));
+    }
+
+    #[test]
+    fn ringlbs_own_routes_are_local() {
+        for (raw, body_len, close) in [
+            ("GET /rep HTTP/1.1\r\nHost: a\r\n\r\n", 0, false),
+            ("GET /_ringlb/status?x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", 0, true),
+            ("POST /add HTTP/1.1\r\nHost: a\r\nContent-Length: 8\r\n\r\n{\"n\": 1}", 8, false),
+        ] {
+            let head_len = raw.find("\r\n\r\n").unwrap() + 4;
+            match parse(raw.as_bytes(), &context(&KeySource::RequestId), &mut Vec::new()) {
+                Parsed::Local(local) => assert_eq!(local, LocalRequest { head_len, body_len, close }),
+                other => panic!("{raw:?}: {other:?}"),
+            }
+        }
+        assert!(handed_over("POST /add HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"));
+    }
+
+    #[test]
+    fn partial_heads_wait_for_more() {
+        let raw = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        for cut in 0..raw.len() {
+            assert!(matches!(
+                parse(&raw[..cut], &context(&KeySource::RequestId), &mut Vec::new()),
+                Parsed::Partial
+            ));
+        }
+    }
+
+    #[test]
+    fn keys_follow_the_manifest_source() {
+        let path = KeySource::Path;
+        let raw = b"GET /a/b?q HTTP/1.1\r\nHost: a\r\n\r\n";
+        let Parsed::Forward(head) = parse(raw, &context(&path), &mut Vec::new()) else { panic!() };
+        assert_eq!(head.key, crate::ring::hash::key_hash(b"/a/b"));
+        let header = KeySource::Header(http::HeaderName::from_static("x-user"));
+        let raw = b"GET / HTTP/1.1\r\nHost: a\r\nX-User:  ann \r\n\r\n";
+        let Parsed::Forward(head) = parse(raw, &context(&header), &mut Vec::new()) else { panic!() };
+        assert_eq!(head.key, crate::ring::hash::key_hash(b"ann"));
+    }
+
+    #[test]
+    fn content_lengths_are_digits_only() {
+        assert_eq!(parse_length(b"0"), Some(0));
+        assert_eq!(parse_length(b"65536"), Some(65536));
+        for bad in [&b""[..], b"-1", b"1 1", b"0x10", b"1.0", b"1234567890123456789"] {
+            assert_eq!(parse_length(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+}
