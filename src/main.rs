@@ -370,6 +370,11 @@ async fn run(manifest_path: &Path, ready_file: Option<&Path>, child_args: Vec<St
     })?;
     let manifest = source.current().manifest;
     tracing::info!(manifest = %manifest_path.display(), "{}", manifest.summary());
+    match ringlb::manifest::file::remove_stale_temporaries(manifest_path) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("removed {n} temporary file(s) left by an interrupted manifest edit"),
+        Err(error) => tracing::warn!(%error, "cannot look for temporary files left next to the manifest"),
+    }
     let trigger = Trigger::new();
     match manifest.replica.runtime {
         RuntimeKind::Process => {
