@@ -365,3 +365,105 @@ impl Load {
         (self.sent(), failures)
     }
 }
+
+impl Lb {
+    /// The exit status if the load balancer has exited (reaps it), without waiting.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Waits, without blocking the runtime, until the load balancer has exited (at most `within`).
+    pub async fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Starts `ringlb run` again on the same manifest once the previous process has exited (by
+    /// [`Lb::terminate`], a signal, or [`Lb::wait_exit`]), and waits until it is ready.
+    pub async fn start_again(&mut self, ready_within: Duration) {
+        let (child, addr) = spawn(self.dir.path(), &self.manifest, &self.envs).await;
+        self.child = child;
+        self.addr = addr;
+        self.wait_ready(ready_within).await;
+    }
+}
+
+/// A small deterministic random number generator (SplitMix64) for tests that print their seed.
+pub struct TestRng(pub u64);
+
+impl TestRng {
+    /// Seeded from `RINGLB_TEST_SEED` when set (decimal or 0x-hex), otherwise from the clock.
+    pub fn from_env_or_clock() -> TestRng {
+        let seed = std::env::var("RINGLB_TEST_SEED").ok().and_then(|s| {
+            let s = s.trim();
+            match s.strip_prefix("0x") {
+                Some(hex) => u64::from_str_radix(hex, 16).ok(),
+                None => s.parse().ok(),
+            }
+        });
+        TestRng(seed.unwrap_or_else(|| {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            now.as_nanos() as u64 ^ u64::from(std::process::id()).rotate_left(32)
+        }))
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n` (`n` > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+}
+
+/// `replicas:` and `hostnames:` of a manifest written by the harness or by `/add` and `/rm`
+/// (a flow list on one line); `None` if either line is missing or unreadable.
+pub fn scale_of(manifest_text: &str) -> Option<(u32, Vec<String>)> {
+    let value = |key: &str| {
+        manifest_text.lines().find_map(|line| {
+            let rest = line.strip_prefix(key)?.strip_prefix(':')?;
+            Some(rest.split('#').next().unwrap_or("").trim().to_string())
+        })
+    };
+    let replicas = value("replicas")?.parse().ok()?;
+    let hostnames = match value("hostnames") {
+        None => Vec::new(),
+        Some(list) => {
+            let inner = list.strip_prefix('[')?.strip_suffix(']')?;
+            inner
+                .split(',')
+                .map(|n| n.trim().trim_matches('"').to_string())
+                .filter(|n| !n.is_empty())
+                .collect()
+        }
+    };
+    Some((replicas, hostnames))
+}
+
+/// Runs `ringlb check --manifest path`: `Ok(stdout)` on exit 0, `Err(stderr)` otherwise.
+pub fn check_manifest(path: &Path) -> Result<String, String> {
+    let out = Command::new(bin()).args(["check", "--manifest"]).arg(path).output().expect("run ringlb check");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound, then released: good enough for a test's fixed listen port).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
