@@ -202,7 +202,7 @@ def start_nginx(procs, work):
     with open(f"{work}/nx/nginx.conf", "w") as f:
         f.write(nginx_conf(f"{work}/nx", servers))
     check_nginx(f"{work}/nx/nginx.conf")
-    procs.start("nginx", ["nginx", "-c", f"{work}/nx/nginx.conf"], cpu=0)
+    return procs.start("nginx", ["nginx", "-c", f"{work}/nx/nginx.conf"], cpu=0)
 
 
 def start_haproxy(procs, work):
@@ -228,7 +228,7 @@ backend replicas
 """
     with open(f"{work}/hp/haproxy.cfg", "w") as f:
         f.write(conf)
-    procs.start("haproxy", ["haproxy", "-f", f"{work}/hp/haproxy.cfg"], cpu=0)
+    return procs.start("haproxy", ["haproxy", "-f", f"{work}/hp/haproxy.cfg"], cpu=0)
 
 
 def ringlb_manifest(name, port, settings):
@@ -270,24 +270,45 @@ def port_of(contender):
     return BACKEND_PORTS[0] if contender == "direct" else PORTS[contender]
 
 
-def wrk(contender, scenario, duration, lua, rss_pid=None):
+def wrk(contender, scenario, duration, lua, pid=None):
     path, conns, env_extra, _ = SCENARIOS[scenario]
     env = dict(os.environ, **env_extra)
     cmd = ["taskset", "-c", "1", "wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--timeout", "5s", "-s", lua,
            f"http://127.0.0.1:{port_of(contender)}{path}"]
+    cpu_before = group_cpu_seconds(pid) if pid else 0.0
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak = 0
     while proc.poll() is None:
-        if rss_pid:
-            peak = max(peak, rss_kib(rss_pid))
+        if pid:
+            peak = max(peak, rss_kib(pid))
         time.sleep(0.2)
+    cpu = group_cpu_seconds(pid) - cpu_before if pid else None
     out, err = proc.communicate()
     line = next((l for l in out.splitlines() if l.startswith("RESULT")), None)
     if line is None:
         raise RuntimeError(f"wrk gave no result for {contender}/{scenario}: {out} {err}")
     requests, micros, p50, p99, p999, errors, status = (int(x) for x in line.split()[1:])
     return {"rps": requests / (micros / 1e6), "p50_ms": p50 / 1000, "p99_ms": p99 / 1000, "p999_ms": p999 / 1000,
-            "errors": errors + status, "peak_rss_kib": peak}
+            "errors": errors + status, "peak_rss_kib": peak,
+            "cpu_us": cpu * 1e6 / requests if cpu is not None and requests else None}
+
+
+def group_cpu_seconds(pgid):
+    """User + system CPU time of every process in the process group `pgid` (nginx's master and worker)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # After the command: state ppid pgrp ... utime (12th) stime (13th).
+        if int(fields[2]) == pgid:
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
 
 
 def rss_kib(pid):
@@ -387,11 +408,9 @@ def main():
     begun = time.time()
     try:
         start_backends(procs, work)
-        start_nginx(procs, work)
-        start_haproxy(procs, work)
+        pids = {"nginx": start_nginx(procs, work).pid, "haproxy": start_haproxy(procs, work).pid}
         wait_http(PORTS["nginx"])
         wait_http(PORTS["haproxy"])
-        pids = {}
         startup = {}
         for name in RINGLB_SETTINGS:
             proc, took = start_ringlb(procs, work, args.binary, name)
@@ -416,6 +435,7 @@ def main():
                     "rps_min": min(x["rps"] for x in runs), "rps_max": max(x["rps"] for x in runs),
                     "p50_ms": med("p50_ms"), "p99_ms": med("p99_ms"), "p999_ms": med("p999_ms"),
                     "errors": sum(x["errors"] for x in runs), "peak_rss_kib": max(x["peak_rss_kib"] for x in runs),
+                    "cpu_us": med("cpu_us") if runs[0]["cpu_us"] is not None else None,
                 })
         first_200, edit_to_serving = measure_process_runtime(args.binary, work)
     finally:
@@ -442,26 +462,29 @@ def main():
 def write(out, info, results, extra, args):
     os.makedirs(out, exist_ok=True)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
-    fields = ["scenario", "contender", "rps", "rps_min", "rps_max", "vs_nginx", "p50_ms", "p99_ms", "p999_ms", "errors"]
+    fields = ["scenario", "contender", "rps", "rps_min", "rps_max", "vs_nginx", "p50_ms", "p99_ms", "p999_ms", "errors",
+              "cpu_us"]
     with open(os.path.join(out, f"{stamp}.csv"), "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["# " + "; ".join(f"{k}: {v}" for k, v in info.items())])
         w.writerow(fields)
         for r in results:
-            w.writerow([r[k] if not isinstance(r[k], float) else f"{r[k]:.3f}" for k in fields])
+            w.writerow(["" if r[k] is None else f"{r[k]:.3f}" if isinstance(r[k], float) else r[k] for k in fields])
     lines = [
         f"# ringlb benchmark, {info['date']}", "",
         f"`make bench` (`bench/run.py --duration {args.duration} --rounds {args.rounds}`): the proxy under test and "
         "three nginx backends pinned to CPU 0, `wrk -t1` alone on CPU 1, loopback; the median of the rounds "
-        "(interleaved); ratio = requests/s divided by nginx's in the same run.", "",
+        "(interleaved); ratio = requests/s divided by nginx's in the same run; CPU = the proxy's user + system "
+        "time per request (all its processes), which moves less than throughput on a busy machine.", "",
         "Machine: " + "; ".join(f"{k} {v}" for k, v in info.items() if k != "date"), "",
-        "| scenario | contender | requests/s | (min-max) | vs nginx | p50 ms | p99 ms | p99.9 ms | errors |",
-        "|---|---|---:|---|---:|---:|---:|---:|---:|",
+        "| scenario | contender | requests/s | (min-max) | vs nginx | p50 ms | p99 ms | p99.9 ms | errors | CPU µs/req |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         ratio = f"{r['vs_nginx']:.2f}" if r["vs_nginx"] else "-"
         lines.append(f"| {r['scenario']} | {r['contender']} | {r['rps']:.0f} | {r['rps_min']:.0f}-{r['rps_max']:.0f} | "
-                     f"{ratio} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['p999_ms']:.2f} | {r['errors']} |")
+                     f"{ratio} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['p999_ms']:.2f} | {r['errors']} | "
+                     + (f"{r['cpu_us']:.1f} |" if r["cpu_us"] is not None else "- |"))
     lines += ["",
               f"- ringlb resident memory: {extra['ringlb_rss_idle_mib']:.1f} MiB idle (3 static replicas), "
               f"{extra['ringlb_rss_1000_connections_mib']:.1f} MiB at peak under 1,000 connections.",

@@ -47,8 +47,11 @@ use tokio_util::sync::CancellationToken;
 
 /// How long a client may take to send a request head, or the next piece of a body.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
-/// The client buffer's first size; it grows up to the largest head accepted.
-const CLIENT_BUFFER: usize = 8 * 1024;
+/// The client buffer's first size; it grows up to the largest head accepted. Small, because
+/// every open connection has one.
+const CLIENT_BUFFER: usize = 4 * 1024;
+/// The least room for the pieces of a body that spans several reads (either way).
+const BODY_CHUNK: usize = 32 * 1024;
 
 /// How a client connection served by the fast path ended.
 pub enum Ended {
@@ -281,8 +284,8 @@ impl Client {
             self.filled -= self.pos;
             self.pos = 0;
         } else {
-            let grown = (self.buf.len() * 2).min(request::MAX_HEAD + CLIENT_BUFFER);
-            self.buf.resize(grown.max(self.buf.len() + CLIENT_BUFFER), 0);
+            // The parser refuses heads of MAX_HEAD bytes, so this stops a little above that.
+            self.buf.resize((self.buf.len() * 2).min(request::MAX_HEAD + CLIENT_BUFFER), 0);
         }
     }
 
@@ -463,8 +466,8 @@ impl Client {
         to_replica(before(&mut self.replica_deadline, deadline, sending).await)?;
         let mut left = head.body_len - buffered as u64;
         self.filled = body_start;
-        if self.buf.len() - body_start < CLIENT_BUFFER {
-            self.buf.resize(body_start + CLIENT_BUFFER, 0);
+        if self.buf.len() - body_start < BODY_CHUNK {
+            self.buf.resize(body_start + BODY_CHUNK, 0);
         }
         while left > 0 {
             let reading = self.stream.read(&mut self.buf[body_start..]);
@@ -575,6 +578,9 @@ impl Client {
     /// the replica closed, failed or stalled for `timeout`.
     async fn read_upstream(&mut self, upstream: &mut Upstream, timeout: Duration) -> Option<usize> {
         upstream.filled = 0;
+        if upstream.buf.len() < BODY_CHUNK {
+            upstream.buf.resize(BODY_CHUNK, 0);
+        }
         match before(
             &mut self.replica_deadline,
             Instant::now() + timeout,

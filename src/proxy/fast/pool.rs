@@ -18,8 +18,8 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_IDLE_PER_REPLICA: usize = 1024;
 /// How often the pool looks for connections idle too long.
 const PRUNE_EVERY: Duration = Duration::from_secs(10);
-/// The buffer a replica connection starts with.
-const BUFFER: usize = 16 * 1024;
+/// The buffer a replica connection starts with (it grows for long heads and long bodies).
+const BUFFER: usize = 8 * 1024;
 
 /// A connection to a replica and its read buffer.
 pub struct Upstream {
