@@ -2,7 +2,8 @@
 //! sends each request either to the admin router (reserved paths) or to the proxy.
 //!
 //! Each connection is served by the fast path or by hyper (`proxy.engine`, read when it is
-//! accepted); the fast path hands hyper the connections it does not serve itself. Connection errors
+//! accepted); the fast path hands hyper the connections it does not serve itself. Over
+//! `proxy.max_connections` open connections, a new one gets a 503 and is closed. Connection errors
 //! stay in the connection's task. On shutdown the listener stops accepting, lets
 //! every connection finish the request it is serving (bounded by `drain`), and returns.
 
@@ -10,6 +11,7 @@ use crate::admin;
 use crate::manifest::ProxyEngine;
 use crate::proxy::Proxy;
 use crate::proxy::fast::{self, Ended};
+use crate::telemetry;
 use axum::Router;
 use axum::body::Body;
 use hyper::body::Incoming;
@@ -18,9 +20,10 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
@@ -34,8 +37,9 @@ pub async fn serve(
     drain: Duration,
 ) {
     let connections = TaskTracker::new();
+    let open = Arc::new(AtomicUsize::new(0));
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(fast::CLIENT_TIMEOUT);
+    http.timer(TokioTimer::new());
     let mut accept_failures = 0u32;
     loop {
         let (stream, peer) = tokio::select! {
@@ -53,11 +57,22 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let engine = proxy.snapshots().load().routing.engine;
-        let connection =
-            Connection { peer, proxy: Arc::clone(&proxy), admin: admin.clone(), http: http.clone() };
+        let (engine, client_timeout, max_connections) = {
+            let snapshot = proxy.snapshots().load();
+            let routing = &snapshot.routing;
+            (routing.engine, routing.client_timeout, routing.max_connections as usize)
+        };
+        if open.load(Ordering::Relaxed) >= max_connections {
+            connections.spawn(refuse(stream, max_connections));
+            continue;
+        }
+        let counted = OpenConnection::new(&open);
+        let mut http = http.clone();
+        http.header_read_timeout(client_timeout);
+        let connection = Connection { peer, proxy: Arc::clone(&proxy), admin: admin.clone(), http };
         let shutdown = shutdown.clone();
         connections.spawn(async move {
+            let _counted = counted;
             match engine {
                 ProxyEngine::Fast => {
                     match fast::serve(stream, peer, &connection.proxy, &connection.admin, &shutdown).await {
@@ -73,6 +88,39 @@ pub async fn serve(
     connections.close();
     if tokio::time::timeout(drain, connections.wait()).await.is_err() {
         tracing::warn!("connections still open after {drain:?}; closing them");
+    }
+}
+
+/// Answers a connection over `proxy.max_connections` with a 503 and closes it.
+async fn refuse(mut stream: TcpStream, max: usize) {
+    metrics::counter!(telemetry::UNROUTED, "reason" => "connection_limit").increment(1);
+    tracing::debug!("{max} client connections are open; refusing one more");
+    let mut answer = Vec::new();
+    let message = format!(
+        "{max} client connections are open, the most proxy.max_connections allows; try again shortly"
+    );
+    fast::response::error(&mut answer, http::StatusCode::SERVICE_UNAVAILABLE, &message, true);
+    // Bounded: a client that does not read its answer does not keep the socket.
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(&answer).await?;
+        stream.shutdown().await
+    })
+    .await;
+}
+
+/// Counts an open client connection while it lives.
+struct OpenConnection(Arc<AtomicUsize>);
+
+impl OpenConnection {
+    fn new(open: &Arc<AtomicUsize>) -> OpenConnection {
+        open.fetch_add(1, Ordering::Relaxed);
+        OpenConnection(Arc::clone(open))
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -130,6 +130,10 @@ pub struct Routing {
     pub access_log: bool,
     /// Which HTTP/1.1 implementation serves new client connections.
     pub engine: ProxyEngine,
+    /// Time a client has for a request head (and for each piece of a body on the fast path).
+    pub client_timeout: Duration,
+    /// The most client connections open at once.
+    pub max_connections: u32,
 }
 
 /// How requests wait while a cluster scaled to zero starts its first replica.
@@ -153,6 +157,8 @@ impl Default for Routing {
             hold: None,
             access_log: false,
             engine: ProxyEngine::Fast,
+            client_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
         }
     }
 }
@@ -248,7 +254,11 @@ impl Snapshot {
             taken_names: Vec::new(),
             members: Vec::new(),
             ring: Arc::new(Ring::empty()),
-            routing: Routing::default(),
+            // Requests that come before the controller's first pass wait for it.
+            routing: Routing {
+                hold: Some(Hold { queue: 1000, timeout: Duration::from_secs(5) }),
+                ..Routing::default()
+            },
             replicas: Vec::new(),
             problems: Vec::new(),
             last_reconcile: None,

@@ -96,7 +96,15 @@ pub struct Controller<R: Runtime> {
     scaled: Option<u32>,
     /// Concurrency samples since the last autoscaling decision.
     load: LoadSamples,
+    /// When the controller started, and whether the ring has had a member since: until then,
+    /// for at most `replica.start_timeout`, requests wait for a first replica instead of a 503
+    /// (a load balancer that just restarted is still finding its replicas' health).
+    started: Instant,
+    ring_ever_had_members: bool,
 }
+
+/// How many requests may wait for a first replica while the load balancer starts.
+const START_HOLD_QUEUE: u32 = 1000;
 
 /// Requests in flight, sampled between two autoscaling decisions.
 #[derive(Debug)]
@@ -150,6 +158,8 @@ impl<R: Runtime> Controller<R> {
             last_replicas: None,
             last_actions: None,
             load: LoadSamples { sum: 0.0, count: 0, requests_before: 0, last_decision: Instant::now() },
+            started: Instant::now(),
+            ring_ever_had_members: false,
         }
     }
 
@@ -598,6 +608,10 @@ impl<R: Runtime> Controller<R> {
             self.tracked.values().filter(|t| matches!(t.state, InstanceState::Failing { .. })).count();
         metrics::gauge!(telemetry::REPLICAS, "state" => "starting").set(starting as f64);
         metrics::gauge!(telemetry::REPLICAS, "state" => "failing").set(failing as f64);
+        self.ring_ever_had_members |= !members.is_empty();
+        let start_grace = manifest.replica.start_timeout.get().saturating_sub(self.started.elapsed());
+        let start_hold = (!self.ring_ever_had_members && !names.is_empty() && !start_grace.is_zero())
+            .then_some(Hold { queue: START_HOLD_QUEUE, timeout: start_grace });
         self.snapshots.publish(Snapshot {
             generation: self.generation,
             manifest_version: desired.version,
@@ -614,11 +628,14 @@ impl<R: Runtime> Controller<R> {
                 balance_factor: manifest.hashing.balance_factor,
                 access_log: manifest.proxy.access_log,
                 engine: manifest.proxy.engine,
+                client_timeout: manifest.proxy.client_timeout.get(),
+                max_connections: manifest.proxy.max_connections,
                 hold: manifest
                     .autoscale
                     .as_ref()
                     .filter(|a| a.min == 0)
-                    .map(|a| Hold { queue: a.hold_queue, timeout: a.hold_timeout.get() }),
+                    .map(|a| Hold { queue: a.hold_queue, timeout: a.hold_timeout.get() })
+                    .or(start_hold),
             },
             replicas: self.tracked.values().map(|t| status(t, spec_hash)).collect(),
             last_reconcile: self.last_actions.clone(),

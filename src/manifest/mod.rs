@@ -358,6 +358,11 @@ pub struct ProxySettings {
     pub access_log: bool,
     /// The HTTP/1.1 implementation of client connections (applies to new connections).
     pub engine: ProxyEngine,
+    /// How long a client may take to send a request head (or, on the fast path, the next piece
+    /// of a body); then 408 and the connection closes. Applies to new connections.
+    pub client_timeout: HumanDuration,
+    /// The most client connections open at once; one more gets a 503 and is closed.
+    pub max_connections: u32,
 }
 
 impl Default for ProxySettings {
@@ -368,6 +373,8 @@ impl Default for ProxySettings {
             unknown_path: UnknownPath::Pass,
             access_log: false,
             engine: ProxyEngine::Fast,
+            client_timeout: HumanDuration::from_secs(30),
+            max_connections: 10_000,
         }
     }
 }
@@ -653,6 +660,7 @@ impl Manifest {
             ("health.timeout", self.health.timeout),
             ("proxy.timeout", self.proxy.timeout),
             ("proxy.connect_timeout", self.proxy.connect_timeout),
+            ("proxy.client_timeout", self.proxy.client_timeout),
         ] {
             if value.get().is_zero() {
                 fail(field, "must be longer than zero".into());
@@ -660,6 +668,9 @@ impl Manifest {
         }
         if !self.health.path.starts_with('/') {
             fail("health.path", format!("must start with '/', found {:?}", self.health.path));
+        }
+        if self.proxy.max_connections == 0 {
+            fail("proxy.max_connections", "must be at least 1".into());
         }
         if self.health.replace_after == 0 {
             fail("health.replace_after", "must be at least 1".into());

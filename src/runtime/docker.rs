@@ -94,15 +94,16 @@ fn status_of(error: &DockerError) -> Option<u16> {
 }
 
 impl DockerRuntime {
-    /// Connects to the local engine (`DOCKER_HOST` or `/var/run/docker.sock`), agrees on an API
+    /// Connects to the engine `DOCKER_HOST` names (`unix://...`, or `tcp://...` for a socket proxy;
+    /// `/var/run/docker.sock` without it), agrees on an API
     /// version the engine speaks (so engines from API 1.41 work), checks that it answers, and
     /// starts following the cluster's container events.
     ///
     /// # Errors
     /// [`RuntimeError::Unavailable`] saying what to check.
     pub async fn connect(cluster: &str, trigger: Trigger) -> Result<DockerRuntime, RuntimeError> {
-        let hint = "is the Docker engine running, and may this user use its socket (/var/run/docker.sock)?";
-        let docker = Docker::connect_with_local_defaults().map_err(|e| {
+        let hint = "is the Docker engine running, and may this user use its socket (DOCKER_HOST, or /var/run/docker.sock)?";
+        let docker = Docker::connect_with_defaults().map_err(|e| {
             RuntimeError::Unavailable(format!("cannot connect to Docker: {}; {hint}", describe(&e)))
         })?;
         let docker = docker.negotiate_version().await.map_err(|e| {

@@ -13,7 +13,7 @@
 //! `tests/fast_path.rs` send the same bytes through both and compare what the replica and the client
 //! get.
 //!
-//! Timeouts: a client has [`CLIENT_TIMEOUT`] to send each request head (a slow client cannot hold a
+//! Timeouts: a client has `proxy.client_timeout` to send each request head (a slow client cannot hold a
 //! connection) and to send each piece of a body; a replica has `proxy.timeout` to answer and then to
 //! send each piece of the answer. The timers are re-armed coarsely ([`Deadline`]), not per read.
 
@@ -45,8 +45,6 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
-/// How long a client may take to send a request head, or the next piece of a body.
-pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The client buffer's first size; it grows up to the largest head accepted. Small, because
 /// every open connection has one.
 const CLIENT_BUFFER: usize = 4 * 1024;
@@ -79,6 +77,7 @@ pub async fn serve(
         filled: 0,
         to_replica: Vec::new(),
         to_client: Vec::new(),
+        client_timeout: proxy.snapshots().load().routing.client_timeout,
         client_deadline: Deadline::default(),
         replica_deadline: Deadline::default(),
     };
@@ -128,6 +127,8 @@ struct Client {
     to_replica: Vec<u8>,
     /// The answer's head (and the first bytes of its body) for the client.
     to_client: Vec<u8>,
+    /// Time the client has for a request head, or for the next piece of a body.
+    client_timeout: Duration,
     /// For reads from the client.
     client_deadline: Deadline,
     /// For reads from the replica.
@@ -212,7 +213,7 @@ impl Client {
                 }
             }
             self.make_room();
-            let deadline = *deadline.get_or_insert_with(|| Instant::now() + CLIENT_TIMEOUT);
+            let deadline = *deadline.get_or_insert_with(|| Instant::now() + self.client_timeout);
             let idle = self.pos == self.filled;
             let read = tokio::select! {
                 biased;
@@ -254,7 +255,7 @@ impl Client {
         }
         while self.filled < end {
             let reading = self.stream.read(&mut self.buf[self.filled..]);
-            match before(&mut self.client_deadline, Instant::now() + CLIENT_TIMEOUT, reading).await {
+            match before(&mut self.client_deadline, Instant::now() + self.client_timeout, reading).await {
                 Some(Ok(0)) | None => return Ok(Next::Close),
                 Some(Ok(n)) => self.filled += n,
                 Some(Err(error)) => return Err(error),
@@ -471,7 +472,8 @@ impl Client {
         }
         while left > 0 {
             let reading = self.stream.read(&mut self.buf[body_start..]);
-            let read = match before(&mut self.client_deadline, Instant::now() + CLIENT_TIMEOUT, reading).await
+            let read = match before(&mut self.client_deadline, Instant::now() + self.client_timeout, reading)
+                .await
             {
                 Some(Ok(0)) => return Err(Failure::Client(io::ErrorKind::UnexpectedEof.into())),
                 Some(Ok(n)) => n,
