@@ -99,9 +99,12 @@ async fn unknown(request: Request) -> Response {
 }
 
 /// A parsed `/add` or `/rm` body.
-struct ScaleRequest {
-    n: u32,
-    hostnames: Vec<String>,
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScaleRequest {
+    /// How many replicas to add or remove: at least 1.
+    pub n: u32,
+    /// The names to add or remove first (the rest are generated or chosen at random).
+    pub hostnames: Vec<String>,
 }
 
 /// An admin error: status and sentence (rendered as `<Error> <sentence>`).
@@ -153,42 +156,66 @@ async fn scale_request(body: Body) -> Result<ScaleRequest, Refusal> {
             format!("the request body is larger than {} KiB", MAX_BODY / 1024),
         )
     })?;
+    parse_scale_body(&bytes).map_err(bad)
+}
+
+/// Parses the JSON body of `/add` or `/rm`, `{"n": <positive integer>, "hostnames": [<names>]}`
+/// (`hostnames` optional); the error is the sentence of the 400 answer. Pure: what the handlers do
+/// with the bytes they read (at most [`MAX_BODY`]).
+///
+/// # Errors
+/// Not JSON, not an object, an unknown field, `n` missing or not a positive `u32`, `hostnames`
+/// not a list of strings.
+pub fn parse_scale_body(bytes: &[u8]) -> Result<ScaleRequest, String> {
     let example = r#"expected a JSON object like {"n": 2, "hostnames": ["S1"]}"#;
     let value: Value =
-        serde_json::from_slice(&bytes).map_err(|e| bad(format!("malformed JSON ({e}); {example}")))?;
+        serde_json::from_slice(bytes).map_err(|e| format!("malformed JSON ({e}); {example}"))?;
     let Value::Object(fields) = value else {
-        return Err(bad(example));
+        return Err(example.to_owned());
     };
     if let Some(unknown) = fields.keys().find(|k| !matches!(k.as_str(), "n" | "hostnames")) {
-        return Err(bad(format!("unknown field '{unknown}'; {example}")));
+        return Err(format!("unknown field '{unknown}'; {example}"));
     }
     let n = match fields.get("n") {
-        None => return Err(bad(format!("'n' is missing; {example}"))),
+        None => return Err(format!("'n' is missing; {example}")),
         Some(Value::Number(n)) => n.as_u64().filter(|n| *n > 0).and_then(|n| u32::try_from(n).ok()),
         Some(_) => None,
     };
-    let n = n.ok_or_else(|| bad(format!("'n' must be a positive integer, found {}", fields["n"])))?;
+    let n = n.ok_or_else(|| format!("'n' must be a positive integer, found {}", fields["n"]))?;
     let hostnames = match fields.get("hostnames") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(items)) => items
             .iter()
             .map(|item| item.as_str().map(str::to_owned))
             .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| bad("'hostnames' must be a list of strings"))?,
-        Some(_) => return Err(bad("'hostnames' must be a list of strings")),
+            .ok_or_else(|| "'hostnames' must be a list of strings".to_owned())?,
+        Some(_) => return Err("'hostnames' must be a list of strings".to_owned()),
     };
     Ok(ScaleRequest { n, hostnames })
 }
 
+/// The checks of a parsed body that `/add` and `/rm` share, in the exercise's order: no more names
+/// than `n` (else `too_many_names`, the exercise's sentence), then every name valid and listed once.
+/// The error is the sentence of the 400 answer.
+///
+/// # Errors
+/// Too many names, an invalid name, a name listed twice.
+pub fn check_scale_request(request: &ScaleRequest, too_many_names: &str) -> Result<(), String> {
+    if request.hostnames.len() > request.n as usize {
+        return Err(too_many_names.to_owned());
+    }
+    check_names(&request.hostnames)
+}
+
 /// Checks that the listed names are valid and distinct.
-fn check_names(names: &[String]) -> Result<(), Refusal> {
+fn check_names(names: &[String]) -> Result<(), String> {
     let mut seen = BTreeSet::new();
     for name in names {
         if !is_valid_name(name) {
-            return Err(bad(format!("'{name}' is not a valid hostname ({NAME_RULE})")));
+            return Err(format!("'{name}' is not a valid hostname ({NAME_RULE})"));
         }
         if !seen.insert(name) {
-            return Err(bad(format!("'{name}' is listed twice")));
+            return Err(format!("'{name}' is listed twice"));
         }
     }
     Ok(())
@@ -281,10 +308,7 @@ async fn begin_scaling<'a>(
     too_many_names: &str,
 ) -> Result<(ScaleRequest, Editing<'a>), Refusal> {
     let request = scale_request(body).await?;
-    if request.hostnames.len() > request.n as usize {
-        return Err(bad(too_many_names));
-    }
-    check_names(&request.hostnames)?;
+    check_scale_request(&request, too_many_names).map_err(bad)?;
     Ok((request, begin_edit(state).await?))
 }
 

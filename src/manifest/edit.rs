@@ -492,27 +492,25 @@ fn apply_edits(source: &str, mut edits: Vec<Edit>) -> Result<String, EditError> 
     Ok(out)
 }
 
-/// The file's line ending: that of its first line break, LF when it has none.
+/// The file's line ending: that of its first line break (LF, CRLF, or a lone CR, which YAML reads
+/// as a line break too), LF when it has none.
 fn line_ending(source: &str) -> &'static str {
-    match source.find('\n') {
-        Some(i) if source[..i].ends_with('\r') => "\r\n",
+    match source.find(['\n', '\r']) {
+        Some(i) if source[i..].starts_with("\r\n") => "\r\n",
+        Some(i) if source[i..].starts_with('\r') => "\r",
         _ => "\n",
     }
 }
 
-/// Offset of the first byte of the line holding `pos`.
+/// Offset of the first byte of the line holding `pos` (after a LF, a CRLF or a lone CR).
 fn line_start(source: &str, pos: usize) -> usize {
-    source[..pos].rfind('\n').map_or(0, |i| i + 1)
+    source[..pos].rfind(['\n', '\r']).map_or(0, |i| i + 1)
 }
 
-/// Offset of the line break (`\n` or `\r\n`) ending the line that holds `pos`, or the end of the
-/// text.
+/// Offset of the line break (`\n`, `\r\n` or a lone `\r`) ending the line that holds `pos`, or the
+/// end of the text.
 fn line_end(source: &str, pos: usize) -> usize {
-    match source[pos..].find('\n') {
-        Some(i) if i > 0 && source[pos..pos + i].ends_with('\r') => pos + i - 1,
-        Some(i) => pos + i,
-        None => source.len(),
-    }
+    source[pos..].find(['\n', '\r']).map_or(source.len(), |i| pos + i)
 }
 
 /// The spaces before `pos` on its line, if only spaces precede it.
@@ -894,6 +892,29 @@ hashing:
         assert_eq!(rewrite(missing, 2, &["a"]), "name: demo\r\nreplicas: 2\r\nhostnames: [a]\r\nport: 2\r\n");
         let no_replicas = "name: demo\r\n";
         assert_eq!(rewrite(no_replicas, 2, &["a"]), "replicas: 2\r\nhostnames: [a]\r\nname: demo\r\n");
+    }
+
+    /// Found by `fuzz/fuzz_targets/manifest_edit.rs`: YAML also breaks lines at a lone CR, but the
+    /// edit only knew LF and CRLF, so it inserted `hostnames:` a line too late, inside the next
+    /// entry (and then refused its own result as an internal error).
+    #[test]
+    fn a_lone_cr_is_a_line_break_too() {
+        let mixed = "name: demo\r\nreplicas: 2\rother:\r\n  - a\r\n";
+        assert_eq!(
+            rewrite(mixed, 3, &["x"]),
+            "name: demo\r\nreplicas: 3\r\nhostnames: [x]\rother:\r\n  - a\r\n"
+        );
+        assert_eq!(
+            rewrite("name: demo\rreplicas: 2\r", 3, &["x"]),
+            "name: demo\rreplicas: 3\rhostnames: [x]\r"
+        );
+        assert_eq!(
+            rewrite("name: demo\rport: 1\r", 3, &["x"]),
+            "replicas: 3\rhostnames: [x]\rname: demo\rport: 1\r"
+        );
+        let block = "replicas: 2\rhostnames:\r  - a\r  - b\rport: 1\r";
+        assert_eq!(rewrite(block, 1, &["c"]), "replicas: 1\rhostnames:\r  - c\rport: 1\r");
+        assert_eq!(rewrite(block, 0, &[]), "replicas: 0\rhostnames: []\rport: 1\r");
     }
 
     #[test]

@@ -33,7 +33,8 @@ fn steps(path: &str) -> Vec<Step<'_>> {
             out.push(Step::Key(key));
         }
         while let Some(close) = rest.find(']') {
-            if let Ok(index) = rest[1..close].parse() {
+            // `rest` starts with `[` the first time round; `get` also copes with a stray `]`.
+            if let Some(index) = rest.get(1..close).and_then(|digits| digits.parse().ok()) {
                 out.push(Step::Index(index));
             }
             rest = &rest[close + 1..];
@@ -204,5 +205,16 @@ mod tests {
         // A text cut short still locates what was parsed before the error.
         assert_eq!(locate("a: [", "a"), Some(Position { line: 1, column: 4 }));
         assert_eq!(locate("a: [", "b"), None);
+    }
+
+    /// Found by `fuzz/fuzz_targets/manifest_parse.rs`: a `]` right after an index (`a[0]]`), or
+    /// one without its `[`, panicked slicing the path.
+    #[test]
+    fn stray_brackets_in_a_path_do_not_panic() {
+        assert_eq!(locate(TEXT, "hostnames[1]]"), Some(Position { line: 3, column: 16 }));
+        assert_eq!(locate(TEXT, "]"), None);
+        assert_eq!(locate(TEXT, "hostnames]"), None);
+        assert_eq!(locate(TEXT, "hostnames[é]"), Some(Position { line: 3, column: 12 }));
+        assert_eq!(locate("] !#]!#]] ", "] !#]!#]] "), None);
     }
 }

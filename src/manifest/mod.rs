@@ -747,6 +747,19 @@ impl Manifest {
                         ),
                     );
                 }
+                // The autoscaler may grow the cluster to autoscale.max: the ring must hold that too.
+                if let Some(a) = &self.autoscale {
+                    let needed = u64::from(a.max) * u64::from(hashing.virtual_nodes);
+                    if a.max > self.replicas && needed > u64::from(hashing.slots) {
+                        fail(
+                            "autoscale.max",
+                            format!(
+                                "{} replicas x {} virtual nodes need {needed} slots, more than the {} of hashing.slots",
+                                a.max, hashing.virtual_nodes, hashing.slots
+                            ),
+                        );
+                    }
+                }
             }
         }
         errors
@@ -924,6 +937,26 @@ mod tests {
         let text = "name: demo\nreplicas: 60\nhashing: {algorithm: ring, slots: 512, virtual_nodes: 9}\n";
         let ManifestError::Invalid(errors) = Manifest::parse(text).unwrap_err() else { panic!() };
         assert_eq!(errors[0].field, "hashing.slots");
+    }
+
+    /// Found by `fuzz/fuzz_targets/manifest_parse.rs`: the autoscaler could grow a cluster past what
+    /// the slot ring holds (the ring then failed to build and new replicas got no traffic).
+    #[test]
+    fn the_ring_must_have_room_for_autoscale_max() {
+        let text = "name: d\nreplicas: 1\nhashing: {algorithm: ring, slots: 9, virtual_nodes: 9}\nautoscale: {min: 1, max: 5}\n";
+        let ManifestError::Invalid(errors) = Manifest::parse(text).unwrap_err() else { panic!() };
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["autoscale.max"]);
+        assert_eq!(errors[0].position.map(|p| (p.line, p.column)), Some((4, 26)));
+        assert!(
+            errors[0].message.contains("5 replicas x 9 virtual nodes need 45 slots"),
+            "{}",
+            errors[0].message
+        );
+        let fits = "name: d\nreplicas: 1\nhashing: {algorithm: ring, slots: 45, virtual_nodes: 9}\nautoscale: {min: 1, max: 5}\n";
+        let manifest = Manifest::parse(fits).unwrap();
+        let members: Vec<_> = (1..=5).map(|id| crate::ring::Member { name: format!("d-{id}"), id }).collect();
+        assert!(crate::ring::Ring::build(&manifest.ring_config(), &members).is_ok());
     }
 
     #[test]
