@@ -13,7 +13,7 @@ COMPOSE := $(shell if docker compose version >/dev/null 2>&1; then echo "docker 
 # The cluster name, from the manifest: every container ringlb creates carries it as a label.
 CLUSTER = $(shell sed -n 's/^name:[[:space:]]*\([^[:space:]#]*\).*/\1/p' $(MANIFEST))
 
-.PHONY: run stop logs image static build test test-docker-image bench check fmt lint local analyze demo-autoscale bench-micro
+.PHONY: run stop logs image static build test test-docker-image bench check fmt lint local analyze demo-autoscale bench-micro soak fuzz
 
 ## Build the image and start the load balancer (in a container) and its replicas; wait until
 ## every replica is ready.
@@ -108,3 +108,23 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --locked --no-deps
+
+## Chaos soak (tests/soak.rs): 200 keep-alive clients through the load balancer while replicas
+## are killed and hung, the cluster is scaled (manifest edits, /add, /rm), an invalid manifest is
+## saved and fixed, and the load balancer restarts; prints a table and fails on any lost GET.
+## SOAK_SECONDS of faults; SOAK_RUNTIME process, docker or all (Docker: docker kill / docker pause;
+## skipped with a message when no engine answers). RINGLB_TEST_SEED=<seed> replays a schedule.
+SOAK_SECONDS ?= 60
+SOAK_RUNTIME ?= all
+soak:
+	@if [ "$(SOAK_RUNTIME)" != process ] && docker info >/dev/null 2>&1; then \
+		$(MAKE) --no-print-directory image; \
+	fi
+	RINGLB_SOAK_SECONDS=$(SOAK_SECONDS) RINGLB_SOAK_RUNTIME=$(SOAK_RUNTIME) RINGLB_TEST_LOG=$${RINGLB_TEST_LOG:-warn} \
+		$(CARGO) test --locked --release --test soak -- --nocapture --test-threads=1
+
+## Fuzz the manifest parser, validator and editor, the /add and /rm bodies, and the rings, for
+## FUZZ_SECONDS each (stable Rust; installs cargo-fuzz when missing); fails on the first crash.
+FUZZ_SECONDS ?= 60
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash fuzz/run.sh
