@@ -50,6 +50,9 @@ use tokio_util::sync::CancellationToken;
 const CLIENT_BUFFER: usize = 4 * 1024;
 /// The least room for the pieces of a body that spans several reads (either way).
 const BODY_CHUNK: usize = 32 * 1024;
+/// The most room for the pieces of a long answer: the buffer doubles up to this while reads fill
+/// it (fewer, larger reads and writes for big bodies).
+const MAX_BODY_CHUNK: usize = 256 * 1024;
 
 /// How a client connection served by the fast path ended.
 pub enum Ended {
@@ -579,10 +582,11 @@ impl Client {
     /// Reads the next piece of an answer's body into the start of the replica's buffer. `None`:
     /// the replica closed, failed or stalled for `timeout`.
     async fn read_upstream(&mut self, upstream: &mut Upstream, timeout: Duration) -> Option<usize> {
-        upstream.filled = 0;
-        if upstream.buf.len() < BODY_CHUNK {
-            upstream.buf.resize(BODY_CHUNK, 0);
+        let grow = if upstream.filled == upstream.buf.len() { upstream.buf.len() * 2 } else { BODY_CHUNK };
+        if upstream.buf.len() < grow.min(MAX_BODY_CHUNK) {
+            upstream.buf.resize(grow.min(MAX_BODY_CHUNK), 0);
         }
+        upstream.filled = 0;
         match before(
             &mut self.replica_deadline,
             Instant::now() + timeout,
@@ -591,7 +595,11 @@ impl Client {
         .await
         {
             Some(Ok(0)) | Some(Err(_)) | None => None,
-            Some(Ok(n)) => Some(n),
+            Some(Ok(n)) => {
+                // Remembered for the next read: a full buffer asks for a larger one.
+                upstream.filled = n;
+                Some(n)
+            }
         }
     }
 
