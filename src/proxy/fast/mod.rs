@@ -15,7 +15,7 @@
 //!
 //! Timeouts: a client has `proxy.client_timeout` to send each request head (a slow client cannot hold a
 //! connection) and to send each piece of a body; a replica has `proxy.timeout` to answer and then to
-//! send each piece of the answer. The timers are re-armed coarsely ([`Deadline`]), not per read.
+//! send each piece of the answer. The timers are re-armed coarsely (`Deadline`), not per read.
 
 pub mod chunked;
 pub mod handover;
