@@ -112,8 +112,27 @@ async fn a_hung_replica_leaves_the_ring_within_a_heartbeat_and_is_replaced() {
     // Heartbeats every 200 ms with a 150 ms timeout; replaced after 3 failures in a row.
     let lb = Lb::start(&manifest("hung", 2, "hostnames: [server1, server2]\n")).await;
     let (victim, _) = lb.replica_pids().into_iter().find(|(_, n)| n == "server1").expect("server1 runs");
+    // A request id the ring gives to server1.
+    let mut pinned = String::new();
+    for id in 100_000..100_100 {
+        let answer = lb.request("GET", "/home", "", &[("x-request-id", &id.to_string())]).await;
+        if answer.replica() == "server1" {
+            pinned = id.to_string();
+            break;
+        }
+    }
+    assert!(!pinned.is_empty(), "no request id among 100 went to server1");
+    let lb = std::sync::Arc::new(lb);
     let hung_at = Instant::now();
     common::signal(victim, Signal::SIGSTOP);
+    // Requests sent to server1 while it hangs: they wait, and when it is killed they must be
+    // answered elsewhere, not fail.
+    let stuck: Vec<_> = (0..3)
+        .map(|_| {
+            let (lb, pinned) = (std::sync::Arc::clone(&lb), pinned.clone());
+            tokio::spawn(async move { lb.request("GET", "/home", "", &[("x-request-id", &pinned)]).await })
+        })
+        .collect();
     let out = eventually(Duration::from_secs(5), || async { lb.ring().await == ["server2"] }).await;
     let out_after = hung_at.elapsed();
     assert!(out, "a hung server1 stayed in the ring: {}", lb.status().await);
@@ -130,4 +149,8 @@ async fn a_hung_replica_leaves_the_ring_within_a_heartbeat_and_is_replaced() {
     common::signal(victim, Signal::SIGCONT);
     assert!(gone, "the hung process was left behind");
     assert!(out_after < Duration::from_millis(200 + 150 + 300), "detection took {out_after:?}");
+    for request in stuck {
+        let answer = request.await.expect("the request task");
+        assert_eq!(answer.status, 200, "a request caught by the hung replica failed: {}", answer.body);
+    }
 }

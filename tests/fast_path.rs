@@ -371,3 +371,67 @@ async fn the_exercises_404_is_the_same_on_both_paths() {
         r#"{"message": "<Error> '/missing' endpoint does not exist in server replicas", "status": "failure"}"#
     );
 }
+
+/// A replica that takes requests and then resets the connection without answering (a crash with
+/// the request unread) but answers its heartbeats, so it stays in the ring; it counts what it got.
+async fn resetting_replica(listener: TcpListener, got: Arc<Mutex<usize>>) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else { return };
+        let got = Arc::clone(&got);
+        tokio::spawn(async move {
+            let mut buf = Vec::new();
+            loop {
+                let mut chunk = [0u8; 4096];
+                let Ok(n) = stream.read(&mut chunk).await else { return };
+                if n == 0 {
+                    return;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+                if buf.starts_with(b"GET /heartbeat ") {
+                    buf.drain(..end + 4);
+                    if stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                *got.lock().unwrap() += 1;
+                // Close with the request unread: the kernel answers with a reset.
+                let _ = stream.set_linger(Some(Duration::ZERO));
+                return;
+            }
+        });
+    }
+}
+
+/// A replica that fails every request twice in a row (on a pooled connection and on a new one)
+/// costs an idempotent request nothing: it goes on to the next candidate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_fails_twice_sends_the_request_to_the_next() {
+    let bad = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let bad_addr = bad.local_addr().unwrap();
+    let got = Arc::new(Mutex::new(0));
+    tokio::spawn(resetting_replica(bad, Arc::clone(&got)));
+    let good = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let good_addr = good.local_addr().unwrap();
+    tokio::spawn(replica(good, Arc::new(Mutex::new(Vec::new()))));
+    for engine in ["fast", "hyper"] {
+        let lb = Lb::start(&format!(
+            "name: twice-{engine}\nreplicas: 2\nhostnames: [bad, good]\nlisten: 127.0.0.1:0\nreplica:\n  \
+             runtime: static\n  endpoints: [\"{bad_addr}\", \"{good_addr}\"]\nhealth:\n  interval: 200ms\n  \
+             timeout: 150ms\nproxy:\n  engine: {engine}\n"
+        ))
+        .await;
+        let before = *got.lock().unwrap();
+        for id in 100_000..100_020 {
+            let answer = lb.request("GET", "/plain", "", &[("x-request-id", &id.to_string())]).await;
+            assert_eq!(
+                (answer.status, answer.replica().as_str()),
+                (200, "good"),
+                "{engine}, id {id}: {}",
+                answer.body
+            );
+        }
+        assert!(*got.lock().unwrap() > before, "{engine}: no request went to the failing replica first");
+    }
+}

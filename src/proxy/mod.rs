@@ -7,11 +7,11 @@
 //! - a refused or timed-out connection ejects that replica at once (passive health, lifted by its
 //!   next good heartbeat), wakes the controller, and moves on to the next candidate; the request
 //!   body was not read, so any method is safe to send again;
-//! - any other failure before the response head (a reset, a close) is retried once, on the same
-//!   replica over a new connection, for idempotent methods (GET, HEAD, OPTIONS, TRACE, PUT,
-//!   DELETE) whose body was not read: most such failures are a pooled connection the replica
-//!   closed while idle, and a replica that is really gone refuses the new connection, which moves
-//!   the request on to the next candidate;
+//! - any other failure before the response head (a reset, a close) is retried, for idempotent
+//!   methods (GET, HEAD, OPTIONS, TRACE, PUT, DELETE) whose body was not read: first on the same
+//!   replica over a new connection (most such failures are a pooled connection the replica closed
+//!   while idle, and a replica that is really gone refuses the new connection, which moves the
+//!   request on to the next candidate), then, if that fails too, once on the next candidate;
 //! - no candidate at all: 503; no answer within `proxy.timeout`: 504; all attempts failed: 502;
 //! - with `hashing.balance_factor`, candidates over the bounded-load capacity (`balance.rs`) are
 //!   passed over for the next one, unless all are over it;
@@ -150,7 +150,7 @@ impl Proxy {
         let http = self.client(snapshot.routing.connect_timeout);
         let deadline = tokio::time::Instant::now() + snapshot.routing.timeout;
         let idempotent = is_idempotent(&parts.method);
-        let mut retried = false;
+        let (mut retried_here, mut moved_on) = (false, false);
         let mut last_failure: Option<String> = None;
         let mut candidates = choices(&snapshot, key.key);
         let mut next = candidates.next();
@@ -187,14 +187,21 @@ impl Proxy {
                 continue;
             }
             backend.record_error();
-            if !(idempotent && !retried && body.is_untouched()) {
+            if !(idempotent && body.is_untouched()) || moved_on {
                 break;
             }
-            // The same replica again: most such failures are a pooled connection that the
-            // replica closed while it was idle. A replica that is gone now refuses the connection,
-            // and the next candidate is tried.
             self.retrying(backend, &why);
-            retried = true;
+            if retried_here {
+                // It failed twice here (a hung replica that was then killed, say): once more, on
+                // the next candidate.
+                moved_on = true;
+                next = candidates.next();
+            } else {
+                // The same replica again: most such failures are a pooled connection that the
+                // replica closed while it was idle. A replica that is gone now refuses the
+                // connection, and the next candidate is tried.
+                retried_here = true;
+            }
         }
         match last_failure {
             None => {

@@ -309,6 +309,7 @@ impl Client {
         let deadline = Instant::now() + routing.timeout;
         let idempotent = is_idempotent(&head.method);
         let mut last_failure: Option<String> = None;
+        let mut moved_on = false;
         let mut body_sent = replayable;
         for backend in choices(snapshot, head.key) {
             // A failure before any answer is tried once more on a new connection to the same
@@ -366,7 +367,12 @@ impl Client {
             };
             backend.record_error();
             last_failure = Some(format!("replica {}: {why}", backend.name));
-            break;
+            // Failed here twice (or could not be retried here): once more, on the next candidate.
+            if !(idempotent && replayable) || moved_on {
+                break;
+            }
+            proxy.retrying(backend, &why);
+            moved_on = true;
         }
         let (status, message) = match last_failure {
             None => {
