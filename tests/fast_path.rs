@@ -397,7 +397,7 @@ async fn resetting_replica(listener: TcpListener, got: Arc<Mutex<usize>>) {
                 }
                 *got.lock().unwrap() += 1;
                 // Close with the request unread: the kernel answers with a reset.
-                let _ = stream.set_linger(Some(Duration::ZERO));
+                let _ = stream.set_zero_linger();
                 return;
             }
         });
