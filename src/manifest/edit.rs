@@ -90,6 +90,15 @@ pub enum EditError {
         /// What was found, e.g. `"an anchor"`.
         what: &'static str,
     },
+    /// The top-level mapping merges another one in (`<<: ...`): where `replicas` and `hostnames`
+    /// come from is then not the file's own top level.
+    #[error(
+        "the manifest merges a mapping into its top level with `<<` (line {line}); refusing to rewrite it"
+    )]
+    MergeKey {
+        /// Line of the `<<` key, counted from 1.
+        line: usize,
+    },
     /// The value is laid out in a way this module does not know how to edit safely.
     #[error("cannot rewrite `{key}` (line {line}): {reason}")]
     UnsupportedLayout {
@@ -383,7 +392,17 @@ fn describe(node: &Node) -> &'static str {
 
 fn top_level_entries(root: &Node) -> Result<&[(Node, Node)], EditError> {
     match &root.kind {
-        Kind::Mapping { style: StructureStyle::Block, entries } => Ok(entries),
+        Kind::Mapping { style: StructureStyle::Block, entries } => {
+            // Found by fuzz/fuzz_targets/manifest_edit.rs: a merged mapping could bring its own
+            // `hostnames` that the rewritten top-level value does not override.
+            if let Some((key, _)) = entries
+                .iter()
+                .find(|(key, _)| matches!(&key.kind, Kind::Scalar { value, .. } if value == "<<"))
+            {
+                return Err(EditError::MergeKey { line: key.line });
+            }
+            Ok(entries)
+        }
         Kind::Mapping { .. } => Err(EditError::FlowMapping),
         _ => Err(EditError::NotAMapping { found: describe(root) }),
     }
@@ -897,6 +916,17 @@ hashing:
     /// Found by `fuzz/fuzz_targets/manifest_edit.rs`: YAML also breaks lines at a lone CR, but the
     /// edit only knew LF and CRLF, so it inserted `hostnames:` a line too late, inside the next
     /// entry (and then refused its own result as an internal error).
+    /// Found by `fuzz/fuzz_targets/manifest_edit.rs`: a top-level merge key (`<<`) can bring a
+    /// `hostnames` of its own that the rewrite would not override; such a file is refused.
+    #[test]
+    fn a_top_level_merge_key_is_refused() {
+        let merged = "<<:  \n- hostnames: scal\n";
+        let error = rewrite_scale(merged, 0, &[]).unwrap_err();
+        assert!(matches!(error, EditError::MergeKey { line: 1 }), "{error}");
+        let text = "base: &b {port: 5000}\nname: demo\n<<: *b\nreplicas: 2\n";
+        assert!(matches!(rewrite_scale(text, 3, &[]).unwrap_err(), EditError::MergeKey { line: 3 }));
+    }
+
     #[test]
     fn a_lone_cr_is_a_line_break_too() {
         let mixed = "name: demo\r\nreplicas: 2\rother:\r\n  - a\r\n";
