@@ -252,6 +252,7 @@ async fn both_paths_forward_the_same_requests_and_answers() {
     let cases: Vec<(String, bool)> = vec![
         ("GET /plain?q=1 HTTP/1.1\r\nHost: lb\r\nAccept: */*\r\nX-Request-Id: 123456\r\nConnection: close\r\n\r\n".into(), false),
         ("GET /plain HTTP/1.1\r\nHost: lb\r\nX-Request-Id: 7\r\nConnection: close, X-Drop\r\nX-Drop: 1\r\nKeep-Alive: 9\r\nTE: trailers\r\nX-Keep: a\r\n\r\n".into(), false),
+        ("POST /echo HTTP/1.1\r\nHost: lb\r\nX-Request-Id: 70\r\nConnection: close, Host, Content-Length\r\nContent-Length: 3\r\n\r\nabc".into(), false),
         ("GET /plain HTTP/1.1\r\nHost: lb\r\nX-Request-Id: 7\r\nX-Forwarded-For: 1.2.3.4\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: front\r\nConnection: close\r\n\r\n".into(), false),
         ("POST /echo HTTP/1.1\r\nHost: lb\r\nX-Request-Id: 8\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello".into(), false),
         (format!("PUT /echo HTTP/1.1\r\nHost: lb\r\nX-Request-Id: 9\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{big_body}", big_body.len()), false),

@@ -11,7 +11,8 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-/// Removes the hop-by-hop headers: the fixed list and every header the `Connection` header names.
+/// Removes the hop-by-hop headers: the fixed list and every header the `Connection` header names
+/// (but `Host` and `Content-Length`).
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
@@ -19,6 +20,9 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        // The target host and the body's framing are not the client's to drop (the fast path
+        // keeps them too).
+        .filter(|name| !crate::proxy::fast::request::is_essential(name.as_str().as_bytes()))
         .collect();
     for name in named {
         headers.remove(name);

@@ -212,7 +212,7 @@ pub fn parse(buf: &[u8], context: &Context<'_>, out: &mut Vec<u8>) -> Parsed {
         let name = field.name.as_bytes();
         if is_hop_by_hop(name)
             || name.eq_ignore_ascii_case(b"x-forwarded-for")
-            || named.iter().any(|n| n.eq_ignore_ascii_case(name))
+            || (named.iter().any(|n| n.eq_ignore_ascii_case(name)) && !is_essential(name))
         {
             continue;
         }
@@ -269,6 +269,13 @@ pub fn is_hop_by_hop(name: &[u8]) -> bool {
         b"upgrade",
     ];
     HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
+}
+
+/// Headers a `Connection` option may not remove: the request's target host and the body's
+/// framing. (Found by the `http_heads` fuzzer: `Connection: Host` dropped the Host header, and
+/// `Connection: Content-Length` would have sent a body the next hop reads as a new request.)
+pub fn is_essential(name: &[u8]) -> bool {
+    [&b"host"[..], b"content-length", b"transfer-encoding"].iter().any(|e| e.eq_ignore_ascii_case(name))
 }
 
 /// Appends `name: value\r\n`.
@@ -364,6 +371,15 @@ mod tests {
             head.key
         );
         assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn connection_options_cannot_remove_the_host_or_the_framing() {
+        let raw = "POST / HTTP/1.1\r\nHost: a\r\nConnection: l,,,Host, content-length, X-A\r\nX-A: 1\r\n\
+                   Content-Length: 2\r\n\r\nhi";
+        let (_, out) = forward(raw);
+        assert!(out.contains("Host: a\r\n") && out.contains("Content-Length: 2\r\n"), "{out}");
+        assert!(!out.contains("X-A"), "{out}");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! rules (hop-by-hop headers out, `X-Ringlb-Replica` in). Also the JSON errors the fast path
 //! answers itself, byte for byte what the hyper path sends.
 
-use super::request::{is_hop_by_hop, parse_length, push_field, trim};
+use super::request::{is_essential, is_hop_by_hop, parse_length, push_field, trim};
 use http::StatusCode;
 use std::io::Write;
 
@@ -138,7 +138,9 @@ pub fn parse(
         let name = field.name.as_bytes();
         // Chunked bodies pass through as they are, so their Transfer-Encoding stays.
         let keep_framing = name.eq_ignore_ascii_case(b"transfer-encoding");
-        if (is_hop_by_hop(name) && !keep_framing) || named_in(&connection_values, name) {
+        if (is_hop_by_hop(name) && !keep_framing)
+            || (named_in(&connection_values, name) && !is_essential(name))
+        {
             continue;
         }
         push_field(out, name, trim(field.value));
@@ -243,6 +245,16 @@ mod tests {
         assert!(head_.reusable);
         let (_, out) = head("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", false, true);
         assert!(out.ends_with("connection: close\r\n\r\n"));
+    }
+
+    #[test]
+    fn connection_options_cannot_remove_the_framing() {
+        let (_, out) = head(
+            "HTTP/1.1 200 OK\r\nConnection: Content-Length, X-B\r\nX-B: 1\r\nContent-Length: 2\r\n\r\nok",
+            false,
+            false,
+        );
+        assert!(out.contains("Content-Length: 2\r\n") && !out.contains("X-B"), "{out}");
     }
 
     #[test]
