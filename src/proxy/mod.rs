@@ -82,16 +82,17 @@ impl Proxy {
         client
     }
 
-    /// Holds a request while a cluster scaled to zero starts a replica: asks the controller for one
-    /// and waits (bounded) for it to join the ring. Over the queue or the wait: a 503.
-    async fn hold(&self, hold: Hold) -> Result<Arc<Snapshot>, Response> {
+    /// Holds a request while a cluster scaled to zero (or a load balancer just started) waits for a
+    /// first replica: asks the controller for one and waits (bounded) for it to join the ring. Over
+    /// the queue or the wait: the message of a 503 with `Retry-After`, for the caller to send.
+    pub async fn hold(&self, hold: Hold) -> Result<Arc<Snapshot>, String> {
         if self.held.fetch_add(1, Ordering::Relaxed) >= hold.queue {
             self.held.fetch_sub(1, Ordering::Relaxed);
             metrics::counter!(telemetry::UNROUTED, "reason" => "hold_queue_full").increment(1);
-            return Err(unavailable(format!(
+            return Err(format!(
                 "{} requests are already waiting for a replica to start; try again shortly",
                 hold.queue
-            )));
+            ));
         }
         let _held = HeldGuard(&self.held);
         self.snapshots.signal_demand();
@@ -102,9 +103,7 @@ impl Proxy {
                 tracing::debug!(waited_ms = started.elapsed().as_millis() as u64, "held request released");
                 Ok(ready)
             }
-            None => {
-                Err(unavailable(format!("no replica started within {:?}; try again shortly", hold.timeout)))
-            }
+            None => Err(format!("no replica started within {:?}; try again shortly", hold.timeout)),
         }
     }
 
@@ -136,7 +135,7 @@ impl Proxy {
         {
             match self.hold(hold).await {
                 Ok(ready) => snapshot = ready,
-                Err(refused) => return refused,
+                Err(why) => return unavailable(why),
             }
         }
         let (mut parts, body) = request.into_parts();
@@ -362,12 +361,12 @@ mod tests {
         let hold = Hold { queue: 1, timeout: Duration::from_millis(300) };
         let waiting = {
             let proxy = Arc::clone(&proxy);
-            tokio::spawn(async move { proxy.hold(hold).await.map(|_| ()) })
+            tokio::spawn(async move { proxy.hold(hold).await.map(|_| ()).map_err(unavailable) })
         };
         while proxy.held.load(Ordering::Relaxed) == 0 {
             tokio::task::yield_now().await;
         }
-        let refused = proxy.hold(hold).await.map(|_| ()).unwrap_err();
+        let refused = unavailable(proxy.hold(hold).await.map(|_| ()).unwrap_err());
         assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(refused.headers()["retry-after"], "1");
         let timed_out = waiting.await.unwrap().unwrap_err();

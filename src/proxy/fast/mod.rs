@@ -169,11 +169,29 @@ impl Client {
                 }
                 Err(next) => return Ok(next),
             };
-            if snapshot.routing.access_log || (snapshot.members.is_empty() && snapshot.routing.hold.is_some())
-            {
-                // The access log and waiting for a first replica are the hyper path's.
+            if snapshot.routing.access_log {
+                // The access log is the hyper path's.
+                metrics::counter!(telemetry::HANDOVERS, "reason" => "access log").increment(1);
                 return Ok(Next::Handover);
             }
+            let snapshot = match snapshot.routing.hold.filter(|_| snapshot.members.is_empty()) {
+                None => snapshot,
+                Some(hold) => match proxy.hold(hold).await {
+                    Ok(ready) => ready,
+                    Err(why) => {
+                        let next = self.answer_error(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            &why,
+                            &head,
+                            head.body_len == 0,
+                        );
+                        if next.await? != Next::Continue {
+                            return Ok(Next::Close);
+                        }
+                        continue;
+                    }
+                },
+            };
             let next = self.forward(proxy, &snapshot, &head).await?;
             if next != Next::Continue {
                 return Ok(next);
