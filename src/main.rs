@@ -14,6 +14,7 @@ use ringlb::ring::{HashFunction, Probing};
 use ringlb::runtime::Runtime;
 use ringlb::runtime::docker::DockerRuntime;
 use ringlb::runtime::process::ProcessRuntime;
+use ringlb::runtime::swarm::SwarmRuntime;
 use ringlb::trigger::Trigger;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -388,6 +389,10 @@ async fn run(manifest_path: &Path, ready_file: Option<&Path>, child_args: Vec<St
         }
         RuntimeKind::Docker => {
             let runtime = DockerRuntime::connect(&manifest.name, trigger.clone()).await?;
+            serve(Arc::new(runtime), source, trigger, ready_file, termination).await
+        }
+        RuntimeKind::Swarm => {
+            let runtime = SwarmRuntime::connect(&manifest.name, trigger.clone()).await?;
             serve(Arc::new(runtime), source, trigger, ready_file, termination).await
         }
     }

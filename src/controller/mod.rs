@@ -252,7 +252,7 @@ impl<R: Runtime> Controller<R> {
         };
         let actions = plan::plan(&plan_input, &observed, now);
         let again = actions.iter().any(|a| matches!(a, Action::Retire { .. }));
-        let starts = self.begin_removals(actions, &manifest);
+        let starts = self.begin_removals(actions, &manifest, &names);
         // The ring changes now (a replica gone, one draining); starting replacements can take a
         // while and must not hold that back.
         self.publish(&desired, Some(names.clone()));
@@ -365,7 +365,12 @@ impl<R: Runtime> Controller<R> {
 
     /// Carries out the stops, drains and retirements at once (each stop finishes in the
     /// background) and returns the starts, as (name, exercise id).
-    fn begin_removals(&mut self, actions: Vec<Action>, manifest: &Manifest) -> Vec<(String, u32)> {
+    fn begin_removals(
+        &mut self,
+        actions: Vec<Action>,
+        manifest: &Manifest,
+        names: &[String],
+    ) -> Vec<(String, u32)> {
         let mut starts = Vec::new();
         if !actions.is_empty() {
             let at_ms =
@@ -379,13 +384,15 @@ impl<R: Runtime> Controller<R> {
                     metrics::counter!(telemetry::RECONCILE_ACTIONS, "kind" => "stop").increment(1);
                     tracing::warn!(event = "replica_replaced", replica = %name, instance = %id, reason = ?reason,
                         "stopping replica {name} ({}); a replacement follows", describe(reason));
-                    self.begin_stop(&id, Duration::ZERO, manifest);
+                    let leaves = !names.contains(&name);
+                    self.begin_stop(&id, Duration::ZERO, manifest, leaves);
                 }
                 Action::Drain { id, name, reason } => {
                     metrics::counter!(telemetry::RECONCILE_ACTIONS, "kind" => "drain").increment(1);
                     tracing::info!(event = "replica_draining", replica = %name, instance = %id, reason = ?reason,
                         "replica {name} leaves the ring ({}); draining it", describe(reason));
-                    self.begin_stop(&id, manifest.replica.drain_timeout.get(), manifest);
+                    let leaves = !names.contains(&name);
+                    self.begin_stop(&id, manifest.replica.drain_timeout.get(), manifest, leaves);
                 }
                 Action::Retire { name } => {
                     metrics::counter!(telemetry::RECONCILE_ACTIONS, "kind" => "retire").increment(1);
@@ -414,7 +421,11 @@ impl<R: Runtime> Controller<R> {
         while let Some(joined) = running.join_next().await {
             let Ok((name, result)) = joined else { continue };
             match result {
-                Ok(instance) => {
+                Ok(None) => {
+                    tracing::debug!(replica = %name, "the runtime's scheduler places replica {name}");
+                    self.backoff.remove(&name);
+                }
+                Ok(Some(instance)) => {
                     tracing::info!(event = "replica_started", replica = %name, instance = %instance.id,
                         address = %instance.addr.map(|a| a.to_string()).unwrap_or_default(),
                         id = instance.replica_id, "started replica {name}");
@@ -438,8 +449,9 @@ impl<R: Runtime> Controller<R> {
     }
 
     /// Takes an instance out of the ring and stops it in the background after its in-flight
-    /// requests finished or `drain` passed.
-    fn begin_stop(&mut self, id: &InstanceId, drain: Duration, manifest: &Manifest) {
+    /// requests finished or `drain` passed. `leaves`: its replica leaves the cluster
+    /// ([`Runtime::stop`]); otherwise its name stays wanted ([`Runtime::replace`]).
+    fn begin_stop(&mut self, id: &InstanceId, drain: Duration, manifest: &Manifest, leaves: bool) {
         let Some(t) = self.tracked.get_mut(id) else {
             return;
         };
@@ -456,7 +468,8 @@ impl<R: Runtime> Controller<R> {
                     tokio::time::sleep(DRAIN_POLL).await;
                 }
             }
-            let result = runtime.stop(&id, grace).await;
+            let result =
+                if leaves { runtime.stop(&id, grace).await } else { runtime.replace(&id, grace).await };
             (id, result)
         });
     }

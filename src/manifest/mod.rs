@@ -121,6 +121,9 @@ pub enum RuntimeKind {
     Process,
     /// Fixed `host:port` endpoints (`replica.endpoints`) that ringlb balances but does not run.
     Static,
+    /// Docker Swarm services of `replica.image` on the overlay network `replica.network`, one per
+    /// replica; Swarm restarts their tasks, ringlb routes.
+    Swarm,
 }
 
 impl fmt::Display for RuntimeKind {
@@ -129,6 +132,7 @@ impl fmt::Display for RuntimeKind {
             RuntimeKind::Docker => "docker",
             RuntimeKind::Process => "process",
             RuntimeKind::Static => "static",
+            RuntimeKind::Swarm => "swarm",
         })
     }
 }

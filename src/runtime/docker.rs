@@ -76,8 +76,27 @@ impl Drop for DockerRuntime {
     }
 }
 
+/// Connects to the engine `DOCKER_HOST` names (`/var/run/docker.sock` without it), agrees on an
+/// API version it speaks, and checks that it answers.
+///
+/// # Errors
+/// [`RuntimeError::Unavailable`] saying what to check.
+pub(crate) async fn connect_engine() -> Result<Docker, RuntimeError> {
+    let hint = "is the Docker engine running, and may this user use its socket (DOCKER_HOST, or /var/run/docker.sock)?";
+    let docker = Docker::connect_with_defaults().map_err(|e| {
+        RuntimeError::Unavailable(format!("cannot connect to Docker: {}; {hint}", describe(&e)))
+    })?;
+    let docker = docker.negotiate_version().await.map_err(|e| {
+        RuntimeError::Unavailable(format!("Docker does not answer: {}; {hint}", describe(&e)))
+    })?;
+    docker.ping().await.map_err(|e| {
+        RuntimeError::Unavailable(format!("Docker does not answer: {}; {hint}", describe(&e)))
+    })?;
+    Ok(docker)
+}
+
 /// Turns a bollard error into a sentence, with the status code when the engine answered.
-fn describe(error: &DockerError) -> String {
+pub(crate) fn describe(error: &DockerError) -> String {
     match error {
         DockerError::DockerResponseServerError { status_code, message } => {
             format!("{message} ({status_code})")
@@ -86,7 +105,8 @@ fn describe(error: &DockerError) -> String {
     }
 }
 
-fn status_of(error: &DockerError) -> Option<u16> {
+/// The HTTP status the engine answered with, if it answered.
+pub(crate) fn status_of(error: &DockerError) -> Option<u16> {
     match error {
         DockerError::DockerResponseServerError { status_code, .. } => Some(*status_code),
         _ => None,
@@ -102,17 +122,8 @@ impl DockerRuntime {
     /// # Errors
     /// [`RuntimeError::Unavailable`] saying what to check.
     pub async fn connect(cluster: &str, trigger: Trigger) -> Result<DockerRuntime, RuntimeError> {
-        let hint = "is the Docker engine running, and may this user use its socket (DOCKER_HOST, or /var/run/docker.sock)?";
-        let docker = Docker::connect_with_defaults().map_err(|e| {
-            RuntimeError::Unavailable(format!("cannot connect to Docker: {}; {hint}", describe(&e)))
-        })?;
-        let docker = docker.negotiate_version().await.map_err(|e| {
-            RuntimeError::Unavailable(format!("Docker does not answer: {}; {hint}", describe(&e)))
-        })?;
-        docker.ping().await.map_err(|e| {
-            RuntimeError::Unavailable(format!("Docker does not answer: {}; {hint}", describe(&e)))
-        })?;
-        let events = tokio::spawn(follow_events(docker.clone(), cluster.to_owned(), trigger));
+        let docker = connect_engine().await?;
+        let events = tokio::spawn(follow_events(docker.clone(), container_events(cluster), trigger));
         Ok(DockerRuntime {
             docker,
             cluster: cluster.to_owned(),
@@ -298,7 +309,7 @@ impl Runtime for DockerRuntime {
         Ok(instances)
     }
 
-    async fn start(&self, request: StartRequest) -> Result<Instance, RuntimeError> {
+    async fn start(&self, request: StartRequest) -> Result<Option<Instance>, RuntimeError> {
         let name = request.name.clone();
         let fail = |reason: String| RuntimeError::Start { name: name.clone(), reason };
         let spec = &request.spec;
@@ -371,14 +382,14 @@ impl Runtime for DockerRuntime {
         };
         let running = details.state.and_then(|s| s.running).unwrap_or(false);
         let created_at = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        Ok(self.instance(
+        Ok(Some(self.instance(
             created.id,
             &labels,
             running,
             Some(ip),
             spec.port,
             i64::try_from(created_at).unwrap_or(0),
-        ))
+        )))
     }
 
     async fn stop(&self, id: &InstanceId, grace: Duration) -> Result<(), RuntimeError> {
@@ -448,13 +459,18 @@ impl Runtime for DockerRuntime {
     }
 }
 
-/// Follows the engine's container events for the cluster and fires `trigger` on each; reopens
-/// the stream with backoff when it breaks.
-async fn follow_events(docker: Docker, cluster: String, trigger: Trigger) {
-    let filters = HashMap::from([
+/// The event filter for the cluster's containers (Swarm tasks' containers carry the label too).
+pub(crate) fn container_events(cluster: &str) -> HashMap<String, Vec<String>> {
+    HashMap::from([
         ("type".to_string(), vec!["container".to_string()]),
         ("label".to_string(), vec![format!("{LABEL_CLUSTER}={cluster}")]),
-    ]);
+    ])
+}
+
+/// Follows the engine's events that `filters` select and fires `trigger` on those that change
+/// what runs (container deaths, starts, pauses; any service event); reopens the stream with
+/// backoff when it breaks.
+pub(crate) async fn follow_events(docker: Docker, filters: HashMap<String, Vec<String>>, trigger: Trigger) {
     let mut backoff = Duration::from_millis(500);
     loop {
         let options = EventsOptionsBuilder::new().filters(&filters).build();
@@ -464,10 +480,13 @@ async fn follow_events(docker: Docker, cluster: String, trigger: Trigger) {
                 Ok(message) => {
                     backoff = Duration::from_millis(500);
                     let action = message.action.unwrap_or_default();
-                    if matches!(
-                        action.as_str(),
-                        "die" | "stop" | "kill" | "oom" | "destroy" | "pause" | "unpause" | "start"
-                    ) {
+                    let service = matches!(message.typ, Some(bollard::models::EventMessageTypeEnum::SERVICE));
+                    if service
+                        || matches!(
+                            action.as_str(),
+                            "die" | "stop" | "kill" | "oom" | "destroy" | "pause" | "unpause" | "start"
+                        )
+                    {
                         tracing::debug!(action, "container event");
                         trigger.fire();
                     }

@@ -120,7 +120,7 @@ impl Runtime for FakeRuntime {
         Ok(replicas.values().map(|r| r.instance.clone()).collect())
     }
 
-    async fn start(&self, request: StartRequest) -> Result<Instance, RuntimeError> {
+    async fn start(&self, request: StartRequest) -> Result<Option<Instance>, RuntimeError> {
         self.record(Call::Start(request.name.clone(), request.replica_id));
         {
             let mut failing = self.failing_starts.lock().unwrap_or_else(PoisonError::into_inner);
@@ -160,7 +160,7 @@ impl Runtime for FakeRuntime {
         };
         let replica = Replica { instance: instance.clone(), server: Some(server) };
         self.replicas.lock().unwrap_or_else(PoisonError::into_inner).insert(id, replica);
-        Ok(instance)
+        Ok(Some(instance))
     }
 
     async fn stop(&self, id: &InstanceId, _grace: Duration) -> Result<(), RuntimeError> {

@@ -10,6 +10,7 @@ pub mod docker;
 pub mod fake;
 pub mod process;
 pub mod static_endpoints;
+pub mod swarm;
 
 use crate::manifest::{Manifest, ReplicaSpec};
 use std::fmt;
@@ -101,13 +102,31 @@ pub trait Runtime: Send + Sync + 'static {
     /// Every instance this runtime runs for the cluster, including exited ones not yet stopped.
     fn list(&self) -> impl Future<Output = Result<Vec<Instance>, RuntimeError>> + Send;
 
-    /// Starts an instance and returns it once its address is known (not necessarily ready).
-    fn start(&self, request: StartRequest) -> impl Future<Output = Result<Instance, RuntimeError>> + Send;
+    /// Starts an instance and returns it once its address is known (not necessarily ready), or
+    /// `None` when the runtime's own scheduler places it (Swarm): it then appears in [`list`] when
+    /// it runs. Asking again for a name the scheduler already has in hand must do nothing more.
+    ///
+    /// [`list`]: Runtime::list
+    fn start(
+        &self,
+        request: StartRequest,
+    ) -> impl Future<Output = Result<Option<Instance>, RuntimeError>> + Send;
 
-    /// Stops an instance: SIGTERM, SIGKILL after `grace`, then forgets it. Stopping an exited or
-    /// unknown instance succeeds.
+    /// Stops an instance whose replica leaves the cluster: SIGTERM, SIGKILL after `grace`, then
+    /// forgets it. Stopping an exited or unknown instance succeeds.
     fn stop(&self, id: &InstanceId, grace: Duration)
     -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// Stops an instance whose replica stays wanted (it died, hung, is outdated or a duplicate); a
+    /// successor takes its name. Runtimes that run their instances themselves just stop it; one
+    /// whose scheduler restarts instances (Swarm) asks the scheduler for a fresh one instead.
+    fn replace(
+        &self,
+        id: &InstanceId,
+        grace: Duration,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send {
+        self.stop(id, grace)
+    }
 
     /// Kills an instance abruptly (SIGKILL), the way a crash would: for failure experiments
     /// (`ringlb analyze`, soak tests). The controller never calls it.

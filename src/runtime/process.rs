@@ -77,7 +77,7 @@ impl Runtime for ProcessRuntime {
         Ok(self.children().values().map(|c| c.instance.clone()).collect())
     }
 
-    async fn start(&self, request: StartRequest) -> Result<Instance, RuntimeError> {
+    async fn start(&self, request: StartRequest) -> Result<Option<Instance>, RuntimeError> {
         let fail = |reason: String| RuntimeError::Start { name: request.name.clone(), reason };
         let mut child = tokio::process::Command::new(&self.exe)
             .args(&self.global_args)
@@ -151,7 +151,7 @@ impl Runtime for ProcessRuntime {
             }
             trigger.fire();
         });
-        Ok(instance)
+        Ok(Some(instance))
     }
 
     async fn stop(&self, id: &InstanceId, grace: Duration) -> Result<(), RuntimeError> {

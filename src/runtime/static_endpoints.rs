@@ -68,7 +68,7 @@ impl Runtime for StaticRuntime {
         Ok(self.instances.clone())
     }
 
-    async fn start(&self, request: StartRequest) -> Result<Instance, RuntimeError> {
+    async fn start(&self, request: StartRequest) -> Result<Option<Instance>, RuntimeError> {
         Err(RuntimeError::Start {
             name: request.name,
             reason: "the static runtime does not start replicas; list them in replica.endpoints".into(),

@@ -1,0 +1,695 @@
+//! Replicas as Docker Swarm services (`replica.runtime: swarm`), through the same Docker API
+//! client and labels as the Docker runtime.
+//!
+//! Each replica is one service named after the replica (its hostname), with one task: replicated
+//! mode with `replicas: 1`, endpoint mode `dnsrr` (no virtual IP: ringlb balances, not IPVS),
+//! restart policy `any`, updates `start-first`, on the overlay network `replica.network`. The
+//! service and its containers carry the labels `ringlb.cluster`, `ringlb.hostname`, `ringlb.id`,
+//! `ringlb.network`, `ringlb.port` and `ringlb.spec`.
+//!
+//! Who does what:
+//! - **Swarm runs the tasks.** A dead task is restarted by Swarm, never by ringlb, so the two never
+//!   fight over a replica. `start` creates the service, or updates it when its spec is outdated
+//!   (Swarm then rolls it, the new task beside the old one), and returns at once: the task shows
+//!   up in [`list`](Runtime::list) when it runs.
+//! - **ringlb routes.** An instance is one task whose desired and actual states are both
+//!   `running` and whose address on the overlay network is known; heartbeats take it in and out
+//!   of the ring. A task that keeps running but fails `health.replace_after` heartbeats in a row
+//!   is force-updated ([`replace`](Runtime::replace)): Swarm starts a fresh one.
+//! - **Addresses.** bollard's task type lacks `NetworksAttachments` (the API schema it is made
+//!   from leaves it out), so a task's overlay address comes from the network's verbose
+//!   inspection, which lists every task endpoint on the network by task name. That view is the
+//!   local node's: ringlb must be attached to the overlay network (it runs as a container or
+//!   service on it).
+//! - **Watching.** Container events with the cluster label (local tasks dying), service events,
+//!   and a poll of the task list every [`POLL_EVERY`] (Swarm has no task events) fire the
+//!   controller's trigger.
+//! - **Only ours**, as with containers: a service without the cluster label is never updated or
+//!   removed; a foreign service holding a replica's name is reported and left alone.
+//! - **No pulls.** The service names the image by its local ID, so a task never tries a
+//!   registry; other nodes need the image loaded (`docker save | docker load`) or a registry.
+//! - **Managers only.** Services can only be managed through a Swarm manager; connecting to an
+//!   engine that is not one is an error saying so.
+
+use super::docker::{
+    LABEL_CLUSTER, LABEL_HOSTNAME, LABEL_ID, LABEL_NETWORK, LABEL_PORT, LABEL_SPEC, connect_engine,
+    container_events, describe, follow_events, status_of,
+};
+use super::{Instance, InstanceId, Runtime, RuntimeError, StartRequest};
+use crate::manifest::{Manifest, ReplicaSpec};
+use crate::trigger::Trigger;
+use bollard::Docker;
+use bollard::models::{
+    EndpointSpec, EndpointSpecModeEnum, LocalNodeState, NetworkAttachmentConfig, NetworkCreateRequest,
+    Service, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, ServiceSpecUpdateConfig,
+    ServiceSpecUpdateConfigFailureActionEnum, ServiceSpecUpdateConfigOrderEnum, Task, TaskSpec,
+    TaskSpecContainerSpec, TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum, TaskState,
+};
+use bollard::query_parameters::{
+    InspectNetworkOptions, KillContainerOptionsBuilder, ListServicesOptionsBuilder, ListTasksOptionsBuilder,
+    UpdateServiceOptions,
+};
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::task::JoinHandle;
+
+/// How often the task list is polled for changes (Swarm has no task events).
+pub const POLL_EVERY: Duration = Duration::from_millis(500);
+/// How long Swarm waits before restarting a task that exited.
+const RESTART_DELAY: Duration = Duration::from_millis(200);
+/// The label on ringlb's own service or container (not a replica): the cluster it serves.
+pub const LABEL_LOAD_BALANCER: &str = "ringlb.load-balancer";
+
+/// Runs replicas as Swarm services of one cluster.
+pub struct SwarmRuntime {
+    docker: Docker,
+    cluster: String,
+    /// Event followers and the task poller; aborted when the runtime is dropped.
+    watchers: Vec<JoinHandle<()>>,
+    /// Serialises network creation (two replicas may start at once).
+    network_lock: tokio::sync::Mutex<()>,
+    /// The service of each task seen in the last listing, so that a replica can be removed by
+    /// its service even when the task itself is already gone.
+    service_of: Mutex<HashMap<String, String>>,
+    /// Tasks already reported as running without a known address (reported once each).
+    unaddressed: Mutex<HashSet<String>>,
+}
+
+impl Drop for SwarmRuntime {
+    fn drop(&mut self) {
+        for watcher in &self.watchers {
+            watcher.abort();
+        }
+    }
+}
+
+/// One task's endpoint in a network's verbose inspection (`Services.<name>.Tasks[]`).
+#[derive(Debug, Deserialize)]
+struct TaskEndpoint {
+    /// `<service>.<slot>.<task id>`.
+    #[serde(rename = "Name")]
+    name: String,
+    /// The task's address on the network.
+    #[serde(rename = "EndpointIP", default)]
+    ip: String,
+}
+
+/// A service's entry in a network's verbose inspection.
+#[derive(Debug, Deserialize)]
+struct ServiceEndpoints {
+    #[serde(rename = "Tasks", default)]
+    tasks: Vec<TaskEndpoint>,
+}
+
+/// What one look at the swarm found.
+#[derive(Debug, Default)]
+struct Observation {
+    /// Running tasks with an address, as instances.
+    instances: Vec<Instance>,
+    /// The service id of every running task (addressed or not).
+    service_of: HashMap<String, String>,
+    /// Running tasks whose address is not known yet: (task id, replica name, network).
+    unaddressed: Vec<(String, String, String)>,
+}
+
+impl Observation {
+    /// What the poller compares between two looks.
+    fn fingerprint(&self) -> BTreeSet<(String, Option<SocketAddr>)> {
+        let mut seen: BTreeSet<(String, Option<SocketAddr>)> =
+            self.instances.iter().map(|i| (i.id.0.clone(), i.addr)).collect();
+        seen.extend(self.unaddressed.iter().map(|(task, _, _)| (task.clone(), None)));
+        seen
+    }
+}
+
+/// Checks that `docker` is a Swarm manager.
+async fn require_manager(docker: &Docker) -> Result<(), RuntimeError> {
+    let info = docker.info().await.map_err(|e| {
+        RuntimeError::Unavailable(format!("cannot read the engine's information: {}", describe(&e)))
+    })?;
+    let swarm = info.swarm.unwrap_or_default();
+    let state = swarm.local_node_state.unwrap_or(LocalNodeState::EMPTY);
+    if state != LocalNodeState::ACTIVE {
+        let state = if state == LocalNodeState::EMPTY { "inactive".to_string() } else { state.to_string() };
+        return Err(RuntimeError::Unavailable(format!(
+            "replica.runtime is swarm, but this Docker engine is not part of an active swarm (state: {state}); \
+             run `docker swarm init` (or `make run-swarm`), or point DOCKER_HOST at a swarm manager"
+        )));
+    }
+    if swarm.control_available != Some(true) {
+        return Err(RuntimeError::Unavailable(
+            "replica.runtime is swarm, but this Docker engine is a swarm worker, not a manager: only a manager \
+             can create and remove services; run ringlb on a manager node (placement constraint \
+             node.role==manager) or point DOCKER_HOST at a manager"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+impl SwarmRuntime {
+    /// Connects to the engine (see [`connect_engine`]), checks that it is a Swarm manager, and
+    /// starts watching the cluster's services and tasks.
+    ///
+    /// # Errors
+    /// [`RuntimeError::Unavailable`] when the engine does not answer or is not a manager.
+    pub async fn connect(cluster: &str, trigger: Trigger) -> Result<SwarmRuntime, RuntimeError> {
+        let docker = connect_engine().await?;
+        require_manager(&docker).await?;
+        let services = HashMap::from([("type".to_string(), vec!["service".to_string()])]);
+        let watchers = vec![
+            tokio::spawn(follow_events(docker.clone(), container_events(cluster), trigger.clone())),
+            tokio::spawn(follow_events(docker.clone(), services, trigger.clone())),
+            tokio::spawn(poll_tasks(docker.clone(), cluster.to_owned(), trigger)),
+        ];
+        Ok(SwarmRuntime {
+            docker,
+            cluster: cluster.to_owned(),
+            watchers,
+            network_lock: tokio::sync::Mutex::new(()),
+            service_of: Mutex::new(HashMap::new()),
+            unaddressed: Mutex::new(HashSet::new()),
+        })
+    }
+
+    fn is_ours(&self, labels: Option<&HashMap<String, String>>) -> bool {
+        labels.and_then(|l| l.get(LABEL_CLUSTER)) == Some(&self.cluster)
+    }
+
+    /// Creates the overlay network `network` (attachable, labelled as ours) unless it exists.
+    async fn ensure_network(&self, network: &str) -> Result<(), String> {
+        let _one_at_a_time = self.network_lock.lock().await;
+        let options = InspectNetworkOptions { verbose: false, scope: Some("swarm".into()) };
+        match self.docker.inspect_network(network, Some(options)).await {
+            Ok(found) => {
+                let driver = found.driver.unwrap_or_default();
+                if driver != "overlay" {
+                    return Err(format!(
+                        "network {network} exists with driver {driver:?}; the swarm runtime needs an overlay network \
+                         (set replica.network to another name, and ringlb creates it)"
+                    ));
+                }
+                return Ok(());
+            }
+            Err(e) if status_of(&e) == Some(404) => {}
+            Err(e) => return Err(format!("cannot inspect network {network}: {}", describe(&e))),
+        }
+        let request = NetworkCreateRequest {
+            name: network.to_owned(),
+            driver: Some("overlay".into()),
+            attachable: Some(true),
+            labels: Some(HashMap::from([(LABEL_CLUSTER.to_string(), self.cluster.clone())])),
+            ..Default::default()
+        };
+        match self.docker.create_network(request).await {
+            Ok(_) => {
+                tracing::info!(event = "network_created", network, "created overlay network {network}");
+                Ok(())
+            }
+            Err(e) if status_of(&e) == Some(409) => Ok(()),
+            Err(e) => Err(format!("cannot create overlay network {network}: {}", describe(&e))),
+        }
+    }
+
+    /// The service named `name`, or `None`.
+    async fn service(&self, name: &str) -> Result<Option<Service>, String> {
+        match self.docker.inspect_service(name, None).await {
+            Ok(service) => Ok(Some(service)),
+            Err(e) if status_of(&e) == Some(404) => Ok(None),
+            Err(e) => Err(format!("cannot inspect service {name}: {}", describe(&e))),
+        }
+    }
+
+    /// The local ID of `image` (`sha256:...`): a task given it never tries a registry.
+    async fn image_id(&self, image: &str) -> Result<String, String> {
+        match self.docker.inspect_image(image).await {
+            Ok(found) => found.id.ok_or_else(|| format!("image {image} has no ID")),
+            Err(e) if status_of(&e) == Some(404) => Err(format!(
+                "image {image} not found on this node; build it with `make image` (ringlb never pulls images; \
+                 other nodes need it too: `docker save {image} | docker load`, or a registry)"
+            )),
+            Err(e) => Err(format!("cannot inspect image {image}: {}", describe(&e))),
+        }
+    }
+
+    /// The service spec of a replica.
+    fn service_spec(&self, request: &StartRequest, image_id: String, force_update: u64) -> ServiceSpec {
+        let spec = &request.spec;
+        let name = &request.name;
+        let labels = HashMap::from([
+            (LABEL_CLUSTER.to_string(), self.cluster.clone()),
+            (LABEL_HOSTNAME.to_string(), name.clone()),
+            (LABEL_ID.to_string(), request.replica_id.to_string()),
+            (LABEL_NETWORK.to_string(), spec.network.clone()),
+            (LABEL_SPEC.to_string(), format!("{:016x}", request.spec_hash)),
+            (LABEL_PORT.to_string(), spec.port.to_string()),
+        ]);
+        let nanos = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+        ServiceSpec {
+            name: Some(name.clone()),
+            labels: Some(labels.clone()),
+            task_template: Some(TaskSpec {
+                container_spec: Some(TaskSpecContainerSpec {
+                    image: Some(image_id),
+                    labels: Some(labels),
+                    args: Some(vec!["server".into(), "--port".into(), spec.port.to_string()]),
+                    hostname: Some(name.clone()),
+                    env: Some(vec![format!("SERVER_ID={name}")]),
+                    stop_grace_period: Some(nanos(spec.stop_timeout.get())),
+                    ..Default::default()
+                }),
+                restart_policy: Some(TaskSpecRestartPolicy {
+                    condition: Some(TaskSpecRestartPolicyConditionEnum::ANY),
+                    delay: Some(nanos(RESTART_DELAY)),
+                    max_attempts: Some(0),
+                    window: None,
+                }),
+                networks: Some(vec![NetworkAttachmentConfig {
+                    target: Some(spec.network.clone()),
+                    aliases: Some(vec![name.clone()]),
+                    driver_opts: None,
+                }]),
+                force_update: Some(force_update),
+                ..Default::default()
+            }),
+            mode: Some(ServiceSpecMode {
+                replicated: Some(ServiceSpecModeReplicated { replicas: Some(1) }),
+                ..Default::default()
+            }),
+            update_config: Some(ServiceSpecUpdateConfig {
+                parallelism: Some(1),
+                order: Some(ServiceSpecUpdateConfigOrderEnum::START_FIRST),
+                failure_action: Some(ServiceSpecUpdateConfigFailureActionEnum::CONTINUE),
+                ..Default::default()
+            }),
+            endpoint_spec: Some(EndpointSpec { mode: Some(EndpointSpecModeEnum::DNSRR), ports: None }),
+            ..Default::default()
+        }
+    }
+
+    /// Writes `spec` over the service `name` at `version` (optimistic concurrency).
+    async fn update(&self, name: &str, spec: ServiceSpec, version: Option<u64>) -> Result<(), String> {
+        let version = version.and_then(|v| i32::try_from(v).ok()).unwrap_or(0);
+        let options = UpdateServiceOptions { version, ..Default::default() };
+        self.docker
+            .update_service(name, spec, options, None)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("cannot update service {name}: {}", describe(&e)))
+    }
+}
+
+/// The error for a replica name held by a service that is not ours.
+fn foreign(name: &str, cluster: &str) -> RuntimeError {
+    RuntimeError::NameTaken {
+        name: name.to_owned(),
+        reason: format!(
+            "a Swarm service named {name} exists and is not managed by ringlb (no label {LABEL_CLUSTER}={cluster}); \
+             ringlb leaves it alone: remove it, or choose another name"
+        ),
+    }
+}
+
+/// What shapes a replica's service: the image, the network and the port.
+fn spec_hash_of(spec: &ReplicaSpec) -> u64 {
+    let text = format!("swarm\n{}\n{}\n{}", spec.image, spec.network, spec.port);
+    xxhash_rust::xxh3::xxh3_64(text.as_bytes())
+}
+
+/// The task id at the end of a task name (`<service>.<slot>.<task id>`).
+fn task_id_of(task_name: &str) -> &str {
+    task_name.rsplit('.').next().unwrap_or(task_name)
+}
+
+/// Seconds since the epoch of an RFC 3339 time as Docker writes it (`2026-11-25T12:00:00.5Z`);
+/// `None` if it is not one. Fractions and offsets other than `Z` are ignored.
+fn parse_rfc3339_seconds(text: &str) -> Option<u64> {
+    let number = |range: std::ops::Range<usize>| text.get(range)?.parse::<i64>().ok();
+    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    // Days from the civil date (proleptic Gregorian), Howard Hinnant's algorithm.
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let year_of_era = y - era * 400;
+    let shifted_month = (month + 9) % 12;
+    let day_of_year = (153 * shifted_month + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    let days = era * 146_097 + day_of_era - 719_468;
+    u64::try_from(days * 86_400 + hour * 3_600 + minute * 60 + second).ok()
+}
+
+/// The task addresses on `network`, by task id, from its verbose inspection.
+async fn endpoints(docker: &Docker, network: &str) -> Result<HashMap<String, IpAddr>, String> {
+    let options = InspectNetworkOptions { verbose: true, scope: Some("swarm".into()) };
+    let inspected = match docker.inspect_network(network, Some(options)).await {
+        Ok(inspected) => inspected,
+        Err(e) if status_of(&e) == Some(404) => return Ok(HashMap::new()),
+        Err(e) => return Err(format!("cannot inspect network {network}: {}", describe(&e))),
+    };
+    let mut found = HashMap::new();
+    for (service, value) in inspected.services.unwrap_or_default() {
+        let entry: ServiceEndpoints = match serde_json::from_value(value) {
+            Ok(entry) => entry,
+            Err(error) => {
+                tracing::debug!(service, %error, "unexpected service entry in a network inspection");
+                continue;
+            }
+        };
+        for task in entry.tasks {
+            // The address may carry a prefix length.
+            let ip = task.ip.split('/').next().unwrap_or_default();
+            if let Ok(ip) = ip.parse::<IpAddr>() {
+                found.insert(task_id_of(&task.name).to_owned(), ip);
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Looks at the cluster's services and their running tasks.
+async fn observe(docker: &Docker, cluster: &str) -> Result<Observation, String> {
+    let filter = HashMap::from([("label".to_string(), vec![format!("{LABEL_CLUSTER}={cluster}")])]);
+    let options = ListServicesOptionsBuilder::new().filters(&filter).build();
+    let services = docker
+        .list_services(Some(options))
+        .await
+        .map_err(|e| format!("cannot list services: {}", describe(&e)))?;
+    let ours: HashSet<String> = services
+        .iter()
+        .filter(|s| {
+            s.spec.as_ref().and_then(|spec| spec.labels.as_ref()).and_then(|l| l.get(LABEL_CLUSTER))
+                == Some(&cluster.to_owned())
+        })
+        .filter_map(|s| s.id.clone())
+        .collect();
+    let mut observation = Observation::default();
+    if ours.is_empty() {
+        return Ok(observation);
+    }
+    let filter = HashMap::from([("desired-state".to_string(), vec!["running".to_string()])]);
+    let options = ListTasksOptionsBuilder::new().filters(&filter).build();
+    let tasks =
+        docker.list_tasks(Some(options)).await.map_err(|e| format!("cannot list tasks: {}", describe(&e)))?;
+    let running: Vec<Task> = tasks
+        .into_iter()
+        .filter(|t| t.service_id.as_ref().is_some_and(|s| ours.contains(s)))
+        .filter(|t| t.desired_state == Some(TaskState::RUNNING))
+        .filter(|t| t.status.as_ref().and_then(|s| s.state) == Some(TaskState::RUNNING))
+        .collect();
+    let networks: BTreeSet<String> =
+        running.iter().filter_map(|t| task_labels(t).get(LABEL_NETWORK).cloned()).collect();
+    let mut addresses: BTreeMap<String, HashMap<String, IpAddr>> = BTreeMap::new();
+    for network in networks {
+        let found = endpoints(docker, &network).await?;
+        addresses.insert(network, found);
+    }
+    for task in running {
+        let (Some(id), Some(service)) = (task.id.clone(), task.service_id.clone()) else { continue };
+        let labels = task_labels(&task);
+        let name = labels.get(LABEL_HOSTNAME).cloned().unwrap_or_default();
+        let network = labels.get(LABEL_NETWORK).cloned().unwrap_or_default();
+        observation.service_of.insert(id.clone(), service);
+        let port = labels.get(LABEL_PORT).and_then(|p| p.parse().ok()).unwrap_or(5000);
+        let Some(ip) = addresses.get(&network).and_then(|a| a.get(&id)).copied() else {
+            observation.unaddressed.push((id, name, network));
+            continue;
+        };
+        let started = task.created_at.as_deref().and_then(parse_rfc3339_seconds);
+        observation.instances.push(Instance {
+            id: InstanceId(id),
+            name,
+            replica_id: labels.get(LABEL_ID).and_then(|s| s.parse().ok()).unwrap_or(0),
+            addr: Some(SocketAddr::new(ip, port)),
+            spec_hash: labels.get(LABEL_SPEC).and_then(|s| u64::from_str_radix(s, 16).ok()).unwrap_or(0),
+            running: true,
+            started_at: started.map_or_else(SystemTime::now, |s| UNIX_EPOCH + Duration::from_secs(s)),
+        });
+    }
+    Ok(observation)
+}
+
+/// The labels a task's container was given: they carry the spec the task was made from, which
+/// differs from its service's while an update rolls.
+fn task_labels(task: &Task) -> HashMap<String, String> {
+    task.spec
+        .as_ref()
+        .and_then(|s| s.container_spec.as_ref())
+        .and_then(|c| c.labels.clone())
+        .unwrap_or_default()
+}
+
+/// Fires `trigger` whenever the cluster's running tasks or their addresses change.
+async fn poll_tasks(docker: Docker, cluster: String, trigger: Trigger) {
+    let mut last = None;
+    let mut ticker = tokio::time::interval(POLL_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        match observe(&docker, &cluster).await {
+            Ok(observation) => {
+                let now = observation.fingerprint();
+                if last.as_ref() != Some(&now) {
+                    if last.is_some() {
+                        tracing::debug!("the cluster's tasks changed");
+                        trigger.fire();
+                    }
+                    last = Some(now);
+                }
+            }
+            Err(error) => tracing::debug!(%error, "cannot poll the swarm's tasks"),
+        }
+    }
+}
+
+impl Runtime for SwarmRuntime {
+    fn spec_hash(&self, manifest: &Manifest) -> u64 {
+        spec_hash_of(&manifest.replica)
+    }
+
+    async fn list(&self) -> Result<Vec<Instance>, RuntimeError> {
+        let observation = observe(&self.docker, &self.cluster).await.map_err(RuntimeError::Unavailable)?;
+        {
+            let mut warned = self.unaddressed.lock().unwrap_or_else(PoisonError::into_inner);
+            warned.retain(|task| observation.unaddressed.iter().any(|(t, _, _)| t == task));
+            for (task, name, network) in &observation.unaddressed {
+                if warned.insert(task.clone()) {
+                    tracing::info!(replica = %name, task = %task,
+                        "task {task} of replica {name} runs, but its address on network {network} is not known yet \
+                         (ringlb must be attached to {network} to see it)");
+                }
+            }
+        }
+        self.service_of.lock().unwrap_or_else(PoisonError::into_inner).extend(observation.service_of);
+        Ok(observation.instances)
+    }
+
+    async fn start(&self, request: StartRequest) -> Result<Option<Instance>, RuntimeError> {
+        let name = request.name.clone();
+        let fail = |reason: String| RuntimeError::Start { name: name.clone(), reason };
+        let existing = self.service(&name).await.map_err(fail)?;
+        let current = existing.as_ref().and_then(|s| s.spec.as_ref());
+        if let Some(spec) = current {
+            if !self.is_ours(spec.labels.as_ref()) {
+                return Err(foreign(&name, &self.cluster));
+            }
+            let wanted = format!("{:016x}", request.spec_hash);
+            if spec.labels.as_ref().and_then(|l| l.get(LABEL_SPEC)) == Some(&wanted) {
+                // Swarm has it in hand: its task runs, starts, or is being restarted.
+                return Ok(None);
+            }
+        }
+        self.ensure_network(&request.spec.network).await.map_err(fail)?;
+        let image = self.image_id(&request.spec.image).await.map_err(fail)?;
+        match existing {
+            Some(service) => {
+                let force = service
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.task_template.as_ref())
+                    .and_then(|t| t.force_update)
+                    .unwrap_or(0);
+                let spec = self.service_spec(&request, image, force.wrapping_add(1));
+                self.update(&name, spec, service.version.and_then(|v| v.index)).await.map_err(fail)?;
+                tracing::info!(event = "replica_rolling", replica = %name,
+                    "updating service {name} to the current spec; Swarm starts its new task beside the old one");
+            }
+            None => {
+                let spec = self.service_spec(&request, image, 0);
+                match self.docker.create_service(spec, None).await {
+                    Ok(_) => {
+                        tracing::info!(event = "replica_service_created", replica = %name,
+                            "created service {name}; Swarm schedules its task");
+                    }
+                    // Created since we looked: by us (an earlier pass) or by someone else; the
+                    // next pass finds out which.
+                    Err(e) if status_of(&e) == Some(409) => {
+                        return Err(fail(format!("its service was created meanwhile: {}", describe(&e))));
+                    }
+                    Err(e) => return Err(fail(format!("cannot create its service: {}", describe(&e)))),
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    async fn stop(&self, id: &InstanceId, _grace: Duration) -> Result<(), RuntimeError> {
+        let fail = |reason: String| RuntimeError::Stop { id: id.clone(), reason };
+        let service_id = self.service_of.lock().unwrap_or_else(PoisonError::into_inner).get(&id.0).cloned();
+        let Some(service_id) = service_id else {
+            // Never listed by us: nothing of ours to remove.
+            return Ok(());
+        };
+        let Some(service) = self.service(&service_id).await.map_err(fail)? else {
+            self.service_of.lock().unwrap_or_else(PoisonError::into_inner).retain(|_, s| *s != service_id);
+            return Ok(());
+        };
+        if !self.is_ours(service.spec.as_ref().and_then(|s| s.labels.as_ref())) {
+            return Err(fail("not a service of this cluster; left alone".into()));
+        }
+        // Swarm stops the task with the stop grace period of its spec (replica.stop_timeout).
+        match self.docker.delete_service(&service_id).await {
+            Ok(()) => {}
+            Err(e) if status_of(&e) == Some(404) => {}
+            Err(e) => return Err(fail(format!("cannot remove its service: {}", describe(&e)))),
+        }
+        self.service_of.lock().unwrap_or_else(PoisonError::into_inner).retain(|_, s| *s != service_id);
+        Ok(())
+    }
+
+    async fn replace(&self, id: &InstanceId, _grace: Duration) -> Result<(), RuntimeError> {
+        let fail = |reason: String| RuntimeError::Stop { id: id.clone(), reason };
+        let task = match self.docker.inspect_task(&id.0).await {
+            Ok(task) => task,
+            Err(e) if status_of(&e) == Some(404) => return Ok(()),
+            Err(e) => return Err(fail(format!("cannot inspect task: {}", describe(&e)))),
+        };
+        if task.desired_state != Some(TaskState::RUNNING) {
+            // Swarm is already replacing it.
+            return Ok(());
+        }
+        let Some(service_id) = task.service_id.clone() else { return Ok(()) };
+        let Some(service) = self.service(&service_id).await.map_err(fail)? else { return Ok(()) };
+        let Some(mut spec) = service.spec.clone() else { return Ok(()) };
+        if !self.is_ours(spec.labels.as_ref()) {
+            return Err(fail("not a service of this cluster; left alone".into()));
+        }
+        // An outdated task, or one with a sibling: an update is under way and Swarm retires it.
+        let current = spec.labels.as_ref().and_then(|l| l.get(LABEL_SPEC));
+        if task_labels(&task).get(LABEL_SPEC) != current {
+            return Ok(());
+        }
+        let filter = HashMap::from([
+            ("service".to_string(), vec![service_id.clone()]),
+            ("desired-state".to_string(), vec!["running".to_string()]),
+        ]);
+        let options = ListTasksOptionsBuilder::new().filters(&filter).build();
+        let siblings = self
+            .docker
+            .list_tasks(Some(options))
+            .await
+            .map_err(|e| fail(format!("cannot list tasks: {}", describe(&e))))?;
+        if siblings.iter().any(|t| t.id != task.id && t.desired_state == Some(TaskState::RUNNING)) {
+            return Ok(());
+        }
+        let name = spec.name.clone().unwrap_or_default();
+        if let Some(template) = spec.task_template.as_mut() {
+            template.force_update = Some(template.force_update.unwrap_or(0).wrapping_add(1));
+        }
+        self.update(&service_id, spec, service.version.and_then(|v| v.index)).await.map_err(fail)?;
+        tracing::warn!(event = "replica_force_updated", replica = %name, task = %id,
+            "task {id} of replica {name} failed its heartbeats; forced an update of service {name} (Swarm starts a new task)");
+        Ok(())
+    }
+
+    async fn kill(&self, id: &InstanceId) -> Result<(), RuntimeError> {
+        let fail = |reason: String| RuntimeError::Stop { id: id.clone(), reason };
+        let task = match self.docker.inspect_task(&id.0).await {
+            Ok(task) => task,
+            Err(e) if status_of(&e) == Some(404) => return Ok(()),
+            Err(e) => return Err(fail(format!("cannot inspect task: {}", describe(&e)))),
+        };
+        if task_labels(&task).get(LABEL_CLUSTER) != Some(&self.cluster) {
+            return Ok(());
+        }
+        let container = task.status.and_then(|s| s.container_status).and_then(|c| c.container_id);
+        let Some(container) = container else { return Ok(()) };
+        let options = KillContainerOptionsBuilder::new().signal("SIGKILL").build();
+        match self.docker.kill_container(&container, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(status_of(&e), Some(404 | 409)) => Ok(()),
+            Err(e) => Err(fail(format!("cannot kill its container (on this node only): {}", describe(&e)))),
+        }
+    }
+
+    async fn shutdown(&self, _grace: Duration) {
+        // Services outlive the load balancer on purpose: a restart adopts their tasks.
+        for watcher in &self.watchers {
+            watcher.abort();
+        }
+    }
+
+    async fn name_held_by_other(&self, name: &str) -> Result<bool, RuntimeError> {
+        match self.service(name).await {
+            Ok(Some(service)) => Ok(!self.is_ours(service.spec.as_ref().and_then(|s| s.labels.as_ref()))),
+            Ok(None) => Ok(false),
+            Err(reason) => Err(RuntimeError::Unavailable(reason)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_times_as_docker_writes_them() {
+        assert_eq!(parse_rfc3339_seconds("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(parse_rfc3339_seconds("2000-03-01T00:00:00.123456789Z"), Some(951_868_800));
+        assert_eq!(parse_rfc3339_seconds("2026-11-25T12:05:20.5Z"), Some(1_795_608_320));
+        assert_eq!(parse_rfc3339_seconds("not a time"), None);
+        assert_eq!(parse_rfc3339_seconds("2026-13-01T00:00:00Z"), None);
+        assert_eq!(parse_rfc3339_seconds(""), None);
+    }
+
+    #[test]
+    fn task_ids_come_from_the_end_of_task_names() {
+        assert_eq!(task_id_of("server1.1.k3n4x5"), "k3n4x5");
+        assert_eq!(task_id_of("my.dotted.name.1.abc"), "abc");
+        assert_eq!(task_id_of("plain"), "plain");
+    }
+
+    #[test]
+    fn endpoints_parse_from_a_verbose_network_inspection() {
+        let value = serde_json::json!({
+            "VIP": "<nil>", "Ports": [], "LocalLBIndex": 0,
+            "Tasks": [{"Name": "s1.1.abc", "EndpointID": "e", "EndpointIP": "10.0.1.5", "Info": {"Host IP": "127.0.0.1"}}]
+        });
+        let entry: ServiceEndpoints = serde_json::from_value(value).unwrap();
+        assert_eq!(entry.tasks.len(), 1);
+        assert_eq!(entry.tasks[0].ip, "10.0.1.5");
+        assert_eq!(task_id_of(&entry.tasks[0].name), "abc");
+        let empty: ServiceEndpoints = serde_json::from_value(serde_json::json!({})).unwrap();
+        assert!(empty.tasks.is_empty());
+    }
+
+    #[test]
+    fn the_spec_hash_differs_from_the_docker_runtimes_and_follows_the_image() {
+        let base = Manifest::parse("name: d\n").unwrap();
+        let image = Manifest::parse("name: d\nreplica: {image: 'ringlb:v2'}\n").unwrap();
+        assert_ne!(spec_hash_of(&base.replica), spec_hash_of(&image.replica));
+        let replicas = Manifest::parse("name: d\nreplicas: 7\n").unwrap();
+        assert_eq!(spec_hash_of(&base.replica), spec_hash_of(&replicas.replica));
+    }
+
+    #[test]
+    fn a_foreign_service_error_says_what_to_do() {
+        let text = foreign("server1", "demo").to_string();
+        assert!(text.contains("not managed by ringlb") && text.contains("ringlb.cluster=demo"), "{text}");
+    }
+}
