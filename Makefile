@@ -13,7 +13,7 @@ COMPOSE := $(shell if docker compose version >/dev/null 2>&1; then echo "docker 
 # The cluster name, from the manifest: every container ringlb creates carries it as a label.
 CLUSTER = $(shell sed -n 's/^name:[[:space:]]*\([^[:space:]#]*\).*/\1/p' $(MANIFEST))
 
-.PHONY: run stop logs image static build test test-docker-image bench check fmt lint local analyze demo-autoscale bench-micro soak fuzz
+.PHONY: run-swarm stop-swarm logs-swarm run stop logs image static build test test-docker-image bench check fmt lint local analyze demo-autoscale bench-micro soak fuzz
 
 ## Build the image and start the load balancer (in a container) and its replicas; wait until
 ## every replica is ready.
@@ -35,6 +35,67 @@ stop:
 		if [ -n "$$nets" ]; then docker network rm $$nets >/dev/null; fi
 	@left=$$(docker ps -aq --filter label=ringlb.cluster=$(CLUSTER)); \
 		if [ -n "$$left" ]; then echo "containers left: $$left" >&2; exit 1; fi; echo "stopped; nothing of cluster $(CLUSTER) is left"
+
+# Docker Swarm: the manifest, its cluster name, and the file that says `make run-swarm` created
+# the swarm (so that `make stop-swarm` leaves it, and only then).
+SWARM_MANIFEST ?= manifests/swarm.yaml
+SWARM_CLUSTER = $(shell sed -n 's/^name:[[:space:]]*\([^[:space:]#]*\).*/\1/p' $(SWARM_MANIFEST))
+SWARM_NETWORK = $(shell sed -n 's/^[[:space:]]*network:[[:space:]]*\([^[:space:]#]*\).*/\1/p' $(SWARM_MANIFEST))
+SWARM_CREATED := target/swarm-created-by-ringlb
+
+## Run on Docker Swarm: make a single-node swarm if the engine is in none (advertising
+## 127.0.0.1), build the image, create the overlay network, start the load balancer as a service
+## on a manager publishing $(PORT) in host mode, and wait until every replica is ready.
+run-swarm: image
+	@state=$$(docker info --format '{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}'); \
+	case "$$state" in \
+	"active true") echo "using the swarm this engine manages";; \
+	"inactive false") mkdir -p target; \
+		if docker network inspect docker_gwbridge >/dev/null 2>&1; then echo kept > $(SWARM_CREATED); \
+		else echo created > $(SWARM_CREATED); fi; \
+		docker swarm init --advertise-addr 127.0.0.1 >/dev/null || { rm -f $(SWARM_CREATED); exit 1; }; \
+		echo "created a single-node swarm (make stop-swarm leaves it)";; \
+	*) echo "this engine's swarm state is '$$state': run make run-swarm on a manager" >&2; exit 1;; \
+	esac
+	@docker network inspect $(SWARM_NETWORK) >/dev/null 2>&1 || docker network create --driver overlay --attachable \
+		--label ringlb.cluster=$(SWARM_CLUSTER) $(SWARM_NETWORK) >/dev/null
+	@docker service inspect $(SWARM_CLUSTER)-lb >/dev/null 2>&1 || docker service create --detach --quiet \
+		--name $(SWARM_CLUSTER)-lb --label ringlb.load-balancer=$(SWARM_CLUSTER) \
+		--container-label ringlb.load-balancer=$(SWARM_CLUSTER) \
+		--constraint node.role==manager --network $(SWARM_NETWORK) \
+		--publish mode=host,target=5000,published=$(PORT) \
+		--mount type=bind,source=/var/run/docker.sock,target=/var/run/docker.sock \
+		--mount type=bind,source=$(abspath $(dir $(SWARM_MANIFEST))),target=/manifests \
+		--env RINGLB_ADMIN_TOKEN --stop-grace-period 20s --endpoint-mode dnsrr --no-resolve-image \
+		$$(docker image inspect --format '{{.Id}}' $(IMAGE)) run --manifest /manifests/$(notdir $(SWARM_MANIFEST)) >/dev/null
+	@./$(STATIC) status --url http://127.0.0.1:$(PORT) --wait --timeout 120 \
+		|| { docker service logs --tail 50 $(SWARM_CLUSTER)-lb; exit 1; }
+	@echo "ringlb listens on http://127.0.0.1:$(PORT) (try: curl http://127.0.0.1:$(PORT)/rep); replicas: docker service ls; logs: make logs-swarm; stop: make stop-swarm"
+
+## Remove ringlb's services and network from the swarm (by label); leave the swarm only if
+## `make run-swarm` created it.
+stop-swarm:
+	@lb=$$(docker service ls -q --filter label=ringlb.load-balancer=$(SWARM_CLUSTER)); \
+		if [ -n "$$lb" ]; then docker service rm $$lb >/dev/null; fi
+	@# The load balancer must be gone before its replicas go, or it would start them again.
+	@for i in $$(seq 150); do [ -z "$$(docker ps -aq --filter label=ringlb.load-balancer=$(SWARM_CLUSTER))" ] && break; sleep 0.2; done
+	@services=$$(docker service ls -q --filter label=ringlb.cluster=$(SWARM_CLUSTER)); \
+		if [ -n "$$services" ]; then echo "removing the replica services of cluster $(SWARM_CLUSTER)"; docker service rm $$services >/dev/null; fi
+	@for i in $$(seq 150); do \
+		[ -z "$$(docker ps -aq --filter label=ringlb.cluster=$(SWARM_CLUSTER))" ] && break; \
+		sleep 0.2; done
+	@for i in $$(seq 50); do \
+		nets=$$(docker network ls -q --filter label=ringlb.cluster=$(SWARM_CLUSTER)); [ -z "$$nets" ] && break; \
+		docker network rm $$nets >/dev/null 2>&1; sleep 0.2; done
+	@if [ -f $(SWARM_CREATED) ]; then docker swarm leave --force >/dev/null || exit 1; \
+		if [ "$$(cat $(SWARM_CREATED))" = created ]; then docker network rm docker_gwbridge >/dev/null 2>&1 || true; fi; \
+		rm -f $(SWARM_CREATED); echo "left the swarm make run-swarm created"; fi
+	@left="$$(docker service ls -q --filter label=ringlb.cluster=$(SWARM_CLUSTER) 2>/dev/null) $$(docker ps -aq --filter label=ringlb.cluster=$(SWARM_CLUSTER)) $$(docker ps -aq --filter label=ringlb.load-balancer=$(SWARM_CLUSTER)) $$(docker network ls -q --filter label=ringlb.cluster=$(SWARM_CLUSTER))"; \
+		if [ -n "$${left// /}" ]; then echo "left behind: $$left" >&2; exit 1; fi; echo "stopped; nothing of cluster $(SWARM_CLUSTER) is left"
+
+## Follow the Swarm load balancer's log.
+logs-swarm:
+	docker service logs -f $(SWARM_CLUSTER)-lb
 
 ## Follow the load balancer's log (one line per controller event).
 logs:

@@ -74,6 +74,21 @@ impl Lb {
         lb
     }
 
+    /// A load balancer started some other way (`docker run` in the foreground, say), serving on
+    /// `addr` with its manifest at `manifest` inside `dir`; waits until every replica is ready.
+    pub async fn adopt(
+        child: Child,
+        dir: tempfile::TempDir,
+        manifest: PathBuf,
+        addr: SocketAddr,
+        within: Duration,
+    ) -> Lb {
+        let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+        let lb = Lb { child, dir, manifest, addr, client, envs: Vec::new() };
+        lb.wait_ready(within).await;
+        lb
+    }
+
     /// The load balancer's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

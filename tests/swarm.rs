@@ -1,0 +1,550 @@
+//! The Swarm runtime on a real single-node swarm: the exercise's API, `docker kill` of a task, a
+//! rolling spec change, a hung task force-updated, a foreign service, and teardown.
+//!
+//! The load balancer runs as a container of `ringlb:latest` (which `make test` builds) attached to
+//! the test's overlay network, publishing its port on 127.0.0.1, as it must to reach the tasks'
+//! overlay addresses. When the engine is not in a swarm, a test makes a single-node one
+//! (`docker swarm init --advertise-addr 127.0.0.1`) and leaves it at the end; a swarm that was
+//! there is used and left as it was. Each test checks that nothing labelled with its cluster is
+//! left and that the swarm's state is what it was. Tests run one at a time (a lock here and a
+//! nextest test group): they share the engine's swarm state. Without an engine, the image or a
+//! swarm that can start, they are skipped with a message, except in CI (`CI=true`).
+
+mod common;
+
+use common::{Lb, Load, eventually, free_port};
+use std::collections::BTreeSet;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+const IMAGE: &str = "ringlb:latest";
+
+/// One swarm test at a time, also under `cargo test` (threads of one process).
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Runs `docker args...` and returns its stdout (trimmed); panics with its stderr on failure.
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().expect("run docker");
+    assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Runs `docker args...`, ignoring failure; returns stdout.
+fn docker_quiet(args: &[&str]) -> String {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+/// The engine's swarm state and whether it is a manager, as `docker info` says.
+fn swarm_state() -> String {
+    docker_quiet(&["info", "--format", "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}"])
+}
+
+/// Whether the engine has the `docker_gwbridge` network (made by `docker swarm init`).
+fn gwbridge_exists() -> bool {
+    Command::new("docker")
+        .args(["network", "inspect", "docker_gwbridge"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Skips (or, in CI, fails) with a message.
+fn skip(why: &str) -> Option<Swarm> {
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true and {why}: the Swarm tests must run");
+    println!("SKIPPED: {why}");
+    eprintln!("SKIPPED: {why}");
+    None
+}
+
+/// The swarm a test runs in, and what to restore.
+struct Swarm {
+    /// The state before the test, to compare with after it.
+    before: String,
+    /// True when this test ran `docker swarm init` and must leave.
+    created: bool,
+    /// True when `docker swarm init` made the `docker_gwbridge` network (which leaving keeps).
+    made_gwbridge: bool,
+    _one_at_a_time: MutexGuard<'static, ()>,
+}
+
+impl Swarm {
+    /// Joins the swarm there is (as a manager), or makes a single-node one.
+    fn enter() -> Option<Swarm> {
+        let guard = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
+        if !Command::new("docker").arg("info").output().is_ok_and(|o| o.status.success()) {
+            return skip("no Docker engine answers");
+        }
+        if !Command::new("docker")
+            .args(["image", "inspect", IMAGE])
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            return skip("the image ringlb:latest is missing (make image)");
+        }
+        let before = swarm_state();
+        match before.as_str() {
+            "active true" => {
+                Some(Swarm { before, created: false, made_gwbridge: false, _one_at_a_time: guard })
+            }
+            "inactive false" => {
+                let made_gwbridge = !gwbridge_exists();
+                let init = Command::new("docker")
+                    .args(["swarm", "init", "--advertise-addr", "127.0.0.1"])
+                    .output()
+                    .expect("run docker");
+                if !init.status.success() {
+                    return skip(&format!(
+                        "`docker swarm init` failed: {}",
+                        String::from_utf8_lossy(&init.stderr).trim()
+                    ));
+                }
+                Some(Swarm { before, created: true, made_gwbridge, _one_at_a_time: guard })
+            }
+            other => skip(&format!("this engine's swarm state is {other:?}, not a manager nor inactive")),
+        }
+    }
+}
+
+impl Drop for Swarm {
+    fn drop(&mut self) {
+        if self.created {
+            docker_quiet(&["swarm", "leave", "--force"]);
+            if self.made_gwbridge {
+                docker_quiet(&["network", "rm", "docker_gwbridge"]);
+            }
+        }
+    }
+}
+
+/// A cluster of the test: its name, its network, and its removal (also when the test fails).
+struct Cluster {
+    name: String,
+    network: String,
+    tags: Vec<String>,
+    foreign: Vec<String>,
+}
+
+impl Cluster {
+    /// A unique cluster with its attachable overlay network (labelled, so it is removed with it).
+    fn new(test: &str) -> Cluster {
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+        let name = format!("w{:05x}-{test}", (nanos ^ std::process::id()) & 0xfffff);
+        let network = format!("{name}-net");
+        let label = format!("ringlb.cluster={name}");
+        docker(&["network", "create", "--driver", "overlay", "--attachable", "--label", &label, &network]);
+        Cluster { name, network, tags: Vec::new(), foreign: Vec::new() }
+    }
+
+    fn label(&self) -> String {
+        format!("label=ringlb.cluster={}", self.name)
+    }
+
+    /// Removes the load balancer, the services, the containers and the network of the cluster
+    /// (by label), the extra tags and foreign services the test made.
+    fn remove(&self) {
+        let lb = format!("label=ringlb.load-balancer={}", self.name);
+        let ids: Vec<String> =
+            docker_quiet(&["ps", "-aq", "--filter", &lb]).split_whitespace().map(String::from).collect();
+        if !ids.is_empty() {
+            let mut args = vec!["rm", "-f"];
+            args.extend(ids.iter().map(String::as_str));
+            docker_quiet(&args);
+        }
+        for service in docker_quiet(&["service", "ls", "-q", "--filter", &lb]).split_whitespace() {
+            docker_quiet(&["service", "rm", service]);
+        }
+        for service in docker_quiet(&["service", "ls", "-q", "--filter", &self.label()]).split_whitespace() {
+            docker_quiet(&["service", "rm", service]);
+        }
+        for service in &self.foreign {
+            docker_quiet(&["service", "rm", service]);
+        }
+        // Task containers go with their services; wait for them before removing the network.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !docker_quiet(&["ps", "-aq", "--filter", &self.label()]).is_empty() && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let networks = docker_quiet(&["network", "ls", "-q", "--filter", &self.label()]);
+            if networks.is_empty() || Instant::now() > deadline {
+                break;
+            }
+            for network in networks.split_whitespace() {
+                docker_quiet(&["network", "rm", network]);
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        for tag in &self.tags {
+            docker_quiet(&["rmi", tag]);
+        }
+    }
+
+    /// What is left of the cluster: services, containers, networks and tasks with its label.
+    fn leftovers(&self) -> Vec<String> {
+        let mut left = Vec::new();
+        let lb = format!("label=ringlb.load-balancer={}", self.name);
+        for (what, args) in [
+            ("load balancer service", vec!["service", "ls", "-q", "--filter", &lb]),
+            ("load balancer container", vec!["ps", "-aq", "--filter", &lb]),
+            ("service", vec!["service", "ls", "-q", "--filter", &self.label()]),
+            ("container", vec!["ps", "-aq", "--filter", &self.label()]),
+            ("network", vec!["network", "ls", "-q", "--filter", &self.label()]),
+        ] {
+            left.extend(docker_quiet(&args).split_whitespace().map(|id| format!("{what} {id}")));
+        }
+        left
+    }
+
+    /// A manifest: swarm runtime, this network, fast heartbeats, the given names.
+    fn manifest(&self, replicas: u32, names: &[&str], image: &str) -> String {
+        let c = &self.name;
+        let hostnames: Vec<String> = names.iter().map(|n| format!("{c}-{n}")).collect();
+        format!(
+            "# swarm test manifest\nname: {c}\nreplicas: {replicas}   # N\nhostnames: [{}]\nlisten: 0.0.0.0:5000\n\
+             replica:\n  runtime: swarm\n  image: {image}\n  network: {}\n  port: 5000\n  drain_timeout: 5s\n  \
+             stop_timeout: 2s\n  start_timeout: 60s\nhealth:\n  interval: 200ms\n  timeout: 150ms\n",
+            hostnames.join(", "),
+            self.network
+        )
+    }
+
+    /// Starts the load balancer as a container on the cluster's network and waits until every
+    /// replica is ready.
+    async fn start_lb(&self, manifest_text: &str) -> Lb {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let manifest = dir.path().join("cluster.yaml");
+        std::fs::write(&manifest, manifest_text).expect("write manifest");
+        let port = free_port();
+        let mount = format!("{}:/manifests", dir.path().display());
+        let child = Command::new("docker")
+            .args(["run", "--rm", "--name", &format!("{}-lb", self.name)])
+            .args(["--label", &format!("ringlb.load-balancer={}", self.name)])
+            .args(["--network", &self.network, "-p", &format!("127.0.0.1:{port}:5000")])
+            .args(["-v", "/var/run/docker.sock:/var/run/docker.sock", "-v", &mount])
+            .args([
+                "-e",
+                &format!("RUST_LOG={}", std::env::var("RINGLB_TEST_LOG").unwrap_or_else(|_| "info".into())),
+            ])
+            .args([IMAGE, "run", "--manifest", "/manifests/cluster.yaml"])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("docker run");
+        let addr = format!("127.0.0.1:{port}").parse().expect("address");
+        Lb::adopt(child, dir, manifest, addr, Duration::from_secs(90)).await
+    }
+
+    /// (container id, replica name) of the cluster's running task containers on this node.
+    fn containers(&self) -> Vec<(String, String)> {
+        docker(&["ps", "--filter", &self.label(), "--format", "{{.ID}} {{.Label \"ringlb.hostname\"}}"])
+            .lines()
+            .filter_map(|l| {
+                let mut parts = l.split_whitespace();
+                Some((parts.next()?.to_string(), parts.next()?.to_string()))
+            })
+            .collect()
+    }
+
+    /// The names of the cluster's services.
+    fn services(&self) -> BTreeSet<String> {
+        docker(&["service", "ls", "--filter", &self.label(), "--format", "{{.Name}}"])
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+}
+
+/// Tears down at the end of a test that got there: nothing left, swarm as before.
+fn teardown(cluster: &Cluster, swarm: Swarm, lb: Lb) {
+    drop(lb);
+    cluster.remove();
+    let left = cluster.leftovers();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    let (before, gwbridge_before) = (swarm.before.clone(), !swarm.made_gwbridge);
+    drop(swarm);
+    assert_eq!(swarm_state(), before, "the swarm's state changed");
+    assert_eq!(gwbridge_exists(), gwbridge_before, "docker_gwbridge is not as it was");
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_exercise_on_a_swarm() {
+    let Some(swarm) = Swarm::enter() else { return };
+    let cluster = Cluster::new("exercise");
+    let c = cluster.name.clone();
+    let lb = cluster.start_lb(&cluster.manifest(3, &["s1", "s2", "s3"], IMAGE)).await;
+    let names = |list: &[&str]| list.iter().map(|n| format!("\"{c}-{n}\"")).collect::<Vec<_>>().join(", ");
+    assert_eq!(
+        lb.get("/rep").await.body,
+        format!(
+            r#"{{"message": {{"N": 3, "replicas": [{}]}}, "status": "successful"}}"#,
+            names(&["s1", "s2", "s3"])
+        )
+    );
+    let expected: BTreeSet<String> = ["s1", "s2", "s3"].iter().map(|n| format!("{c}-{n}")).collect();
+    assert_eq!(cluster.services(), expected, "one service per replica, named after it");
+    // /add with fewer names than n: the rest are generated.
+    let add = lb.request("POST", "/add", &format!(r#"{{"n": 2, "hostnames": ["{c}-s5"]}}"#), &[]).await;
+    assert_eq!(add.status, 200, "{}", add.body);
+    assert_eq!(
+        add.body,
+        format!(
+            r#"{{"message": {{"N": 5, "replicas": [{}, "{c}-1"]}}, "status": "successful"}}"#,
+            names(&["s1", "s2", "s3", "s5"])
+        )
+    );
+    lb.wait_ready(Duration::from_secs(90)).await;
+    assert_eq!(cluster.services().len(), 5);
+    let too_many = lb.request("POST", "/add", r#"{"n": 1, "hostnames": ["a", "b"]}"#, &[]).await;
+    assert_eq!(
+        too_many.body,
+        r#"{"message": "<Error> Length of hostname list is more than newly added instances", "status": "failure"}"#
+    );
+    let too_many = lb.request("DELETE", "/rm", r#"{"n": 1, "hostnames": ["a", "b"]}"#, &[]).await;
+    assert_eq!(
+        too_many.body,
+        r#"{"message": "<Error> Length of hostname list is more than removable instances", "status": "failure"}"#
+    );
+    let rm = lb.request("DELETE", "/rm", &format!(r#"{{"n": 2, "hostnames": ["{c}-s5"]}}"#), &[]).await;
+    assert_eq!(rm.status, 200, "{}", rm.body);
+    let left: BTreeSet<String> = rm.json()["message"]["replicas"]
+        .as_array()
+        .expect("replicas")
+        .iter()
+        .map(|v| v.as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(left.len(), 3);
+    assert!(!left.contains(&format!("{c}-s5")));
+    let gone = eventually(Duration::from_secs(60), || async {
+        cluster.services() == left && lb.ring().await.into_iter().collect::<BTreeSet<_>>() == left
+    })
+    .await;
+    assert!(gone, "services {:?} != {left:?}", cluster.services());
+    let mut seen = BTreeSet::new();
+    for _ in 0..200 {
+        let answer = lb.get("/home").await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.json()["message"], format!("Hello from Server: {}", answer.replica()));
+        seen.insert(answer.replica());
+    }
+    assert_eq!(seen, left, "GETs reach every replica");
+    teardown(&cluster, swarm, lb);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_kill_of_a_task_costs_no_request_and_swarm_brings_it_back() {
+    let Some(swarm) = Swarm::enter() else { return };
+    let cluster = Cluster::new("kill");
+    let c = cluster.name.clone();
+    let lb = Arc::new(cluster.start_lb(&cluster.manifest(3, &["s1", "s2", "s3"], IMAGE)).await);
+    let load = Load::start(&lb, 4, "/home");
+    load.after_more(200).await;
+    let victim_name = format!("{c}-s2");
+    let (victim, _) = cluster.containers().into_iter().find(|(_, n)| *n == victim_name).expect("s2 runs");
+    let killed_at = Instant::now();
+    docker(&["kill", &victim]);
+    let out = eventually(Duration::from_secs(5), || async { !lb.ring().await.contains(&victim_name) }).await;
+    let out_after = out.then(|| killed_at.elapsed());
+    let back = eventually(Duration::from_secs(60), || async {
+        let replaced = cluster.containers().iter().any(|(id, n)| *n == victim_name && *id != victim);
+        replaced && lb.ring().await.contains(&victim_name)
+    })
+    .await;
+    let back_after = back.then(|| killed_at.elapsed());
+    load.after_more(200).await;
+    let (sent, failures) = load.finish().await;
+    println!(
+        "swarm: docker kill {victim_name}: out of the ring after {out_after:?}, Swarm's new task in the ring after \
+         {back_after:?}; {sent} requests, {} failed",
+        failures.len()
+    );
+    assert!(back_after.is_some(), "not back: {}", lb.status().await);
+    assert!(failures.is_empty(), "{} failed: {:?}", failures.len(), &failures[..failures.len().min(3)]);
+    assert!(out_after.is_some_and(|t| t < Duration::from_secs(3)), "left the ring after {out_after:?}");
+    assert_eq!(cluster.services().len(), 3, "ringlb started nothing itself: Swarm replaced the task");
+    let lb = Arc::into_inner(lb).expect("the load is finished");
+    teardown(&cluster, swarm, lb);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spec_change_rolls_every_service_without_a_failed_request() {
+    let Some(swarm) = Swarm::enter() else { return };
+    let mut cluster = Cluster::new("roll");
+    let c = cluster.name.clone();
+    let tag = format!("ringlb:{c}");
+    docker(&["tag", IMAGE, &tag]);
+    cluster.tags.push(tag.clone());
+    let text = cluster.manifest(3, &["s1", "s2", "s3"], IMAGE);
+    let lb = Arc::new(cluster.start_lb(&text).await);
+    let before: BTreeSet<String> = cluster.containers().into_iter().map(|(id, _)| id).collect();
+    assert_eq!(before.len(), 3);
+    let load = Load::start(&lb, 4, "/home");
+    load.after_more(100).await;
+    lb.write_manifest(&text.replace(&format!("image: {IMAGE}"), &format!("image: {tag}")));
+    let rolled = eventually(Duration::from_secs(120), || async {
+        let now = cluster.containers();
+        now.len() == 3
+            && now.iter().all(|(id, _)| !before.contains(id))
+            && lb.status().await["replicas"].as_array().is_some_and(|r| {
+                r.len() == 3 && r.iter().all(|x| x["state"] == "ready" && x["current_spec"] == true)
+            })
+    })
+    .await;
+    load.after_more(100).await;
+    let (sent, failures) = load.finish().await;
+    println!("swarm: rolled 3 services to {tag}: {sent} requests, {} failed", failures.len());
+    assert!(rolled, "not rolled: {:?} {}", cluster.containers(), lb.status().await);
+    assert!(failures.is_empty(), "{} failed: {:?}", failures.len(), &failures[..failures.len().min(3)]);
+    assert_eq!(cluster.services().len(), 3, "the same services, updated in place");
+    let lb = Arc::into_inner(lb).expect("the load is finished");
+    teardown(&cluster, swarm, lb);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_task_leaves_the_ring_and_is_force_updated() {
+    let Some(swarm) = Swarm::enter() else { return };
+    let cluster = Cluster::new("hung");
+    let c = cluster.name.clone();
+    let lb = Arc::new(cluster.start_lb(&cluster.manifest(3, &["s1", "s2", "s3"], IMAGE)).await);
+    let load = Load::start(&lb, 4, "/home");
+    load.after_more(100).await;
+    let victim_name = format!("{c}-s3");
+    let (victim, _) = cluster.containers().into_iter().find(|(_, n)| *n == victim_name).expect("s3 runs");
+    let paused_at = Instant::now();
+    docker(&["pause", &victim]);
+    let out = eventually(Duration::from_secs(5), || async { !lb.ring().await.contains(&victim_name) }).await;
+    let out_after = out.then(|| paused_at.elapsed());
+    let back = eventually(Duration::from_secs(60), || async {
+        let replaced = cluster.containers().iter().any(|(id, n)| *n == victim_name && *id != victim);
+        replaced && lb.ring().await.contains(&victim_name)
+    })
+    .await;
+    let back_after = back.then(|| paused_at.elapsed());
+    load.after_more(100).await;
+    let (sent, failures) = load.finish().await;
+    println!(
+        "swarm: docker pause {victim_name}: out of the ring after {out_after:?}, a fresh task in the ring after \
+         {back_after:?}; {sent} requests, {} failed",
+        failures.len()
+    );
+    // Unpause it whatever happened, so that its removal cannot hang.
+    docker_quiet(&["unpause", &victim]);
+    assert!(back_after.is_some(), "not force-updated: {}", lb.status().await);
+    assert!(failures.is_empty(), "{} failed: {:?}", failures.len(), &failures[..failures.len().min(3)]);
+    let lb = Arc::into_inner(lb).expect("the load is finished");
+    teardown(&cluster, swarm, lb);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_service_with_a_desired_name_is_left_alone_and_reported() {
+    let Some(swarm) = Swarm::enter() else { return };
+    let mut cluster = Cluster::new("foreign");
+    let c = cluster.name.clone();
+    let name = format!("{c}-s2");
+    let image_id = docker(&["image", "inspect", "--format", "{{.Id}}", IMAGE]);
+    // Zero replicas: a service that exists and runs nothing.
+    let foreign =
+        docker(&["service", "create", "-d", "--name", &name, "--replicas", "0", &image_id, "server"]);
+    cluster.foreign.push(foreign.clone());
+    let version =
+        |id: &str| docker(&["service", "inspect", "--format", "{{.Version.Index}} {{.Spec.Labels}}", id]);
+    let before = version(&foreign);
+    let lb = cluster.start_lb(&cluster.manifest(1, &["s1"], IMAGE)).await;
+    let add = lb.request("POST", "/add", &format!(r#"{{"n": 1, "hostnames": ["{name}"]}}"#), &[]).await;
+    assert_eq!(add.status, 409, "{}", add.body);
+    assert!(add.body.contains("does not manage"), "{}", add.body);
+    lb.write_manifest(&cluster.manifest(2, &["s1", "s2"], IMAGE));
+    let reported = eventually(Duration::from_secs(30), || async {
+        lb.status().await["problems"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|x| x["replica"] == name.as_str()))
+    })
+    .await;
+    assert!(reported, "not reported: {}", lb.status().await);
+    let problem = lb.status().await["problems"][0]["error"].as_str().unwrap_or_default().to_string();
+    assert!(problem.contains("not managed by ringlb"), "{problem}");
+    assert_eq!(lb.ring().await, [format!("{c}-s1")]);
+    assert_eq!(version(&foreign), before, "the foreign service was not touched");
+    teardown(&cluster, swarm, lb);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn make_run_swarm_serves_and_make_stop_swarm_leaves_nothing_behind() {
+    // Not `Swarm::enter`: `make run-swarm` makes the swarm itself when there is none, and
+    // `make stop-swarm` must leave it then, and only then.
+    let guard = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
+    if !Command::new("docker").args(["image", "inspect", IMAGE]).output().is_ok_and(|o| o.status.success()) {
+        skip("no Docker engine answers, or the image ringlb:latest is missing (make image)");
+        return;
+    }
+    let before = swarm_state();
+    let gwbridge_before = gwbridge_exists();
+    if before != "inactive false" && before != "active true" {
+        skip(&format!("this engine's swarm state is {before:?}, not a manager nor inactive"));
+        return;
+    }
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let name = format!("w{:05x}-make", (nanos ^ std::process::id()) & 0xfffff);
+    let cluster =
+        Cluster { name: name.clone(), network: format!("{name}-net"), tags: vec![], foreign: vec![] };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let manifest = dir.path().join("swarm.yaml");
+    let text = std::fs::read_to_string(format!("{repo}/manifests/swarm.yaml")).expect("manifests/swarm.yaml");
+    let text = text
+        .replace("name: swarm ", &format!("name: {name} "))
+        .replace("[server1, server2, server3]", &format!("[{name}-s1, {name}-s2, {name}-s3]"))
+        .replace("network: ringlb-overlay", &format!("network: {}", cluster.network))
+        .replace("interval: 1s", "interval: 200ms")
+        .replace("timeout: 500ms", "timeout: 150ms");
+    std::fs::write(&manifest, &text).expect("write manifest");
+    let port = free_port().to_string();
+    let make = |target: &str| {
+        Command::new("make")
+            .args([
+                "-C",
+                repo,
+                target,
+                &format!("PORT={port}"),
+                &format!("SWARM_MANIFEST={}", manifest.display()),
+            ])
+            .output()
+            .expect("run make")
+    };
+    let run = make("run-swarm");
+    let status = Command::new(common::bin())
+        .args(["status", "--url", &format!("http://127.0.0.1:{port}")])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+        .unwrap_or_default();
+    let services = cluster.services();
+    let stop = make("stop-swarm");
+    let left = cluster.leftovers();
+    let after = swarm_state();
+    let gwbridge_after = gwbridge_exists();
+    drop(cluster);
+    drop(guard);
+    assert!(
+        run.status.success(),
+        "make run-swarm failed: {}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(status.contains("3/3 replicas ready"), "{status}");
+    assert_eq!(services.len(), 3, "{services:?}");
+    assert!(stop.status.success(), "make stop-swarm: {}", String::from_utf8_lossy(&stop.stderr));
+    assert!(left.is_empty(), "left behind: {left:?}");
+    assert_eq!(after, before, "the swarm's state changed");
+    assert_eq!(gwbridge_after, gwbridge_before, "docker_gwbridge is not as it was");
+}
