@@ -151,7 +151,7 @@ async fn require_manager(docker: &Docker) -> Result<(), RuntimeError> {
 }
 
 impl SwarmRuntime {
-    /// Connects to the engine (see [`connect_engine`]), checks that it is a Swarm manager, and
+    /// Connects to the engine as the Docker runtime does (`DOCKER_HOST`), checks that it is a Swarm manager, and
     /// starts watching the cluster's services and tasks.
     ///
     /// # Errors
