@@ -146,6 +146,10 @@ impl Autoscaler {
             reason,
         };
         if demand && current == 0 {
+            // A cold start is a new starting point: the idle evidence that scaled the cluster to
+            // zero must not take the new replica away before its requests are served.
+            self.reset();
+            self.since = Some(now);
             return decision(p.min.max(1).min(p.max.max(1)), Reason::Demand);
         }
         // A window decides only once it is full of evidence: a spike right after a reset is as
@@ -267,6 +271,24 @@ mod tests {
         let mut scaler = Autoscaler::new(p);
         let d = scaler.decide(Instant::now(), 0, 0.0, true);
         assert_eq!((d.desired, d.reason), (1, Reason::Demand));
+    }
+
+    #[test]
+    fn a_cold_start_keeps_its_replica_for_a_whole_scale_down_window() {
+        // Found in CI under load: the idle history from before the cold start scaled the new
+        // replica away 0.7 s later, before the request that woke it was served.
+        let p = Policy { min: 0, scale_down_window: Duration::from_secs(3), ..policy() };
+        let mut scaler = Autoscaler::new(p);
+        let start = Instant::now();
+        for i in 0..10 {
+            scaler.decide(start + Duration::from_millis(500 * i), 1, 0.0, false);
+        }
+        let woke = start + Duration::from_secs(6);
+        assert_eq!(scaler.decide(woke, 0, 0.0, true).desired, 1);
+        let soon = scaler.decide(woke + Duration::from_millis(700), 1, 0.0, false);
+        assert_eq!((soon.desired, soon.reason), (1, Reason::ScaleDownWindow));
+        let later = scaler.decide(woke + Duration::from_secs(4), 1, 0.0, false);
+        assert_eq!(later.desired, 0, "idle for a whole window after the cold start: back to zero");
     }
 
     proptest! {
