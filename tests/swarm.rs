@@ -218,6 +218,13 @@ impl Cluster {
     /// Starts the load balancer as a container on the cluster's network and waits until every
     /// replica is ready.
     async fn start_lb(&self, manifest_text: &str) -> Lb {
+        let lb = self.start_lb_unready(manifest_text).await;
+        lb.wait_ready(Duration::from_secs(90)).await;
+        lb
+    }
+
+    /// Starts the load balancer as a container on the cluster's network; waits until it answers.
+    async fn start_lb_unready(&self, manifest_text: &str) -> Lb {
         let dir = tempfile::tempdir().expect("temp dir");
         let manifest = dir.path().join("cluster.yaml");
         std::fs::write(&manifest, manifest_text).expect("write manifest");
@@ -237,7 +244,7 @@ impl Cluster {
             .spawn()
             .expect("docker run");
         let addr = format!("127.0.0.1:{port}").parse().expect("address");
-        Lb::adopt(child, dir, manifest, addr, Duration::from_secs(90)).await
+        Lb::adopt(child, dir, manifest, addr).await
     }
 
     /// (container id, replica name) of the cluster's running task containers on this node.
@@ -547,4 +554,78 @@ async fn make_run_swarm_serves_and_make_stop_swarm_leaves_nothing_behind() {
     assert!(left.is_empty(), "left behind: {left:?}");
     assert_eq!(after, before, "the swarm's state changed");
     assert_eq!(gwbridge_after, gwbridge_before, "docker_gwbridge is not as it was");
+}
+
+/// Runs `ringlb run` on a swarm manifest against `docker_host` (the default engine when `None`) and
+/// returns its exit success and stderr; it must exit by itself.
+fn run_expecting_exit(docker_host: Option<&str>) -> (bool, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let manifest = dir.path().join("cluster.yaml");
+    std::fs::write(&manifest, "name: refused\nlisten: 127.0.0.1:0\nreplica:\n  runtime: swarm\n")
+        .expect("write manifest");
+    let mut command = Command::new(common::bin());
+    command.args(["run", "--manifest"]).arg(&manifest).stdin(Stdio::null()).stdout(Stdio::null());
+    if let Some(host) = docker_host {
+        command.env("DOCKER_HOST", host);
+    }
+    let mut child = command.stderr(Stdio::piped()).spawn().expect("spawn ringlb");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("ringlb kept running against an engine that is not a swarm manager");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("output");
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).to_string())
+}
+
+#[test]
+fn outside_a_swarm_ringlb_refuses_to_start_and_says_why() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
+    if !Command::new("docker").arg("info").output().is_ok_and(|o| o.status.success()) {
+        skip("no Docker engine answers");
+        return;
+    }
+    let state = swarm_state();
+    if state != "inactive false" {
+        println!(
+            "SKIPPED: this engine is in a swarm ({state:?}); the refusal outside one cannot be seen here"
+        );
+        return;
+    }
+    let (success, stderr) = run_expecting_exit(None);
+    assert!(!success, "ringlb started outside a swarm");
+    assert!(
+        stderr.contains("not part of an active swarm") && stderr.contains("docker swarm init"),
+        "{stderr}"
+    );
+    assert_eq!(swarm_state(), state, "ringlb changed the engine's swarm state");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_task_never_runs_is_removed_when_it_is_no_longer_wanted() {
+    let Some(swarm) = Swarm::enter() else { return };
+    let mut cluster = Cluster::new("broken");
+    let c = cluster.name.clone();
+    // An image whose containers cannot start: Swarm retries its tasks for ever, none runs.
+    let broken = format!("ringlb:{c}-broken");
+    let context = tempfile::tempdir().expect("temp dir");
+    std::fs::write(context.path().join("Dockerfile"), format!("FROM {IMAGE}\nENTRYPOINT [\"/missing\"]\n"))
+        .expect("write Dockerfile");
+    docker(&["build", "-q", "-t", &broken, &context.path().display().to_string()]);
+    cluster.tags.push(broken.clone());
+    let lb = cluster.start_lb_unready(&cluster.manifest(2, &["s1", "s2"], &broken)).await;
+    let both = [format!("{c}-s1"), format!("{c}-s2")].into_iter().collect::<BTreeSet<_>>();
+    let created = eventually(Duration::from_secs(30), || async { cluster.services() == both }).await;
+    assert!(created, "services: {:?}", cluster.services());
+    let rm = lb.request("DELETE", "/rm", &format!(r#"{{"n": 1, "hostnames": ["{c}-s2"]}}"#), &[]).await;
+    assert_eq!(rm.status, 200, "{}", rm.body);
+    let removed =
+        eventually(Duration::from_secs(30), || async { cluster.services() == [format!("{c}-s1")].into() })
+            .await;
+    assert!(removed, "the idle service of s2 is still there: {:?}", cluster.services());
+    assert!(lb.ring().await.is_empty());
+    teardown(&cluster, swarm, lb);
 }

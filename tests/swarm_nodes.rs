@@ -165,7 +165,9 @@ async fn replicas_spread_over_two_nodes_and_move_when_a_node_is_lost() {
         .spawn()
         .expect("docker run");
     let addr = format!("{MANAGER_IP}:18080").parse().expect("address");
-    let lb = Arc::new(Lb::adopt(child, dir, manifest, addr, Duration::from_secs(90)).await);
+    let lb = Lb::adopt(child, dir, manifest, addr).await;
+    lb.wait_ready(Duration::from_secs(90)).await;
+    let lb = Arc::new(lb);
 
     let names: BTreeSet<String> = (1..=4).map(|i| format!("two-s{i}")).collect();
     let before = placement(&names);
@@ -173,6 +175,22 @@ async fn replicas_spread_over_two_nodes_and_move_when_a_node_is_lost() {
     let on_worker: BTreeSet<String> =
         before.iter().filter(|(_, node)| *node == "ringlb-node-b").map(|(name, _)| name.clone()).collect();
     assert!(!on_worker.is_empty() && on_worker.len() < 4, "not spread over two nodes: {before:?}");
+
+    // On a worker ringlb refuses to start, saying why.
+    let mut refusal = Command::new(common::bin());
+    let manifest_dir = tempfile::tempdir().expect("temp dir");
+    let refused = manifest_dir.path().join("cluster.yaml");
+    std::fs::write(&refused, "name: refused\nlisten: 127.0.0.1:0\nreplica:\n  runtime: swarm\n")
+        .expect("write");
+    let out = refusal
+        .args(["run", "--manifest"])
+        .arg(&refused)
+        .env("DOCKER_HOST", WORKER)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ringlb");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("swarm worker, not a manager"), "{stderr}");
 
     let load = Load::start(&lb, 4, "/home");
     load.after_more(200).await;

@@ -251,6 +251,7 @@ impl<R: Runtime> Controller<R> {
             backoff: &backoff,
         };
         let actions = plan::plan(&plan_input, &observed, now);
+        self.runtime.remove_idle(&names).await;
         let again = actions.iter().any(|a| matches!(a, Action::Retire { .. }));
         let starts = self.begin_removals(actions, &manifest, &names);
         // The ring changes now (a replica gone, one draining); starting replacements can take a

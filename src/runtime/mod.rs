@@ -141,6 +141,14 @@ pub trait Runtime: Send + Sync + 'static {
         true
     }
 
+    /// Removes what the runtime keeps for replicas whose names are not in `wanted` and that have
+    /// no instance the controller could stop (Swarm: a service whose task never ran, say of a
+    /// broken image). Called after each pass that listed the runtime. Most runtimes keep nothing
+    /// of the kind.
+    fn remove_idle(&self, _wanted: &[String]) -> impl Future<Output = ()> + Send {
+        std::future::ready(())
+    }
+
     /// True if `name` is held by something this runtime does not own (a foreign container), so a
     /// replica cannot take it. Runtimes without a shared namespace never have one.
     fn name_held_by_other(&self, _name: &str) -> impl Future<Output = Result<bool, RuntimeError>> + Send {

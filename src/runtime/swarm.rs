@@ -76,6 +76,8 @@ pub struct SwarmRuntime {
     service_of: Mutex<HashMap<String, String>>,
     /// Tasks already reported as running without a known address (reported once each).
     unaddressed: Mutex<HashSet<String>>,
+    /// Services that ran no task at the last listing: (service id, replica name).
+    idle: Mutex<Vec<(String, String)>>,
 }
 
 impl Drop for SwarmRuntime {
@@ -113,6 +115,8 @@ struct Observation {
     service_of: HashMap<String, String>,
     /// Running tasks whose address is not known yet: (task id, replica name, network).
     unaddressed: Vec<(String, String, String)>,
+    /// Services with no running task: (service id, replica name).
+    idle: Vec<(String, String)>,
 }
 
 impl Observation {
@@ -172,6 +176,7 @@ impl SwarmRuntime {
             network_lock: tokio::sync::Mutex::new(()),
             service_of: Mutex::new(HashMap::new()),
             unaddressed: Mutex::new(HashSet::new()),
+            idle: Mutex::new(Vec::new()),
         })
     }
 
@@ -380,13 +385,16 @@ async fn observe(docker: &Docker, cluster: &str) -> Result<Observation, String> 
         .list_services(Some(options))
         .await
         .map_err(|e| format!("cannot list services: {}", describe(&e)))?;
-    let ours: HashSet<String> = services
+    // Service id -> replica name, for the services that are ours.
+    let ours: HashMap<String, String> = services
         .iter()
-        .filter(|s| {
-            s.spec.as_ref().and_then(|spec| spec.labels.as_ref()).and_then(|l| l.get(LABEL_CLUSTER))
-                == Some(&cluster.to_owned())
+        .filter_map(|s| {
+            let labels = s.spec.as_ref().and_then(|spec| spec.labels.as_ref())?;
+            if labels.get(LABEL_CLUSTER) != Some(&cluster.to_owned()) {
+                return None;
+            }
+            Some((s.id.clone()?, labels.get(LABEL_HOSTNAME).cloned().unwrap_or_default()))
         })
-        .filter_map(|s| s.id.clone())
         .collect();
     let mut observation = Observation::default();
     if ours.is_empty() {
@@ -398,7 +406,7 @@ async fn observe(docker: &Docker, cluster: &str) -> Result<Observation, String> 
         docker.list_tasks(Some(options)).await.map_err(|e| format!("cannot list tasks: {}", describe(&e)))?;
     let running: Vec<Task> = tasks
         .into_iter()
-        .filter(|t| t.service_id.as_ref().is_some_and(|s| ours.contains(s)))
+        .filter(|t| t.service_id.as_ref().is_some_and(|s| ours.contains_key(s)))
         .filter(|t| t.desired_state == Some(TaskState::RUNNING))
         .filter(|t| t.status.as_ref().and_then(|s| s.state) == Some(TaskState::RUNNING))
         .collect();
@@ -431,6 +439,12 @@ async fn observe(docker: &Docker, cluster: &str) -> Result<Observation, String> 
             started_at: started.map_or_else(SystemTime::now, |s| UNIX_EPOCH + Duration::from_secs(s)),
         });
     }
+    let busy: HashSet<&String> = observation.service_of.values().collect();
+    observation.idle = ours
+        .iter()
+        .filter(|(id, _)| !busy.contains(id))
+        .map(|(id, name)| (id.clone(), name.clone()))
+        .collect();
     Ok(observation)
 }
 
@@ -486,6 +500,7 @@ impl Runtime for SwarmRuntime {
             }
         }
         self.service_of.lock().unwrap_or_else(PoisonError::into_inner).extend(observation.service_of);
+        *self.idle.lock().unwrap_or_else(PoisonError::into_inner) = observation.idle;
         Ok(observation.instances)
     }
 
@@ -632,6 +647,34 @@ impl Runtime for SwarmRuntime {
         for watcher in &self.watchers {
             watcher.abort();
         }
+    }
+
+    async fn remove_idle(&self, wanted: &[String]) {
+        let unwanted: Vec<(String, String)> = {
+            let idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+            idle.iter().filter(|(_, name)| !wanted.contains(name)).cloned().collect()
+        };
+        for (id, name) in unwanted {
+            // Look again: the service may be gone or have changed hands since the listing. (A task
+            // that started meanwhile is not in the ring yet, and its replica is not wanted.)
+            match self.service(&id).await {
+                Ok(Some(service)) if self.is_ours(service.spec.as_ref().and_then(|s| s.labels.as_ref())) => {}
+                Ok(_) => continue,
+                Err(error) => {
+                    tracing::warn!(replica = %name, %error, "cannot look at an idle service");
+                    continue;
+                }
+            }
+            match self.docker.delete_service(&id).await {
+                Ok(()) => tracing::info!(event = "replica_removed", replica = %name,
+                    "removed service {name}: its replica is no longer wanted and it ran no task"),
+                Err(e) if status_of(&e) == Some(404) => {}
+                Err(e) => {
+                    tracing::warn!(replica = %name, error = %describe(&e), "cannot remove service {name}")
+                }
+            }
+        }
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner).retain(|(_, name)| wanted.contains(name));
     }
 
     async fn name_held_by_other(&self, name: &str) -> Result<bool, RuntimeError> {
