@@ -41,7 +41,7 @@ stop:
 SWARM_MANIFEST ?= manifests/swarm.yaml
 SWARM_CLUSTER = $(shell sed -n 's/^name:[[:space:]]*\([^[:space:]#]*\).*/\1/p' $(SWARM_MANIFEST))
 SWARM_NETWORK = $(shell sed -n 's/^[[:space:]]*network:[[:space:]]*\([^[:space:]#]*\).*/\1/p' $(SWARM_MANIFEST))
-SWARM_CREATED := target/swarm-created-by-ringlb
+SWARM_CREATED ?= target/swarm-created-by-ringlb
 
 ## Run on Docker Swarm: make a single-node swarm if the engine is in none (advertising
 ## 127.0.0.1), build the image, create the overlay network, start the load balancer as a service
@@ -50,10 +50,10 @@ run-swarm: image
 	@state=$$(docker info --format '{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}'); \
 	case "$$state" in \
 	"active true") echo "using the swarm this engine manages";; \
-	"inactive false") mkdir -p target; \
-		if docker network inspect docker_gwbridge >/dev/null 2>&1; then echo kept > $(SWARM_CREATED); \
-		else echo created > $(SWARM_CREATED); fi; \
-		docker swarm init --advertise-addr 127.0.0.1 >/dev/null || { rm -f $(SWARM_CREATED); exit 1; }; \
+	"inactive false") mkdir -p $(dir $(SWARM_CREATED)); \
+		if docker network inspect docker_gwbridge >/dev/null 2>&1; then bridge=kept; else bridge=created; fi; \
+		docker swarm init --advertise-addr 127.0.0.1 >/dev/null || exit 1; \
+		echo "$$bridge $$(docker info --format '{{.Swarm.Cluster.ID}}')" > $(SWARM_CREATED); \
 		echo "created a single-node swarm (make stop-swarm leaves it)";; \
 	*) echo "this engine's swarm state is '$$state': run make run-swarm on a manager" >&2; exit 1;; \
 	esac
@@ -87,9 +87,13 @@ stop-swarm:
 	@for i in $$(seq 50); do \
 		nets=$$(docker network ls -q --filter label=ringlb.cluster=$(SWARM_CLUSTER)); [ -z "$$nets" ] && break; \
 		docker network rm $$nets >/dev/null 2>&1; sleep 0.2; done
-	@if [ -f $(SWARM_CREATED) ]; then docker swarm leave --force >/dev/null || exit 1; \
-		if [ "$$(cat $(SWARM_CREATED))" = created ]; then docker network rm docker_gwbridge >/dev/null 2>&1 || true; fi; \
-		rm -f $(SWARM_CREATED); echo "left the swarm make run-swarm created"; fi
+	@# Leave the swarm only if it is the very one make run-swarm created (its cluster ID).
+	@if [ -f $(SWARM_CREATED) ]; then read -r bridge cluster < $(SWARM_CREATED); \
+		if [ -n "$$cluster" ] && [ "$$(docker info --format '{{.Swarm.Cluster.ID}}' 2>/dev/null)" = "$$cluster" ]; then \
+			docker swarm leave --force >/dev/null || exit 1; \
+			if [ "$$bridge" = created ]; then docker network rm docker_gwbridge >/dev/null 2>&1 || true; fi; \
+			echo "left the swarm make run-swarm created"; fi; \
+		rm -f $(SWARM_CREATED); fi
 	@left="$$(docker service ls -q --filter label=ringlb.cluster=$(SWARM_CLUSTER) 2>/dev/null) $$(docker ps -aq --filter label=ringlb.cluster=$(SWARM_CLUSTER)) $$(docker ps -aq --filter label=ringlb.load-balancer=$(SWARM_CLUSTER)) $$(docker network ls -q --filter label=ringlb.cluster=$(SWARM_CLUSTER))"; \
 		if [ -n "$${left// /}" ]; then echo "left behind: $$left" >&2; exit 1; fi; echo "stopped; nothing of cluster $(SWARM_CLUSTER) is left"
 

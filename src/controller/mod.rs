@@ -338,8 +338,11 @@ impl<R: Runtime> Controller<R> {
         }
     }
 
-    /// Starts tracking (and probing) an instance.
+    /// Starts tracking (and probing) an instance. A start problem of its name is over.
     fn track(&mut self, instance: Instance, now: Instant) {
+        if instance.running {
+            self.backoff.remove(&instance.name);
+        }
         let state =
             if instance.running { InstanceState::Starting { since: now } } else { InstanceState::Exited };
         let backend =

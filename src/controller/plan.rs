@@ -219,17 +219,25 @@ pub fn plan(desired: &Desired<'_>, observed: &[Observed], now: Instant) -> Vec<A
     // Ids held by instances that stay: a new replica must not take one of them.
     let mut kept_ids = BTreeSet::new();
 
-    // A rolling replacement already under way (a successor still starting beside an old instance)
-    // blocks the next one.
-    let mut rolling = desired.names.iter().any(|name| {
-        let list = by_name.get(name.as_str()).map(Vec::as_slice).unwrap_or_default();
-        let live = |o: &&&Observed| live_state(o.state);
-        list.iter().filter(live).any(|o| o.spec_hash != desired.spec_hash)
-            && list
+    // A rolling replacement waits until the cluster is whole on the current spec: no replica of
+    // the current spec still starting or failing, and no wanted name without a live instance (a
+    // successor being placed by the runtime's scheduler, or a crash). So a spec whose replicas
+    // never answer stops the roll after the first replica instead of taking every one down.
+    let instances_of = |name: &String| by_name.get(name.as_str()).map(Vec::as_slice).unwrap_or_default();
+    let live = |o: &&&Observed| live_state(o.state);
+    let any_stale = desired
+        .names
+        .iter()
+        .any(|name| instances_of(name).iter().filter(live).any(|o| o.spec_hash != desired.spec_hash));
+    let degraded = desired.names.iter().any(|name| {
+        let list = instances_of(name);
+        !list.iter().any(|o| live_state(o.state))
+            || list
                 .iter()
                 .filter(live)
                 .any(|o| o.spec_hash == desired.spec_hash && o.state != InstanceState::Ready)
     });
+    let mut rolling = any_stale && degraded;
 
     for name in desired.names {
         let instances = by_name.remove(name.as_str()).unwrap_or_default();
@@ -541,6 +549,21 @@ mod tests {
                 start("b", 2),
             ]
         );
+    }
+
+    #[test]
+    fn a_roll_waits_while_a_rolled_replica_is_gone_or_not_ready() {
+        // A runtime whose scheduler stops the old instance itself (Swarm, start-first) leaves a
+        // rolled name with no instance, or with a successor that never answers: the next name
+        // must not roll, or a bad spec takes every replica down.
+        let old = |id: &str, name: &str, rid: u32| Observed { spec_hash: 1, ..ready(id, name, rid) };
+        let gone = [old("o2", "b", 2), old("o3", "c", 3)];
+        assert_eq!(run(&["a", "b", "c"], &gone), vec![start("a", 1)], "only a's start is asked for again");
+        let failing = inst("n1", "a", 1, InstanceState::Failing { failures: 1 });
+        assert!(run(&["a", "b", "c"], &[failing, old("o2", "b", 2), old("o3", "c", 3)]).is_empty());
+        // Once a answers, the next one rolls.
+        let whole = [ready("n1", "a", 1), old("o2", "b", 2), old("o3", "c", 3)];
+        assert_eq!(run(&["a", "b", "c"], &whole), vec![start("b", 2)]);
     }
 
     #[test]

@@ -228,6 +228,32 @@ impl SwarmRuntime {
         }
     }
 
+    /// Why the service `name` runs no task, if its last task failed: `None` while one runs or
+    /// none has failed yet.
+    async fn task_failure(&self, name: &str) -> Option<String> {
+        let filter = HashMap::from([("service".to_string(), vec![name.to_owned()])]);
+        let options = ListTasksOptionsBuilder::new().filters(&filter).build();
+        let tasks = self.docker.list_tasks(Some(options)).await.ok()?;
+        let state = |t: &Task| t.status.as_ref().and_then(|s| s.state);
+        if tasks.iter().any(|t| state(t) == Some(TaskState::RUNNING)) {
+            return None;
+        }
+        let last_failed = tasks
+            .iter()
+            .filter(|t| matches!(state(t), Some(TaskState::FAILED | TaskState::REJECTED)))
+            .max_by_key(|t| {
+                t.status.as_ref().and_then(|s| s.timestamp.as_deref()).and_then(parse_rfc3339_seconds)
+            })?;
+        let status = last_failed.status.as_ref()?;
+        let why = status
+            .err
+            .clone()
+            .filter(|e| !e.is_empty())
+            .or_else(|| status.message.clone())
+            .unwrap_or_default();
+        Some(format!("no task of its service runs; the last one failed: {why} (Swarm keeps retrying)"))
+    }
+
     /// The local ID of `image` (`sha256:...`): a task given it never tries a registry.
     async fn image_id(&self, image: &str) -> Result<String, String> {
         match self.docker.inspect_image(image).await {
@@ -499,7 +525,19 @@ impl Runtime for SwarmRuntime {
                 }
             }
         }
-        self.service_of.lock().unwrap_or_else(PoisonError::into_inner).extend(observation.service_of);
+        {
+            // Keep tasks seen earlier (a draining replica's task may no longer be listed when it is
+            // stopped) as long as their service exists.
+            let services: HashSet<String> = observation
+                .service_of
+                .values()
+                .cloned()
+                .chain(observation.idle.iter().map(|(id, _)| id.clone()))
+                .collect();
+            let mut known = self.service_of.lock().unwrap_or_else(PoisonError::into_inner);
+            known.extend(observation.service_of);
+            known.retain(|_, service| services.contains(service));
+        }
         *self.idle.lock().unwrap_or_else(PoisonError::into_inner) = observation.idle;
         Ok(observation.instances)
     }
@@ -515,8 +553,27 @@ impl Runtime for SwarmRuntime {
             }
             let wanted = format!("{:016x}", request.spec_hash);
             if spec.labels.as_ref().and_then(|l| l.get(LABEL_SPEC)) == Some(&wanted) {
-                // Swarm has it in hand: its task runs, starts, or is being restarted.
-                return Ok(None);
+                let replicas =
+                    spec.mode.as_ref().and_then(|m| m.replicated.as_ref()).and_then(|r| r.replicas);
+                if replicas != Some(1) {
+                    // Scaled by hand (`docker service scale`): one task per replica, always.
+                    let mut restored = spec.clone();
+                    restored.mode = Some(ServiceSpecMode {
+                        replicated: Some(ServiceSpecModeReplicated { replicas: Some(1) }),
+                        ..Default::default()
+                    });
+                    let version = existing.as_ref().and_then(|s| s.version.as_ref()).and_then(|v| v.index);
+                    self.update(&name, restored, version).await.map_err(fail)?;
+                    tracing::warn!(event = "replica_restored", replica = %name,
+                        "service {name} had {replicas:?} replicas; set back to 1");
+                    return Ok(None);
+                }
+                // Swarm has it in hand: its task runs, starts, or is being restarted. Say so when
+                // its tasks keep failing, so that the status shows why the replica is missing.
+                return match self.task_failure(&name).await {
+                    Some(why) => Err(fail(why)),
+                    None => Ok(None),
+                };
             }
         }
         self.ensure_network(&request.spec.network).await.map_err(fail)?;
