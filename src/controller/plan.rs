@@ -222,16 +222,19 @@ pub fn plan(desired: &Desired<'_>, observed: &[Observed], now: Instant) -> Vec<A
     // A rolling replacement waits until the cluster is whole on the current spec: no replica of
     // the current spec still starting or failing, and no wanted name without a live instance (a
     // successor being placed by the runtime's scheduler, or a crash). So a spec whose replicas
-    // never answer stops the roll after the first replica instead of taking every one down.
+    // never answer stops the roll after the first replica instead of taking every one down. A
+    // name whose start keeps failing (held by a foreign container, say) is reported, not waited
+    // for: the roll of the others goes on.
     let instances_of = |name: &String| by_name.get(name.as_str()).map(Vec::as_slice).unwrap_or_default();
     let live = |o: &&&Observed| live_state(o.state);
+    let backing_off = |name: &String| desired.backoff.get(name).is_some_and(|until| *until > now);
     let any_stale = desired
         .names
         .iter()
         .any(|name| instances_of(name).iter().filter(live).any(|o| o.spec_hash != desired.spec_hash));
     let degraded = desired.names.iter().any(|name| {
         let list = instances_of(name);
-        !list.iter().any(|o| live_state(o.state))
+        (!list.iter().any(|o| live_state(o.state)) && !backing_off(name))
             || list
                 .iter()
                 .filter(live)
@@ -277,7 +280,7 @@ pub fn plan(desired: &Desired<'_>, observed: &[Observed], now: Instant) -> Vec<A
                 reason: Reason::Duplicate,
             });
         }
-        let backing_off = desired.backoff.get(name).is_some_and(|until| *until > now);
+        let backing_off = backing_off(name);
         match (current.first(), stale.first()) {
             (Some(cur), old) => {
                 kept_ids.insert(cur.replica_id);
@@ -564,6 +567,25 @@ mod tests {
         // Once a answers, the next one rolls.
         let whole = [ready("n1", "a", 1), old("o2", "b", 2), old("o3", "c", 3)];
         assert_eq!(run(&["a", "b", "c"], &whole), vec![start("b", 2)]);
+    }
+
+    #[test]
+    fn a_name_that_cannot_start_does_not_hold_up_the_roll_of_the_others() {
+        // c's name is held by a foreign container: its start fails and backs off. The others roll.
+        let old = |id: &str, name: &str, rid: u32| Observed { spec_hash: 1, ..ready(id, name, rid) };
+        let now = Instant::now();
+        let observed = [old("o1", "a", 1), old("o2", "b", 2)];
+        let backoff = BTreeMap::from([("c".to_string(), now + Duration::from_secs(5))]);
+        assert_eq!(
+            run_with(&["a", "b", "c"], &observed, ReplacementName::Same, &backoff, now),
+            vec![start("a", 1)]
+        );
+        // Once its backoff is over, c is started again, and the roll waits for that pass.
+        let later = now + Duration::from_secs(6);
+        assert_eq!(
+            run_with(&["a", "b", "c"], &observed, ReplacementName::Same, &backoff, later),
+            vec![start("c", 3)]
+        );
     }
 
     #[test]
