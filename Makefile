@@ -59,7 +59,12 @@ run-swarm: image
 	esac
 	@docker network inspect $(SWARM_NETWORK) >/dev/null 2>&1 || docker network create --driver overlay --attachable \
 		--label ringlb.cluster=$(SWARM_CLUSTER) $(SWARM_NETWORK) >/dev/null
-	@docker service inspect $(SWARM_CLUSTER)-lb >/dev/null 2>&1 || docker service create --detach --quiet \
+	@# A load balancer service that is there already gets the image just built (a no-op when it is
+	@# the same); the command waits until its task runs the new image.
+	@image=$$(docker image inspect --format '{{.Id}}' $(IMAGE)); \
+	if docker service inspect $(SWARM_CLUSTER)-lb >/dev/null 2>&1; then \
+		docker service update --quiet --no-resolve-image --image $$image $(SWARM_CLUSTER)-lb >/dev/null; \
+	else docker service create --detach --quiet \
 		--name $(SWARM_CLUSTER)-lb --label ringlb.load-balancer=$(SWARM_CLUSTER) \
 		--container-label ringlb.load-balancer=$(SWARM_CLUSTER) \
 		--constraint node.role==manager --network $(SWARM_NETWORK) \
@@ -67,7 +72,7 @@ run-swarm: image
 		--mount type=bind,source=/var/run/docker.sock,target=/var/run/docker.sock \
 		--mount type=bind,source=$(abspath $(dir $(SWARM_MANIFEST))),target=/manifests \
 		--env RINGLB_ADMIN_TOKEN --stop-grace-period 20s --endpoint-mode dnsrr --no-resolve-image \
-		$$(docker image inspect --format '{{.Id}}' $(IMAGE)) run --manifest /manifests/$(notdir $(SWARM_MANIFEST)) >/dev/null
+		$$image run --manifest /manifests/$(notdir $(SWARM_MANIFEST)) >/dev/null; fi
 	@./$(STATIC) status --url http://127.0.0.1:$(PORT) --wait --timeout 120 \
 		|| { docker service logs --tail 50 $(SWARM_CLUSTER)-lb; exit 1; }
 	@echo "ringlb listens on http://127.0.0.1:$(PORT) (try: curl http://127.0.0.1:$(PORT)/rep); replicas: docker service ls; logs: make logs-swarm; stop: make stop-swarm"

@@ -60,10 +60,35 @@ fn skip(why: &str) -> Option<Swarm> {
     None
 }
 
+/// Where a test that made a swarm notes its cluster ID and whether it made `docker_gwbridge`, so
+/// that a later test leaves that swarm if this one was killed before it could (a timeout).
+fn created_marker() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("swarm-created-by-tests")
+}
+
+/// The engine's swarm cluster ID (empty outside a swarm).
+fn cluster_id() -> String {
+    docker_quiet(&["info", "--format", "{{.Swarm.Cluster.ID}}"])
+}
+
+/// What a test in a swarm that was there must leave as it found: the state, the cluster, its
+/// nodes, and the services and swarm networks in it.
+fn swarm_snapshot() -> String {
+    [
+        swarm_state(),
+        cluster_id(),
+        docker_quiet(&["node", "ls", "--format", "{{.ID}} {{.Hostname}} {{.Status}} {{.ManagerStatus}}"]),
+        docker_quiet(&["service", "ls", "--format", "{{.ID}} {{.Name}}"]),
+        docker_quiet(&["network", "ls", "--filter", "scope=swarm", "--format", "{{.ID}} {{.Name}}"]),
+    ]
+    .join("\n")
+}
+
 /// The swarm a test runs in, and what to restore.
 struct Swarm {
-    /// The state before the test, to compare with after it.
-    before: String,
+    /// The swarm before the test ([`swarm_snapshot`]), to compare with after it; `None` when the
+    /// engine was in no swarm.
+    before: Option<String>,
     /// True when this test ran `docker swarm init` and must leave.
     created: bool,
     /// True when `docker swarm init` made the `docker_gwbridge` network (which leaving keeps).
@@ -88,6 +113,17 @@ impl Swarm {
         let before = swarm_state();
         match before.as_str() {
             "active true" => {
+                // Made by an earlier test that was killed before it could leave: ours to leave.
+                let marker = std::fs::read_to_string(created_marker()).unwrap_or_default();
+                let mut noted = marker.split_whitespace();
+                if let (Some(id), Some(bridge)) = (noted.next(), noted.next())
+                    && id == cluster_id()
+                {
+                    eprintln!("leaving the swarm {id} an earlier, interrupted test made, at the end");
+                    let made_gwbridge = bridge == "made";
+                    return Some(Swarm { before: None, created: true, made_gwbridge, _one_at_a_time: guard });
+                }
+                let before = Some(swarm_snapshot());
                 Some(Swarm { before, created: false, made_gwbridge: false, _one_at_a_time: guard })
             }
             "inactive false" => {
@@ -102,7 +138,12 @@ impl Swarm {
                         String::from_utf8_lossy(&init.stderr).trim()
                     ));
                 }
-                Some(Swarm { before, created: true, made_gwbridge, _one_at_a_time: guard })
+                let bridge = if made_gwbridge { "made" } else { "kept" };
+                let noted = std::fs::write(created_marker(), format!("{} {bridge}\n", cluster_id()));
+                if let Err(error) = noted {
+                    eprintln!("cannot note the swarm this test made: {error}");
+                }
+                Some(Swarm { before: None, created: true, made_gwbridge, _one_at_a_time: guard })
             }
             other => skip(&format!("this engine's swarm state is {other:?}, not a manager nor inactive")),
         }
@@ -116,6 +157,7 @@ impl Drop for Swarm {
             if self.made_gwbridge {
                 docker_quiet(&["network", "rm", "docker_gwbridge"]);
             }
+            let _ = std::fs::remove_file(created_marker());
         }
     }
 }
@@ -280,7 +322,14 @@ fn teardown(cluster: &Cluster, swarm: Swarm, lb: Lb) {
     assert!(left.is_empty(), "left behind: {left:?}");
     let (before, gwbridge_before) = (swarm.before.clone(), !swarm.made_gwbridge);
     drop(swarm);
-    assert_eq!(swarm_state(), before, "the swarm's state changed");
+    match before {
+        Some(snapshot) => assert_eq!(swarm_snapshot(), snapshot, "the swarm is not as it was"),
+        None => {
+            assert_eq!(swarm_state(), "inactive false", "the engine is still in the swarm the test made");
+            let networks = docker_quiet(&["network", "ls", "--filter", "scope=swarm", "-q"]);
+            assert!(networks.is_empty(), "swarm networks left: {networks}");
+        }
+    }
     assert_eq!(gwbridge_exists(), gwbridge_before, "docker_gwbridge is not as it was");
 }
 
@@ -330,14 +379,22 @@ async fn the_exercise_on_a_swarm() {
     );
     let rm = lb.request("DELETE", "/rm", &format!(r#"{{"n": 2, "hostnames": ["{c}-s5"]}}"#), &[]).await;
     assert_eq!(rm.status, 200, "{}", rm.body);
-    let left: BTreeSet<String> = rm.json()["message"]["replicas"]
+    // The second replica to go is the load balancer's choice; the answer is the exercise's.
+    let kept: Vec<String> = rm.json()["message"]["replicas"]
         .as_array()
         .expect("replicas")
         .iter()
         .map(|v| v.as_str().unwrap_or_default().to_string())
         .collect();
+    let quoted = kept.iter().map(|n| format!("\"{n}\"")).collect::<Vec<_>>().join(", ");
+    assert_eq!(
+        rm.body,
+        format!(r#"{{"message": {{"N": 3, "replicas": [{quoted}]}}, "status": "successful"}}"#)
+    );
+    let left: BTreeSet<String> = kept.into_iter().collect();
+    let before: BTreeSet<String> = ["s1", "s2", "s3", "s5", "1"].iter().map(|n| format!("{c}-{n}")).collect();
     assert_eq!(left.len(), 3);
-    assert!(!left.contains(&format!("{c}-s5")));
+    assert!(left.is_subset(&before) && !left.contains(&format!("{c}-s5")), "{left:?}");
     let gone = eventually(Duration::from_secs(60), || async {
         cluster.services() == left && lb.ring().await.into_iter().collect::<BTreeSet<_>>() == left
     })
@@ -351,6 +408,24 @@ async fn the_exercise_on_a_swarm() {
         seen.insert(answer.replica());
     }
     assert_eq!(seen, left, "GETs reach every replica");
+    // A replica's service scaled by hand is set back to one task.
+    let scaled = left.iter().next().expect("a replica").clone();
+    docker(&["service", "scale", "--detach", &format!("{scaled}=3")]);
+    let replicas =
+        || docker(&["service", "inspect", &scaled, "--format", "{{.Spec.Mode.Replicated.Replicas}}"]);
+    let scaled_up = eventually(Duration::from_secs(10), || async { replicas() == "3" }).await;
+    assert!(scaled_up, "docker service scale did not take: {}", replicas());
+    let restored = eventually(Duration::from_secs(60), || async {
+        let running = docker(&["service", "ps", &scaled, "-q", "--filter", "desired-state=running"]);
+        replicas() == "1" && running.lines().count() == 1
+    })
+    .await;
+    assert!(restored, "service {scaled} has {} replicas", replicas());
+    let whole = eventually(Duration::from_secs(30), || async {
+        lb.ring().await.into_iter().collect::<BTreeSet<_>>() == left
+    })
+    .await;
+    assert!(whole, "ring {:?} != {left:?}", lb.ring().await);
     teardown(&cluster, swarm, lb);
 }
 
@@ -602,9 +677,7 @@ fn outside_a_swarm_ringlb_refuses_to_start_and_says_why() {
     }
     let state = swarm_state();
     if state != "inactive false" {
-        println!(
-            "SKIPPED: this engine is in a swarm ({state:?}); the refusal outside one cannot be seen here"
-        );
+        skip(&format!("this engine is in a swarm ({state:?}); the refusal outside one cannot be seen here"));
         return;
     }
     let (success, stderr) = run_expecting_exit(None);

@@ -219,13 +219,39 @@ impl SwarmRuntime {
         }
     }
 
-    /// The service named `name`, or `None`.
+    /// The service named `name` (or with the id `name`), or `None`. The engine also answers for a
+    /// mere prefix of some service's id (a short replica name such as `ab` may be one): that
+    /// service is not the one asked for.
     async fn service(&self, name: &str) -> Result<Option<Service>, String> {
         match self.docker.inspect_service(name, None).await {
-            Ok(service) => Ok(Some(service)),
+            Ok(service) => {
+                let named = service.spec.as_ref().and_then(|s| s.name.as_deref()) == Some(name);
+                Ok((named || service.id.as_deref() == Some(name)).then_some(service))
+            }
             Err(e) if status_of(&e) == Some(404) => Ok(None),
             Err(e) => Err(format!("cannot inspect service {name}: {}", describe(&e))),
         }
+    }
+
+    /// Sets a service of ours that was scaled by hand (`docker service scale`) back to one task:
+    /// one task per replica, always. True if it had to.
+    async fn restore_one_task(&self, service: &Service) -> Result<bool, String> {
+        let Some(spec) = service.spec.as_ref() else { return Ok(false) };
+        let replicas = spec.mode.as_ref().and_then(|m| m.replicated.as_ref()).and_then(|r| r.replicas);
+        if replicas == Some(1) {
+            return Ok(false);
+        }
+        let mut restored = spec.clone();
+        restored.mode = Some(ServiceSpecMode {
+            replicated: Some(ServiceSpecModeReplicated { replicas: Some(1) }),
+            ..Default::default()
+        });
+        let name = spec.name.clone().unwrap_or_default();
+        let id = service.id.clone().unwrap_or_else(|| name.clone());
+        self.update(&id, restored, service.version.as_ref().and_then(|v| v.index)).await?;
+        tracing::warn!(event = "replica_restored", replica = %name,
+            "service {name} had {} replicas; set back to 1", replicas.map_or("no".to_string(), |n| n.to_string()));
+        Ok(true)
     }
 
     /// Why the service `name` runs no task, if its last task failed: `None` while one runs or
@@ -233,7 +259,13 @@ impl SwarmRuntime {
     async fn task_failure(&self, name: &str) -> Option<String> {
         let filter = HashMap::from([("service".to_string(), vec![name.to_owned()])]);
         let options = ListTasksOptionsBuilder::new().filters(&filter).build();
-        let tasks = self.docker.list_tasks(Some(options)).await.ok()?;
+        let tasks = match self.docker.list_tasks(Some(options)).await {
+            Ok(tasks) => tasks,
+            Err(e) => {
+                tracing::warn!(replica = %name, error = %describe(&e), "cannot list the tasks of service {name}");
+                return None;
+            }
+        };
         let state = |t: &Task| t.status.as_ref().and_then(|s| s.state);
         if tasks.iter().any(|t| state(t) == Some(TaskState::RUNNING)) {
             return None;
@@ -553,19 +585,9 @@ impl Runtime for SwarmRuntime {
             }
             let wanted = format!("{:016x}", request.spec_hash);
             if spec.labels.as_ref().and_then(|l| l.get(LABEL_SPEC)) == Some(&wanted) {
-                let replicas =
-                    spec.mode.as_ref().and_then(|m| m.replicated.as_ref()).and_then(|r| r.replicas);
-                if replicas != Some(1) {
-                    // Scaled by hand (`docker service scale`): one task per replica, always.
-                    let mut restored = spec.clone();
-                    restored.mode = Some(ServiceSpecMode {
-                        replicated: Some(ServiceSpecModeReplicated { replicas: Some(1) }),
-                        ..Default::default()
-                    });
-                    let version = existing.as_ref().and_then(|s| s.version.as_ref()).and_then(|v| v.index);
-                    self.update(&name, restored, version).await.map_err(fail)?;
-                    tracing::warn!(event = "replica_restored", replica = %name,
-                        "service {name} had {replicas:?} replicas; set back to 1");
+                if let Some(service) = &existing
+                    && self.restore_one_task(service).await.map_err(fail)?
+                {
                     return Ok(None);
                 }
                 // Swarm has it in hand: its task runs, starts, or is being restarted. Say so when
@@ -667,6 +689,9 @@ impl Runtime for SwarmRuntime {
             .await
             .map_err(|e| fail(format!("cannot list tasks: {}", describe(&e))))?;
         if siblings.iter().any(|t| t.id != task.id && t.desired_state == Some(TaskState::RUNNING)) {
+            // Two tasks of the current spec: the service was scaled by hand (Swarm picks the task
+            // it removes), or an update is under way and Swarm retires the old one itself.
+            self.restore_one_task(&service).await.map_err(fail)?;
             return Ok(());
         }
         let name = spec.name.clone().unwrap_or_default();
