@@ -11,7 +11,7 @@
 //! - [`ring`]: the hash rings (Maglev, and the exercise's slot ring).
 //! - [`listener`], [`proxy`], [`admin`]: the front door, the data plane, the admin API;
 //!   [`balancer`] starts and stops them together with the controller.
-//! - [`replica`]: the replica server (`ringlb server`).
+//! - [`replica`]: the replica server (`ringlb server`); [`probe`]: its container health check.
 //! - [`status`]: the `ringlb status` client.
 //! - [`telemetry`]: Prometheus metrics; [`json`], [`trigger`], [`logging`]: small shared pieces.
 
@@ -29,6 +29,7 @@ pub mod listener;
 pub mod logging;
 pub mod manifest;
 pub mod observe;
+pub mod probe;
 pub mod proxy;
 pub mod replica;
 pub mod ring;

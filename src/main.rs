@@ -1,5 +1,5 @@
 //! The `ringlb` command: `run` (load balancer + controller), `server` (a replica), `check`
-//! (validate a manifest).
+//! (validate a manifest), `probe` (a replica's health check), and the tools around them.
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -140,6 +140,19 @@ enum Command {
         #[arg(long, default_value_t = 60)]
         timeout: u64,
     },
+    /// One heartbeat to a replica on this host (a container health check): exit 0 when
+    /// `GET <path>` answers 2xx within the timeout, else 1 with the reason.
+    Probe {
+        /// The replica's port on 127.0.0.1.
+        #[arg(long, default_value_t = 5000)]
+        port: u16,
+        /// The path to GET.
+        #[arg(long, default_value = "/heartbeat")]
+        path: String,
+        /// How long the whole heartbeat may take, in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        timeout_ms: u64,
+    },
     /// Validate a manifest (like `nginx -t`): exit 0 with a summary, or 1 with the error's line
     /// and column.
     Check {
@@ -151,8 +164,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::Check { manifest } = &cli.command {
-        return check(manifest);
+    match &cli.command {
+        Command::Check { manifest } => return check(manifest),
+        Command::Probe { port, path, timeout_ms } => return probe(*port, path, *timeout_ms),
+        _ => {}
     }
     logging::init(cli.log_format, &cli.log_level);
     // One CPU (a container limit, or taskset): one thread runs everything, with no work-stealing
@@ -246,7 +261,7 @@ fn main() -> ExitCode {
                 println!("written to {}/ (ramp.csv, ramp.svg, README.md)", out.display());
                 Ok(())
             }
-            Command::Check { .. } => Ok(()),
+            Command::Check { .. } | Command::Probe { .. } => Ok(()),
         }
     });
     match result {
@@ -299,6 +314,17 @@ fn print_summary(results: &analyze::Results) {
 }
 
 /// `ringlb check`.
+fn probe(port: u16, path: &str, timeout_ms: u64) -> ExitCode {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    match ringlb::probe::heartbeat(addr, path, Duration::from_millis(timeout_ms)) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(why) => {
+            eprintln!("ringlb probe: {why}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn check(path: &Path) -> ExitCode {
     match Manifest::load(path) {
         Ok((manifest, _)) => {

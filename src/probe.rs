@@ -1,0 +1,127 @@
+//! `ringlb probe`: one heartbeat from inside a replica's container, for the container engine's
+//! health check (the image is `FROM scratch`: there is no curl or shell to run one).
+//!
+//! The Swarm runtime gives each replica service a health check that runs this, so that Swarm's
+//! start-first update keeps a replica's old task until the new one answers. It is plain blocking
+//! code on purpose: it runs once and exits, and must cost as little as possible.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+/// The largest answer head read: a heartbeat's status line comes first, the rest is not needed.
+const HEAD_LIMIT: usize = 1024;
+
+/// Sends `GET path` to `addr` and waits at most `timeout` in all for its status line.
+///
+/// # Errors
+/// A sentence saying why the replica is not healthy: it refused, it was too slow, or it answered
+/// with a status other than 2xx.
+pub fn heartbeat(addr: SocketAddr, path: &str, timeout: Duration) -> Result<u16, String> {
+    let deadline = Instant::now() + timeout;
+    let left = || deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+    let mut stream =
+        TcpStream::connect_timeout(&addr, left()).map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nUser-Agent: ringlb-probe\r\n\r\n"
+    );
+    stream.set_write_timeout(Some(left())).map_err(|e| e.to_string())?;
+    stream.write_all(request.as_bytes()).map_err(|e| format!("cannot send the heartbeat to {addr}: {e}"))?;
+    let mut head = Vec::with_capacity(128);
+    let mut buffer = [0u8; 256];
+    let line_end = loop {
+        if let Some(end) = head.windows(2).position(|w| w == b"\r\n") {
+            break end;
+        }
+        if head.len() >= HEAD_LIMIT {
+            return Err(format!("{addr} answered no HTTP status line"));
+        }
+        stream.set_read_timeout(Some(left())).map_err(|e| e.to_string())?;
+        match stream.read(&mut buffer) {
+            Ok(0) => return Err(format!("{addr} closed the connection without an answer")),
+            Ok(n) => head.extend_from_slice(&buffer[..n]),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                return Err(format!("{addr} did not answer within {timeout:?}"));
+            }
+            Err(e) => return Err(format!("cannot read the answer of {addr}: {e}")),
+        }
+    };
+    let line = String::from_utf8_lossy(&head[..line_end]);
+    let status = parse_status(&line).ok_or_else(|| format!("{addr} answered {line:?}, not HTTP"))?;
+    if (200..300).contains(&status) {
+        Ok(status)
+    } else {
+        Err(format!("{addr} answered {path} with status {status}"))
+    }
+}
+
+/// The status code of an HTTP/1.x status line.
+fn parse_status(line: &str) -> Option<u16> {
+    let mut parts = line.split(' ');
+    let version = parts.next()?;
+    if !version.starts_with("HTTP/1.") {
+        return None;
+    }
+    let code = parts.next()?;
+    if code.len() != 3 {
+        return None;
+    }
+    code.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// A one-shot server on 127.0.0.1 that answers the first request with `answer`.
+    fn answering(answer: &'static [u8]) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            if let Ok((mut stream, _)) = listener.accept() {
+                let mut request = [0u8; 1024];
+                let _ = stream.read(&mut request);
+                let _ = stream.write_all(answer);
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn a_2xx_answer_is_healthy() {
+        let addr = answering(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(heartbeat(addr, "/heartbeat", Duration::from_secs(2)), Ok(200));
+    }
+
+    #[test]
+    fn another_status_is_not() {
+        let addr = answering(b"HTTP/1.1 503 Service Unavailable\r\n\r\n");
+        let error = heartbeat(addr, "/heartbeat", Duration::from_secs(2)).unwrap_err();
+        assert!(error.contains("status 503"), "{error}");
+    }
+
+    #[test]
+    fn nothing_listening_or_no_answer_is_not() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Accepted by the kernel, never answered: the timeout decides.
+        let started = Instant::now();
+        let error = heartbeat(addr, "/heartbeat", Duration::from_millis(200)).unwrap_err();
+        assert!(error.contains("did not answer"), "{error}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        drop(listener);
+        let error = heartbeat(addr, "/heartbeat", Duration::from_millis(200)).unwrap_err();
+        assert!(error.contains("cannot connect"), "{error}");
+        let garbage = answering(b"SSH-2.0-OpenSSH\r\n");
+        assert!(heartbeat(garbage, "/", Duration::from_secs(2)).unwrap_err().contains("not HTTP"));
+    }
+
+    #[test]
+    fn status_lines() {
+        assert_eq!(parse_status("HTTP/1.1 204 No Content"), Some(204));
+        assert_eq!(parse_status("HTTP/1.0 200"), Some(200));
+        assert_eq!(parse_status("HTTP/2 200"), None);
+        assert_eq!(parse_status("HTTP/1.1 20"), None);
+    }
+}
