@@ -830,6 +830,20 @@ impl Manifest {
             self.replica.runtime.to_string(),
             next.replica.runtime.to_string(),
         );
+        if self.replica.runtime == RuntimeKind::Swarm && self.replica.network != next.replica.network {
+            // Swarm's tasks are reached on the overlay network, which the load balancer's own
+            // container must be attached to: ringlb cannot attach itself while it runs.
+            errors.push(FieldError {
+                field: "replica.network".into(),
+                message: format!(
+                    "cannot change while ringlb runs on Swarm ({} -> {}): the load balancer must be attached \
+                     to the new overlay network to reach the replicas there; attach it (docker service update \
+                     --network-add {} <its service>) and restart it with this manifest",
+                    self.replica.network, next.replica.network, next.replica.network
+                ),
+                position: None,
+            });
+        }
         errors
     }
 }
@@ -970,5 +984,18 @@ mod tests {
         let fields: Vec<_> = a.immutable_changes(&b).into_iter().map(|e| e.field).collect();
         assert_eq!(fields, ["name", "listen"]);
         assert!(a.immutable_changes(&a.clone()).is_empty());
+    }
+
+    #[test]
+    fn on_swarm_the_network_cannot_change_live() {
+        let on = |network: &str, runtime: &str| {
+            Manifest::parse(&format!("name: d\nreplica: {{runtime: {runtime}, network: {network}}}\n"))
+                .unwrap()
+        };
+        let errors = on("a", "swarm").immutable_changes(&on("b", "swarm"));
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].field, "replica.network");
+        assert!(errors[0].message.contains("--network-add b"), "{}", errors[0].message);
+        assert!(on("a", "docker").immutable_changes(&on("b", "docker")).is_empty(), "Docker rolls it");
     }
 }
