@@ -483,6 +483,25 @@ async fn a_spec_change_rolls_every_service_without_a_failed_request() {
     assert_eq!(before.len(), 3);
     let load = Load::start(&lb, 4, "/home");
     load.after_more(100).await;
+    // Every name stays in the ring throughout: a new task is in it before its old one leaves.
+    let smallest_ring = Arc::new(Mutex::new((usize::MAX, Vec::new(), 0_u32)));
+    let watcher = {
+        let (lb, smallest_ring) = (Arc::clone(&lb), Arc::clone(&smallest_ring));
+        tokio::spawn(async move {
+            loop {
+                let ring = lb.ring().await;
+                {
+                    let mut smallest = smallest_ring.lock().unwrap_or_else(PoisonError::into_inner);
+                    smallest.2 += 1;
+                    if ring.len() < smallest.0 {
+                        (smallest.0, smallest.1) = (ring.len(), ring);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    let started = Instant::now();
     lb.write_manifest(&text.replace(&format!("image: {IMAGE}"), &format!("image: {tag}")));
     let rolled = eventually(Duration::from_secs(120), || async {
         let now = cluster.containers();
@@ -493,11 +512,21 @@ async fn a_spec_change_rolls_every_service_without_a_failed_request() {
             })
     })
     .await;
+    let took = started.elapsed();
+    watcher.abort();
+    let _ = watcher.await;
     load.after_more(100).await;
     let (sent, failures) = load.finish().await;
-    println!("swarm: rolled 3 services to {tag}: {sent} requests, {} failed", failures.len());
+    let (smallest, at, looks) = smallest_ring.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    println!(
+        "swarm: rolled 3 services to {tag} in {took:?}: {sent} requests, {} failed; smallest ring of {looks} looks: \
+         {at:?}",
+        failures.len()
+    );
     assert!(rolled, "not rolled: {:?} {}", cluster.containers(), lb.status().await);
     assert!(failures.is_empty(), "{} failed: {:?}", failures.len(), &failures[..failures.len().min(3)]);
+    assert!(looks > 20, "the ring was looked at only {looks} times");
+    assert_eq!(smallest, 3, "a name left the ring during the roll: {at:?}");
     assert_eq!(cluster.services().len(), 3, "the same services, updated in place");
     let lb = Arc::into_inner(lb).expect("the load is finished");
     teardown(&cluster, swarm, lb);

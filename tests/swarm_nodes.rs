@@ -82,7 +82,9 @@ fn placement(services: &BTreeSet<String>) -> BTreeMap<String, String> {
                     "{{.Node}} {{.CurrentState}}",
                 ],
             );
-            let node = nodes.lines().find(|l| l.contains("Running"))?.split_whitespace().next()?.to_string();
+            // Starting: its container runs, and its health check has not passed yet.
+            let live = |l: &&str| l.contains("Running") || l.contains("Starting");
+            let node = nodes.lines().find(live)?.split_whitespace().next()?.to_string();
             Some((s.clone(), node))
         })
         .collect()

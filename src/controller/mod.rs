@@ -39,6 +39,11 @@ const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// How often a drain looks at the in-flight count.
 const DRAIN_POLL: Duration = Duration::from_millis(20);
+/// How long an instance the controller stopped, but the runtime still lists, is not adopted
+/// again even while no other instance of its name is listed (the runtime's scheduler may not
+/// list the successor yet). With a successor listed, it is held until
+/// `replica.start_timeout` has passed.
+const RETIRE_GRACE: Duration = Duration::from_secs(5);
 
 /// One instance the controller knows about.
 struct Tracked {
@@ -74,6 +79,11 @@ pub struct Controller<R: Runtime> {
     snapshots: Arc<Snapshots>,
     trigger: Trigger,
     tracked: BTreeMap<InstanceId, Tracked>,
+    /// Instances stopped (drained and stopped or replaced) while the runtime may still list them
+    /// for a while, and when: a runtime whose scheduler retires them itself (Swarm stops an
+    /// outdated task once its successor passes its health check) lists them until then, and
+    /// they must not come back into the ring meanwhile.
+    stopped: BTreeMap<InstanceId, Instant>,
     /// Exercise naming: names whose replica failed, never to be reused for its replacement.
     retired: BTreeSet<String>,
     backoff: BTreeMap<String, Backoff>,
@@ -144,6 +154,7 @@ impl<R: Runtime> Controller<R> {
             snapshots,
             trigger,
             tracked: BTreeMap::new(),
+            stopped: BTreeMap::new(),
             retired: BTreeSet::new(),
             backoff: BTreeMap::new(),
             prober: Prober::new(settings_rx, reports_tx),
@@ -215,7 +226,7 @@ impl<R: Runtime> Controller<R> {
         self.take_version(&desired);
         let now = Instant::now();
         match self.runtime.list().await {
-            Ok(list) => self.merge(list, now),
+            Ok(list) => self.merge(list, now, manifest.replica.start_timeout.get()),
             Err(error) => {
                 tracing::error!(event = "runtime_unavailable", %error, "cannot list replicas; retrying");
                 self.publish(&desired, None);
@@ -312,11 +323,27 @@ impl<R: Runtime> Controller<R> {
         self.applied = Some((desired.version, manifest.hostnames.clone()));
     }
 
-    /// Folds the runtime's list into what the controller tracks.
-    fn merge(&mut self, list: Vec<Instance>, now: Instant) {
+    /// Folds the runtime's list into what the controller tracks. An instance stopped earlier
+    /// that is still listed is held back (see [`RETIRE_GRACE`]), for at most `hold`.
+    fn merge(&mut self, list: Vec<Instance>, now: Instant, hold: Duration) {
         let listed: BTreeSet<InstanceId> = list.iter().map(|i| i.id.clone()).collect();
         self.tracked.retain(|id, t| listed.contains(id) || t.state == InstanceState::Draining);
+        self.stopped.retain(|id, _| listed.contains(id));
+        let mut per_name: BTreeMap<String, usize> = BTreeMap::new();
+        for instance in &list {
+            *per_name.entry(instance.name.clone()).or_default() += 1;
+        }
         for instance in list {
+            if let Some(stopped_at) = self.stopped.get(&instance.id) {
+                let since = now.saturating_duration_since(*stopped_at);
+                let successor_listed = per_name.get(&instance.name).is_some_and(|n| *n > 1);
+                if since < hold && (successor_listed || since < RETIRE_GRACE) {
+                    continue;
+                }
+                self.stopped.remove(&instance.id);
+                tracing::info!(replica = %instance.name, instance = %instance.id,
+                    "replica {} was stopped {since:?} ago but is still there; tracking it again", instance.name);
+            }
             match self.tracked.get_mut(&instance.id) {
                 Some(t) => {
                     if !instance.running
@@ -418,7 +445,13 @@ impl<R: Runtime> Controller<R> {
         let mut running = JoinSet::new();
         for (name, replica_id) in starts {
             let runtime = Arc::clone(&self.runtime);
-            let request = StartRequest { name, replica_id, spec_hash, spec: manifest.replica.clone() };
+            let request = StartRequest {
+                name,
+                replica_id,
+                spec_hash,
+                spec: manifest.replica.clone(),
+                health: manifest.health.clone(),
+            };
             running.spawn(async move { (request.name.clone(), runtime.start(request).await) });
         }
         let now = Instant::now();
@@ -483,7 +516,8 @@ impl<R: Runtime> Controller<R> {
         let name = self.tracked.remove(&id).map(|t| t.instance.name).unwrap_or_default();
         match result {
             Ok(()) => {
-                tracing::info!(event = "replica_removed", replica = %name, instance = %id, "replica {name} stopped and removed")
+                tracing::info!(event = "replica_removed", replica = %name, instance = %id, "replica {name} stopped and removed");
+                self.stopped.insert(id, Instant::now());
             }
             // Forgotten here; if it still exists, the next list adopts it and the plan retries.
             Err(error) => {
@@ -746,6 +780,7 @@ mod tests {
         source: Arc<ManifestSource>,
         shutdown: CancellationToken,
         task: tokio::task::JoinHandle<()>,
+        trigger: Trigger,
     }
 
     fn manifest(replicas: u32, extra: &str) -> String {
@@ -769,11 +804,15 @@ mod tests {
             let runtime = Arc::new(FakeRuntime::new(trigger.clone()));
             let source = ManifestSource::open(&path).unwrap();
             let snapshots = Arc::new(Snapshots::default());
-            let controller =
-                Controller::new(Arc::clone(&runtime), Arc::clone(&source), Arc::clone(&snapshots), trigger);
+            let controller = Controller::new(
+                Arc::clone(&runtime),
+                Arc::clone(&source),
+                Arc::clone(&snapshots),
+                trigger.clone(),
+            );
             let shutdown = CancellationToken::new();
             let task = tokio::spawn(controller.run(shutdown.clone()));
-            Harness { _dir: dir, path, runtime, snapshots, source, shutdown, task }
+            Harness { _dir: dir, path, runtime, snapshots, source, shutdown, task, trigger }
         }
 
         fn ring(&self) -> Vec<String> {
@@ -805,6 +844,27 @@ mod tests {
             self.shutdown.cancel();
             self.task.await.unwrap();
         }
+    }
+
+    #[tokio::test]
+    async fn a_stopped_replica_the_runtime_retires_later_stays_out_of_the_ring() {
+        let h = Harness::start(&manifest(2, "hostnames: [a, b]\n"));
+        h.until("two ready", |h| h.ring() == ["a", "b"]).await;
+        h.runtime.set_retire_later(true);
+        h.apply(&manifest(1, "hostnames: [a, b]\n")).await;
+        h.until("b stopped", |h| h.runtime.calls().contains(&Call::Stop("b".into()))).await;
+        // The runtime still lists b, and b still answers: pass after pass, it is neither taken
+        // back into the ring nor stopped again.
+        for _ in 0..10 {
+            h.trigger.fire();
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            assert_eq!(h.ring(), ["a"]);
+        }
+        let stops = h.runtime.calls().iter().filter(|c| **c == Call::Stop("b".into())).count();
+        assert_eq!(stops, 1, "b was stopped again and again");
+        h.runtime.retire_stopped();
+        h.until("b gone", |h| h.runtime.running() == ["a"]).await;
+        h.stop().await;
     }
 
     #[tokio::test]

@@ -1,6 +1,8 @@
 //! A runtime for tests: replicas are real replica servers on 127.0.0.1 inside the test's own
 //! process, so heartbeats and proxying are real while every call is recorded and failures can be
-//! injected (`crash`: the replica is gone; `hang`: it still "runs" but answers nothing).
+//! injected (`crash`: the replica is gone; `hang`: it still "runs" but answers nothing;
+//! `set_retire_later`: a stop succeeds but the replica stays listed and serving until
+//! `retire_stopped`, like a task that Swarm's scheduler retires in its own time).
 
 use super::{Instance, InstanceId, Runtime, RuntimeError, StartRequest};
 use crate::manifest::Manifest;
@@ -35,6 +37,10 @@ pub struct FakeRuntime {
     failing_starts: Mutex<Vec<String>>,
     /// While true, `list` fails as if the engine were unreachable.
     unreachable: std::sync::atomic::AtomicBool,
+    /// While true, a stopped replica stays listed (and serving) until `retire_stopped`.
+    retire_later: std::sync::atomic::AtomicBool,
+    /// Replicas stopped while `retire_later` was set.
+    retiring: Mutex<Vec<InstanceId>>,
 }
 
 impl FakeRuntime {
@@ -48,7 +54,27 @@ impl FakeRuntime {
             next: Mutex::new(0),
             failing_starts: Mutex::default(),
             unreachable: std::sync::atomic::AtomicBool::new(false),
+            retire_later: std::sync::atomic::AtomicBool::new(false),
+            retiring: Mutex::default(),
         }
+    }
+
+    /// Makes stops succeed at once while the replica goes only at [`retire_stopped`](Self::retire_stopped).
+    pub fn set_retire_later(&self, later: bool) {
+        self.retire_later.store(later, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Removes the replicas stopped under [`set_retire_later`](Self::set_retire_later).
+    pub fn retire_stopped(&self) {
+        let ids = std::mem::take(&mut *self.retiring.lock().unwrap_or_else(PoisonError::into_inner));
+        let mut replicas = self.replicas.lock().unwrap_or_else(PoisonError::into_inner);
+        for id in ids {
+            if let Some(server) = replicas.remove(&id).and_then(|mut r| r.server.take()) {
+                server.abort();
+            }
+        }
+        drop(replicas);
+        self.trigger.fire();
     }
 
     /// Makes `list` fail (true) or work again (false), like an engine that went away.
@@ -164,6 +190,19 @@ impl Runtime for FakeRuntime {
     }
 
     async fn stop(&self, id: &InstanceId, _grace: Duration) -> Result<(), RuntimeError> {
+        if self.retire_later.load(std::sync::atomic::Ordering::Relaxed) {
+            let name = self
+                .replicas
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(id)
+                .map(|r| r.instance.name.clone());
+            if let Some(name) = name {
+                self.record(Call::Stop(name));
+                self.retiring.lock().unwrap_or_else(PoisonError::into_inner).push(id.clone());
+            }
+            return Ok(());
+        }
         let removed = self.replicas.lock().unwrap_or_else(PoisonError::into_inner).remove(id);
         if let Some(mut replica) = removed {
             self.record(Call::Stop(replica.instance.name.clone()));

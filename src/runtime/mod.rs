@@ -7,12 +7,13 @@
 //! controller looks again.
 
 pub mod docker;
+mod engine_api;
 pub mod fake;
 pub mod process;
 pub mod static_endpoints;
 pub mod swarm;
 
-use crate::manifest::{Manifest, ReplicaSpec};
+use crate::manifest::{Health, Manifest, ReplicaSpec};
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -59,6 +60,9 @@ pub struct StartRequest {
     pub spec_hash: u64,
     /// The manifest's replica section it is started from.
     pub spec: ReplicaSpec,
+    /// The manifest's heartbeat settings, for a runtime that gives its replicas a health check
+    /// of its own (Swarm).
+    pub health: Health,
 }
 
 /// Why a runtime call failed.
