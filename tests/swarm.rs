@@ -186,6 +186,21 @@ impl Cluster {
         format!("label=ringlb.cluster={}", self.name)
     }
 
+    /// Tags an image of the test whose containers cannot start (its entrypoint is missing):
+    /// Swarm retries their tasks for ever, none runs. Removed with the cluster.
+    fn broken_image(&mut self) -> String {
+        let broken = format!("ringlb:{}-broken", self.name);
+        let context = tempfile::tempdir().expect("temp dir");
+        std::fs::write(
+            context.path().join("Dockerfile"),
+            format!("FROM {IMAGE}\nENTRYPOINT [\"/missing\"]\n"),
+        )
+        .expect("write Dockerfile");
+        docker(&["build", "-q", "-t", &broken, &context.path().display().to_string()]);
+        self.tags.push(broken.clone());
+        broken
+    }
+
     /// Removes the load balancer, the services, the containers and the network of the cluster
     /// (by label), the extra tags and foreign services the test made.
     fn remove(&self) {
@@ -312,6 +327,42 @@ impl Cluster {
 /// The ids of the cluster's services.
 fn service_ids(cluster: &Cluster) -> BTreeSet<String> {
     docker(&["service", "ls", "-q", "--filter", &cluster.label()]).lines().map(String::from).collect()
+}
+
+/// Watches the load balancer's ring every 10 ms: the smallest it was, and how often it looked.
+struct RingWatch {
+    smallest: Arc<Mutex<(usize, Vec<String>, u32)>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RingWatch {
+    fn start(lb: &Arc<Lb>) -> RingWatch {
+        let smallest = Arc::new(Mutex::new((usize::MAX, Vec::new(), 0_u32)));
+        let task = {
+            let (lb, smallest) = (Arc::clone(lb), Arc::clone(&smallest));
+            tokio::spawn(async move {
+                loop {
+                    let ring = lb.ring().await;
+                    {
+                        let mut smallest = smallest.lock().unwrap_or_else(PoisonError::into_inner);
+                        smallest.2 += 1;
+                        if ring.len() < smallest.0 {
+                            (smallest.0, smallest.1) = (ring.len(), ring);
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+        };
+        RingWatch { smallest, task }
+    }
+
+    /// (the smallest ring's size, that ring, how many looks).
+    async fn finish(self) -> (usize, Vec<String>, u32) {
+        self.task.abort();
+        let _ = self.task.await;
+        self.smallest.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
 }
 
 /// Tears down at the end of a test that got there: nothing left, swarm as before.
@@ -484,23 +535,7 @@ async fn a_spec_change_rolls_every_service_without_a_failed_request() {
     let load = Load::start(&lb, 4, "/home");
     load.after_more(100).await;
     // Every name stays in the ring throughout: a new task is in it before its old one leaves.
-    let smallest_ring = Arc::new(Mutex::new((usize::MAX, Vec::new(), 0_u32)));
-    let watcher = {
-        let (lb, smallest_ring) = (Arc::clone(&lb), Arc::clone(&smallest_ring));
-        tokio::spawn(async move {
-            loop {
-                let ring = lb.ring().await;
-                {
-                    let mut smallest = smallest_ring.lock().unwrap_or_else(PoisonError::into_inner);
-                    smallest.2 += 1;
-                    if ring.len() < smallest.0 {
-                        (smallest.0, smallest.1) = (ring.len(), ring);
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-    };
+    let watch = RingWatch::start(&lb);
     let started = Instant::now();
     lb.write_manifest(&text.replace(&format!("image: {IMAGE}"), &format!("image: {tag}")));
     let rolled = eventually(Duration::from_secs(120), || async {
@@ -513,11 +548,9 @@ async fn a_spec_change_rolls_every_service_without_a_failed_request() {
     })
     .await;
     let took = started.elapsed();
-    watcher.abort();
-    let _ = watcher.await;
+    let (smallest, at, looks) = watch.finish().await;
     load.after_more(100).await;
     let (sent, failures) = load.finish().await;
-    let (smallest, at, looks) = smallest_ring.lock().unwrap_or_else(PoisonError::into_inner).clone();
     println!(
         "swarm: rolled 3 services to {tag} in {took:?}: {sent} requests, {} failed; smallest ring of {looks} looks: \
          {at:?}",
@@ -528,6 +561,63 @@ async fn a_spec_change_rolls_every_service_without_a_failed_request() {
     assert!(looks > 20, "the ring was looked at only {looks} times");
     assert_eq!(smallest, 3, "a name left the ring during the roll: {at:?}");
     assert_eq!(cluster.services().len(), 3, "the same services, updated in place");
+    let lb = Arc::into_inner(lb).expect("the load is finished");
+    teardown(&cluster, swarm, lb);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_roll_to_an_image_that_cannot_start_stops_at_the_first_replica() {
+    let Some(swarm) = Swarm::enter() else { return };
+    let mut cluster = Cluster::new("badroll");
+    let broken = cluster.broken_image();
+    let text = cluster.manifest(3, &["s1", "s2", "s3"], IMAGE);
+    let lb = Arc::new(cluster.start_lb(&text).await);
+    let before: BTreeSet<String> = cluster.containers().into_iter().map(|(id, _)| id).collect();
+    assert_eq!(before.len(), 3);
+    let load = Load::start(&lb, 4, "/home");
+    load.after_more(100).await;
+    let watch = RingWatch::start(&lb);
+    lb.write_manifest(&text.replace(&format!("image: {IMAGE}"), &format!("image: {broken}")));
+    // Under Swarm, the old task of the first replica goes when its new one fails (Swarm puts a
+    // fresh task in its place); the failure is reported, and the roll goes no further.
+    let reported = eventually(Duration::from_secs(60), || async {
+        lb.status().await["problems"].as_array().is_some_and(|p| !p.is_empty())
+    })
+    .await;
+    assert!(reported, "no problem reported: {}", lb.status().await);
+    let problems = lb.status().await["problems"].clone();
+    // Watched for 20 s (several rounds of the failed replica's retries): the two others keep
+    // their old tasks, and no other service gets the new spec.
+    let window = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < window {
+        let kept = cluster.containers().into_iter().filter(|(id, _)| before.contains(id)).count();
+        assert!(kept >= 2, "the roll went on to a second replica: {:?}", cluster.containers());
+        let outdated: Vec<String> = cluster
+            .services()
+            .into_iter()
+            .filter(|s| {
+                docker(&["service", "inspect", s, "--format", "{{.Spec.TaskTemplate.ContainerSpec.Image}}"])
+                    == docker(&["image", "inspect", "--format", "{{.Id}}", &broken])
+            })
+            .collect();
+        assert!(outdated.len() <= 1, "more than one service got the broken image: {outdated:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Fixed: the replica comes back, the others were never touched.
+    lb.write_manifest(&text);
+    lb.wait_ready(Duration::from_secs(60)).await;
+    let (smallest, at, looks) = watch.finish().await;
+    load.after_more(100).await;
+    let (sent, failures) = load.finish().await;
+    println!(
+        "swarm: roll to {broken}: stopped at one replica ({problems}); smallest ring of {looks} looks: {at:?}; \
+         {sent} requests, {} failed",
+        failures.len()
+    );
+    assert!(smallest >= 2, "more than one replica left the ring: {at:?}");
+    assert!(failures.is_empty(), "{} failed: {:?}", failures.len(), &failures[..failures.len().min(3)]);
+    let kept = cluster.containers().into_iter().filter(|(id, _)| before.contains(id)).count();
+    assert_eq!(kept, 2, "the two replicas the roll did not reach keep their tasks");
     let lb = Arc::into_inner(lb).expect("the load is finished");
     teardown(&cluster, swarm, lb);
 }
@@ -723,13 +813,7 @@ async fn a_replica_whose_task_never_runs_is_removed_when_it_is_no_longer_wanted(
     let Some(swarm) = Swarm::enter() else { return };
     let mut cluster = Cluster::new("broken");
     let c = cluster.name.clone();
-    // An image whose containers cannot start: Swarm retries its tasks for ever, none runs.
-    let broken = format!("ringlb:{c}-broken");
-    let context = tempfile::tempdir().expect("temp dir");
-    std::fs::write(context.path().join("Dockerfile"), format!("FROM {IMAGE}\nENTRYPOINT [\"/missing\"]\n"))
-        .expect("write Dockerfile");
-    docker(&["build", "-q", "-t", &broken, &context.path().display().to_string()]);
-    cluster.tags.push(broken.clone());
+    let broken = cluster.broken_image();
     let lb = cluster.start_lb_unready(&cluster.manifest(2, &["s1", "s2"], &broken)).await;
     let both = [format!("{c}-s1"), format!("{c}-s2")].into_iter().collect::<BTreeSet<_>>();
     let created = eventually(Duration::from_secs(30), || async { cluster.services() == both }).await;

@@ -39,11 +39,6 @@ const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// How often a drain looks at the in-flight count.
 const DRAIN_POLL: Duration = Duration::from_millis(20);
-/// How long an instance the controller stopped, but the runtime still lists, is not adopted
-/// again even while no other instance of its name is listed (the runtime's scheduler may not
-/// list the successor yet). With a successor listed, it is held until
-/// `replica.start_timeout` has passed.
-const RETIRE_GRACE: Duration = Duration::from_secs(5);
 
 /// One instance the controller knows about.
 struct Tracked {
@@ -55,6 +50,16 @@ struct Tracked {
     backend: Option<Arc<Backend>>,
     /// Its heartbeat task, while it is probed.
     probe: Option<ProbeHandle>,
+    /// Once stopped: whether it stays out of the ring while the runtime still lists it even with
+    /// no other ready instance of its name (it leaves the cluster, or it was dead or hung), or
+    /// only while another one is ready (it was superseded, or a duplicate).
+    hold_alone: bool,
+}
+
+/// An instance stopped while the runtime still lists it (see [`Controller::merge`]).
+struct Retiring {
+    since: Instant,
+    hold_alone: bool,
 }
 
 /// A start that failed: when to try again, how long to wait after the next failure, and why it
@@ -63,6 +68,8 @@ struct Backoff {
     until: Instant,
     next: Duration,
     error: String,
+    /// The name is held by something the runtime does not own.
+    held_by_other: bool,
 }
 
 /// The ring last built, reused while its members and configuration stay the same.
@@ -83,7 +90,7 @@ pub struct Controller<R: Runtime> {
     /// for a while, and when: a runtime whose scheduler retires them itself (Swarm stops an
     /// outdated task once its successor passes its health check) lists them until then, and
     /// they must not come back into the ring meanwhile.
-    stopped: BTreeMap<InstanceId, Instant>,
+    stopped: BTreeMap<InstanceId, Retiring>,
     /// Exercise naming: names whose replica failed, never to be reused for its replacement.
     retired: BTreeSet<String>,
     backoff: BTreeMap<String, Backoff>,
@@ -249,6 +256,8 @@ impl<R: Runtime> Controller<R> {
         self.backoff.retain(|name, _| names.contains(name));
         let backoff: BTreeMap<String, Instant> =
             self.backoff.iter().map(|(k, b)| (k.clone(), b.until)).collect();
+        let held_by_others: BTreeSet<String> =
+            self.backoff.iter().filter(|(_, b)| b.held_by_other).map(|(k, _)| k.clone()).collect();
         let plan_input = plan::Desired {
             names: &names,
             spec_hash,
@@ -260,6 +269,7 @@ impl<R: Runtime> Controller<R> {
             start_timeout: manifest.replica.start_timeout.get(),
             replacement: manifest.replica.replacement_name,
             backoff: &backoff,
+            held_by_others: &held_by_others,
         };
         let actions = plan::plan(&plan_input, &observed, now);
         self.runtime.remove_idle(&names).await;
@@ -323,21 +333,27 @@ impl<R: Runtime> Controller<R> {
         self.applied = Some((desired.version, manifest.hostnames.clone()));
     }
 
-    /// Folds the runtime's list into what the controller tracks. An instance stopped earlier
-    /// that is still listed is held back (see [`RETIRE_GRACE`]), for at most `hold`.
+    /// Folds the runtime's list into what the controller tracks.
+    ///
+    /// An instance stopped earlier that the runtime still lists is not tracked again, for at
+    /// most `hold`: one that left, died or hung for as long as it is listed; one that was
+    /// superseded or a duplicate only while another instance of its name is ready (if that one
+    /// went instead, as when Swarm picks which task of a service scaled by hand to remove, it is
+    /// the replica's only instance, and serves again at once).
     fn merge(&mut self, list: Vec<Instance>, now: Instant, hold: Duration) {
         let listed: BTreeSet<InstanceId> = list.iter().map(|i| i.id.clone()).collect();
         self.tracked.retain(|id, t| listed.contains(id) || t.state == InstanceState::Draining);
         self.stopped.retain(|id, _| listed.contains(id));
-        let mut per_name: BTreeMap<String, usize> = BTreeMap::new();
-        for instance in &list {
-            *per_name.entry(instance.name.clone()).or_default() += 1;
-        }
+        let ready: BTreeSet<String> = self
+            .tracked
+            .values()
+            .filter(|t| t.state == InstanceState::Ready)
+            .map(|t| t.instance.name.clone())
+            .collect();
         for instance in list {
-            if let Some(stopped_at) = self.stopped.get(&instance.id) {
-                let since = now.saturating_duration_since(*stopped_at);
-                let successor_listed = per_name.get(&instance.name).is_some_and(|n| *n > 1);
-                if since < hold && (successor_listed || since < RETIRE_GRACE) {
+            if let Some(retiring) = self.stopped.get(&instance.id) {
+                let since = now.saturating_duration_since(retiring.since);
+                if since < hold && (retiring.hold_alone || ready.contains(&instance.name)) {
                     continue;
                 }
                 self.stopped.remove(&instance.id);
@@ -378,7 +394,8 @@ impl<R: Runtime> Controller<R> {
             (true, Some(addr)) => Some(self.prober.spawn(instance.id.clone(), addr)),
             _ => None,
         };
-        self.tracked.insert(instance.id.clone(), Tracked { instance, state, backend, probe });
+        self.tracked
+            .insert(instance.id.clone(), Tracked { instance, state, backend, probe, hold_alone: false });
     }
 
     fn observed(&self) -> Vec<Observed> {
@@ -416,14 +433,15 @@ impl<R: Runtime> Controller<R> {
                     tracing::warn!(event = "replica_replaced", replica = %name, instance = %id, reason = ?reason,
                         "stopping replica {name} ({}); a replacement follows", describe(reason));
                     let leaves = !names.contains(&name);
-                    self.begin_stop(&id, Duration::ZERO, manifest, leaves);
+                    // Dead, hung or never up: it stays out while it is listed.
+                    self.begin_stop(&id, Duration::ZERO, manifest, leaves, true);
                 }
                 Action::Drain { id, name, reason } => {
                     metrics::counter!(telemetry::RECONCILE_ACTIONS, "kind" => "drain").increment(1);
                     tracing::info!(event = "replica_draining", replica = %name, instance = %id, reason = ?reason,
                         "replica {name} leaves the ring ({}); draining it", describe(reason));
                     let leaves = !names.contains(&name);
-                    self.begin_stop(&id, manifest.replica.drain_timeout.get(), manifest, leaves);
+                    self.begin_stop(&id, manifest.replica.drain_timeout.get(), manifest, leaves, leaves);
                 }
                 Action::Retire { name } => {
                     metrics::counter!(telemetry::RECONCILE_ACTIONS, "kind" => "retire").increment(1);
@@ -474,9 +492,11 @@ impl<R: Runtime> Controller<R> {
                         until: now,
                         next: BACKOFF_FIRST,
                         error: String::new(),
+                        held_by_other: false,
                     });
                     entry.until = now + entry.next;
                     entry.error = error.to_string();
+                    entry.held_by_other = matches!(error, RuntimeError::NameTaken { .. });
                     tracing::error!(event = "replica_start_failed", replica = %name, %error,
                         "{error}; retrying in {:?}", entry.next);
                     entry.next = (entry.next * 2).min(BACKOFF_MAX);
@@ -487,13 +507,22 @@ impl<R: Runtime> Controller<R> {
 
     /// Takes an instance out of the ring and stops it in the background after its in-flight
     /// requests finished or `drain` passed. `leaves`: its replica leaves the cluster
-    /// ([`Runtime::stop`]); otherwise its name stays wanted ([`Runtime::replace`]).
-    fn begin_stop(&mut self, id: &InstanceId, drain: Duration, manifest: &Manifest, leaves: bool) {
+    /// ([`Runtime::stop`]); otherwise its name stays wanted ([`Runtime::replace`]). `hold_alone`:
+    /// see [`Tracked::hold_alone`].
+    fn begin_stop(
+        &mut self,
+        id: &InstanceId,
+        drain: Duration,
+        manifest: &Manifest,
+        leaves: bool,
+        hold_alone: bool,
+    ) {
         let Some(t) = self.tracked.get_mut(id) else {
             return;
         };
         t.state = InstanceState::Draining;
         t.probe = None;
+        t.hold_alone = hold_alone;
         let backend = t.backend.clone();
         let runtime = Arc::clone(&self.runtime);
         let grace = manifest.replica.stop_timeout.get();
@@ -513,11 +542,12 @@ impl<R: Runtime> Controller<R> {
 
     fn finish_stop(&mut self, done: Result<(InstanceId, Result<(), RuntimeError>), tokio::task::JoinError>) {
         let Ok((id, result)) = done else { return };
-        let name = self.tracked.remove(&id).map(|t| t.instance.name).unwrap_or_default();
+        let (name, hold_alone) =
+            self.tracked.remove(&id).map(|t| (t.instance.name, t.hold_alone)).unwrap_or_default();
         match result {
             Ok(()) => {
                 tracing::info!(event = "replica_removed", replica = %name, instance = %id, "replica {name} stopped and removed");
-                self.stopped.insert(id, Instant::now());
+                self.stopped.insert(id, Retiring { since: Instant::now(), hold_alone });
             }
             // Forgotten here; if it still exists, the next list adopts it and the plan retries.
             Err(error) => {
@@ -846,24 +876,61 @@ mod tests {
         }
     }
 
+    impl Harness {
+        /// Waits for `n` more passes (published snapshots).
+        async fn passes(&self, n: u64) {
+            let target = self.snapshots.load().generation + n;
+            while self.snapshots.load().generation < target {
+                self.trigger.fire();
+                self.until("a pass", |h| h.snapshots.load().generation >= target).await;
+            }
+        }
+
+        fn stops_of(&self, name: &str) -> usize {
+            self.runtime.calls().iter().filter(|c| **c == Call::Stop(name.into())).count()
+        }
+    }
+
     #[tokio::test]
-    async fn a_stopped_replica_the_runtime_retires_later_stays_out_of_the_ring() {
+    async fn a_replica_that_left_but_is_still_listed_stays_out_of_the_ring() {
         let h = Harness::start(&manifest(2, "hostnames: [a, b]\n"));
         h.until("two ready", |h| h.ring() == ["a", "b"]).await;
         h.runtime.set_retire_later(true);
         h.apply(&manifest(1, "hostnames: [a, b]\n")).await;
-        h.until("b stopped", |h| h.runtime.calls().contains(&Call::Stop("b".into()))).await;
+        h.until("b stopped", |h| h.stops_of("b") == 1).await;
         // The runtime still lists b, and b still answers: pass after pass, it is neither taken
         // back into the ring nor stopped again.
         for _ in 0..10 {
-            h.trigger.fire();
-            tokio::time::sleep(Duration::from_millis(60)).await;
+            h.passes(1).await;
             assert_eq!(h.ring(), ["a"]);
         }
-        let stops = h.runtime.calls().iter().filter(|c| **c == Call::Stop("b".into())).count();
-        assert_eq!(stops, 1, "b was stopped again and again");
+        assert_eq!(h.stops_of("b"), 1, "b was stopped again and again");
         h.runtime.retire_stopped();
         h.until("b gone", |h| h.runtime.running() == ["a"]).await;
+        h.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_superseded_instance_still_listed_stays_out_while_its_successor_serves() {
+        let h = Harness::start(&manifest(1, "hostnames: [a]\n"));
+        h.until("a ready", |h| h.ring() == ["a"]).await;
+        h.runtime.set_retire_later(true);
+        h.runtime.set_spec_hash(2);
+        h.until("the old a stopped", |h| h.stops_of("a") == 1).await;
+        // Tracked: only the successor (the old instance is held back, not tracked again).
+        let current = |h: &Harness| {
+            let replicas = &h.snapshots.load().replicas;
+            replicas.len() == 1 && replicas[0].current_spec
+        };
+        for _ in 0..10 {
+            h.passes(1).await;
+            assert_eq!(h.ring(), ["a"]);
+            assert!(current(&h), "the old instance came back into the ring");
+        }
+        assert_eq!(h.stops_of("a"), 1, "the old instance was stopped again and again");
+        assert_eq!(h.runtime.running(), ["a", "a"], "the runtime still lists both");
+        h.runtime.retire_stopped();
+        h.until("the old a gone", |h| h.runtime.running() == ["a"]).await;
         h.stop().await;
     }
 

@@ -86,6 +86,9 @@ pub struct Desired<'a> {
     pub replacement: ReplacementName,
     /// Names whose start is backing off after an error, until the given time.
     pub backoff: &'a BTreeMap<String, Instant>,
+    /// Names held by something the runtime does not own (a foreign container or service): they
+    /// cannot have a replica until it is gone, so a roll does not wait for them.
+    pub held_by_others: &'a BTreeSet<String>,
 }
 
 /// Why an instance is stopped or drained.
@@ -221,10 +224,10 @@ pub fn plan(desired: &Desired<'_>, observed: &[Observed], now: Instant) -> Vec<A
 
     // A rolling replacement waits until the cluster is whole on the current spec: no replica of
     // the current spec still starting or failing, and no wanted name without a live instance (a
-    // successor being placed by the runtime's scheduler, or a crash). So a spec whose replicas
-    // never answer stops the roll after the first replica instead of taking every one down. A
-    // name whose start keeps failing (held by a foreign container, say) is reported, not waited
-    // for: the roll of the others goes on.
+    // successor being placed by the runtime's scheduler, a crash, or a new spec whose start fails:
+    // under Swarm that replica's old task is gone too). So a bad spec stops the roll after the
+    // first replica instead of taking every one down. A name held by a foreign container or
+    // service is reported, not waited for: the roll of the others goes on.
     let instances_of = |name: &String| by_name.get(name.as_str()).map(Vec::as_slice).unwrap_or_default();
     let live = |o: &&&Observed| live_state(o.state);
     let backing_off = |name: &String| desired.backoff.get(name).is_some_and(|until| *until > now);
@@ -234,7 +237,7 @@ pub fn plan(desired: &Desired<'_>, observed: &[Observed], now: Instant) -> Vec<A
         .any(|name| instances_of(name).iter().filter(live).any(|o| o.spec_hash != desired.spec_hash));
     let degraded = desired.names.iter().any(|name| {
         let list = instances_of(name);
-        (!list.iter().any(|o| live_state(o.state)) && !backing_off(name))
+        (!list.iter().any(|o| live_state(o.state)) && !desired.held_by_others.contains(name))
             || list
                 .iter()
                 .filter(live)
@@ -393,6 +396,17 @@ mod tests {
         backoff: &BTreeMap<String, Instant>,
         now: Instant,
     ) -> Vec<Action> {
+        run_held(wanted, observed, backoff, &BTreeSet::new(), now, replacement)
+    }
+
+    fn run_held(
+        wanted: &[&str],
+        observed: &[Observed],
+        backoff: &BTreeMap<String, Instant>,
+        held_by_others: &BTreeSet<String>,
+        now: Instant,
+        replacement: ReplacementName,
+    ) -> Vec<Action> {
         let names = names(wanted);
         let desired = Desired {
             names: &names,
@@ -401,6 +415,7 @@ mod tests {
             start_timeout: Duration::from_secs(30),
             replacement,
             backoff,
+            held_by_others,
         };
         plan(&desired, observed, now)
     }
@@ -570,22 +585,20 @@ mod tests {
     }
 
     #[test]
-    fn a_name_that_cannot_start_does_not_hold_up_the_roll_of_the_others() {
-        // c's name is held by a foreign container: its start fails and backs off. The others roll.
+    fn a_name_held_by_others_does_not_hold_up_the_roll_but_a_failed_start_does() {
         let old = |id: &str, name: &str, rid: u32| Observed { spec_hash: 1, ..ready(id, name, rid) };
         let now = Instant::now();
         let observed = [old("o1", "a", 1), old("o2", "b", 2)];
         let backoff = BTreeMap::from([("c".to_string(), now + Duration::from_secs(5))]);
-        assert_eq!(
-            run_with(&["a", "b", "c"], &observed, ReplacementName::Same, &backoff, now),
-            vec![start("a", 1)]
-        );
-        // Once its backoff is over, c is started again, and the roll waits for that pass.
-        let later = now + Duration::from_secs(6);
-        assert_eq!(
-            run_with(&["a", "b", "c"], &observed, ReplacementName::Same, &backoff, later),
-            vec![start("c", 3)]
-        );
+        // c's name is held by a foreign container: the others roll.
+        let held = BTreeSet::from(["c".to_string()]);
+        let plan = run_held(&["a", "b", "c"], &observed, &backoff, &held, now, ReplacementName::Same);
+        assert_eq!(plan, vec![start("a", 1)]);
+        // c's start of the current spec failed (under Swarm, the old task of a replica whose new
+        // task fails is gone too): nothing else rolls, or a bad spec takes every replica down.
+        let plan =
+            run_held(&["a", "b", "c"], &observed, &backoff, &BTreeSet::new(), now, ReplacementName::Same);
+        assert!(plan.is_empty(), "{plan:?}");
     }
 
     #[test]

@@ -29,7 +29,8 @@ struct Replica {
 /// In-process replicas with recorded calls.
 pub struct FakeRuntime {
     trigger: Trigger,
-    spec_hash: u64,
+    /// The spec hash of the manifest, as far as the fake is concerned (see [`FakeRuntime::set_spec_hash`]).
+    spec_hash: std::sync::atomic::AtomicU64,
     replicas: Mutex<BTreeMap<InstanceId, Replica>>,
     calls: Mutex<Vec<Call>>,
     next: Mutex<u64>,
@@ -48,7 +49,7 @@ impl FakeRuntime {
     pub fn new(trigger: Trigger) -> FakeRuntime {
         FakeRuntime {
             trigger,
-            spec_hash: 1,
+            spec_hash: std::sync::atomic::AtomicU64::new(1),
             replicas: Mutex::default(),
             calls: Mutex::default(),
             next: Mutex::new(0),
@@ -74,6 +75,13 @@ impl FakeRuntime {
             }
         }
         drop(replicas);
+        self.trigger.fire();
+    }
+
+    /// Changes the spec every replica should have (as a manifest edit of the image would): the
+    /// replicas running now become outdated and are rolled.
+    pub fn set_spec_hash(&self, hash: u64) {
+        self.spec_hash.store(hash, std::sync::atomic::Ordering::Relaxed);
         self.trigger.fire();
     }
 
@@ -135,7 +143,7 @@ impl FakeRuntime {
 
 impl Runtime for FakeRuntime {
     fn spec_hash(&self, _manifest: &Manifest) -> u64 {
-        self.spec_hash
+        self.spec_hash.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     async fn list(&self) -> Result<Vec<Instance>, RuntimeError> {
