@@ -89,31 +89,27 @@ where
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| format!("cannot talk HTTP to the engine: {e}"))?;
-    let driver = tokio::spawn(connection);
+    // Aborted when this call ends or is dropped (a timeout): a hung engine leaves no task behind.
+    let _driver = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(connection));
     let request = http::Request::get(target)
         .header(http::header::HOST, "docker")
         .body(Empty::<Bytes>::new())
         .map_err(|e| e.to_string())?;
-    let result = async {
-        let answer = sender.send_request(request).await.map_err(|e| format!("GET {target}: {e}"))?;
-        let status = answer.status();
-        let body = Limited::new(answer.into_body(), ANSWER_LIMIT)
-            .collect()
-            .await
-            .map_err(|e| format!("GET {target}: reading the answer: {e}"))?
-            .to_bytes();
-        if !status.is_success() {
-            let message = serde_json::from_slice::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned))
-                .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
-            return Err(format!("{message} ({})", status.as_u16()));
-        }
-        Ok(body)
+    let answer = sender.send_request(request).await.map_err(|e| format!("GET {target}: {e}"))?;
+    let status = answer.status();
+    let body = Limited::new(answer.into_body(), ANSWER_LIMIT)
+        .collect()
+        .await
+        .map_err(|e| format!("GET {target}: reading the answer: {e}"))?
+        .to_bytes();
+    if !status.is_success() {
+        let message = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+        return Err(format!("{message} ({})", status.as_u16()));
     }
-    .await;
-    driver.abort();
-    result
+    Ok(body)
 }
 
 /// The endpoint a `DOCKER_HOST` value names, as bollard reads it.

@@ -497,7 +497,14 @@ fn health_check(spec: &ReplicaSpec, health: &Health) -> HealthConfig {
 /// What shapes a replica's service: the image, the network, the port, and its health check.
 fn spec_hash_of(spec: &ReplicaSpec, health: &Health) -> u64 {
     let check = health_check(spec, health);
-    let text = format!("swarm\n{}\n{}\n{}\n{check:?}", spec.image, spec.network, spec.port);
+    let numbers = [check.interval, check.timeout, check.retries, check.start_period].map(|n| n.unwrap_or(0));
+    let text = format!(
+        "swarm\n{}\n{}\n{}\n{}\n{numbers:?}",
+        spec.image,
+        spec.network,
+        spec.port,
+        check.test.unwrap_or_default().join(" ")
+    );
     xxhash_rust::xxh3::xxh3_64(text.as_bytes())
 }
 
