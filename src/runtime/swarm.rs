@@ -20,11 +20,12 @@
 //! - **Health check.** Each task also has a container health check (`ringlb probe`, the same
 //!   heartbeat from inside the container, every [`check_interval`]). Swarm calls a task
 //!   `running` only once it passes, and a start-first update stops the old task only then: by
-//!   that time ringlb, which probes `starting` tasks itself, has the new one in its ring and has
-//!   drained the old one. So a roll never leaves a name out of the ring, and a new spec whose
-//!   replicas never answer keeps the old task. Swarm restarts a task that fails the check
-//!   `replace_after` times, which takes at least twice as long as ringlb's own replacement: it is
-//!   the backstop while no load balancer runs.
+//!   that time ringlb, which probes `starting` tasks itself, has the new one in its ring and the
+//!   old one out of it. So a roll never leaves a name out of the ring. (A new spec whose tasks
+//!   fail still costs the first rolled replica: Swarm replaces its old task when the new one
+//!   fails; the controller's roll then goes no further.) Swarm restarts a task that fails the
+//!   check `replace_after` times, which takes at least twice as long as ringlb's own
+//!   replacement: it is the backstop while no load balancer runs.
 //! - **Addresses.** A task's overlay address is the one Swarm allocated to it
 //!   (`NetworksAttachments` of `GET /tasks`, read with types of our own: bollard's task type
 //!   lacks the field). It is known before the container starts and for tasks on every node;
