@@ -136,6 +136,10 @@ impl FakeRuntime {
         }
     }
 
+    fn name_of(&self, id: &InstanceId) -> Option<String> {
+        self.replicas.lock().unwrap_or_else(PoisonError::into_inner).get(id).map(|r| r.instance.name.clone())
+    }
+
     fn record(&self, call: Call) {
         self.calls.lock().unwrap_or_else(PoisonError::into_inner).push(call);
     }
@@ -199,13 +203,7 @@ impl Runtime for FakeRuntime {
 
     async fn stop(&self, id: &InstanceId, _grace: Duration) -> Result<(), RuntimeError> {
         if self.retire_later.load(std::sync::atomic::Ordering::Relaxed) {
-            let name = self
-                .replicas
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .get(id)
-                .map(|r| r.instance.name.clone());
-            if let Some(name) = name {
+            if let Some(name) = self.name_of(id) {
                 self.record(Call::Stop(name));
                 self.retiring.lock().unwrap_or_else(PoisonError::into_inner).push(id.clone());
             }
@@ -222,13 +220,7 @@ impl Runtime for FakeRuntime {
     }
 
     async fn kill(&self, id: &InstanceId) -> Result<(), RuntimeError> {
-        let name = self
-            .replicas
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(id)
-            .map(|r| r.instance.name.clone());
-        if let Some(name) = name {
+        if let Some(name) = self.name_of(id) {
             self.crash(&name);
         }
         Ok(())
