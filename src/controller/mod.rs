@@ -877,13 +877,11 @@ mod tests {
     }
 
     impl Harness {
-        /// Waits for `n` more passes (published snapshots).
-        async fn passes(&self, n: u64) {
-            let target = self.snapshots.load().generation + n;
-            while self.snapshots.load().generation < target {
-                self.trigger.fire();
-                self.until("a pass", |h| h.snapshots.load().generation >= target).await;
-            }
+        /// Asks for a pass and waits until it has published its snapshot.
+        async fn next_pass(&self) {
+            let target = self.snapshots.load().generation + 1;
+            self.trigger.fire();
+            self.until("a pass", |h| h.snapshots.load().generation >= target).await;
         }
 
         fn stops_of(&self, name: &str) -> usize {
@@ -901,7 +899,7 @@ mod tests {
         // The runtime still lists b, and b still answers: pass after pass, it is neither taken
         // back into the ring nor stopped again.
         for _ in 0..10 {
-            h.passes(1).await;
+            h.next_pass().await;
             assert_eq!(h.ring(), ["a"]);
         }
         assert_eq!(h.stops_of("b"), 1, "b was stopped again and again");
@@ -923,7 +921,7 @@ mod tests {
             replicas.len() == 1 && replicas[0].current_spec
         };
         for _ in 0..10 {
-            h.passes(1).await;
+            h.next_pass().await;
             assert_eq!(h.ring(), ["a"]);
             assert!(current(&h), "the old instance came back into the ring");
         }
