@@ -12,6 +12,7 @@
 //! `[min, max]`. With `min: 0`, an idle window scales to zero, and a request that arrives then
 //! ("demand") asks for one replica at once, past every window.
 
+use crate::manifest::Autoscale;
 use std::collections::VecDeque;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -34,6 +35,20 @@ pub struct Policy {
     pub scale_down_window: Duration,
     /// The most replicas one decision may add.
     pub max_step: u32,
+}
+
+impl From<&Autoscale> for Policy {
+    fn from(settings: &Autoscale) -> Policy {
+        Policy {
+            min: settings.min,
+            max: settings.max,
+            target_inflight: settings.target_inflight,
+            tolerance: settings.tolerance,
+            scale_up_window: settings.scale_up_window.get(),
+            scale_down_window: settings.scale_down_window.get(),
+            max_step: settings.max_step,
+        }
+    }
 }
 
 /// One decision with the numbers behind it, for the log.

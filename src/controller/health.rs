@@ -6,7 +6,7 @@
 //! answer within `health.timeout`, on a new connection each time. The probe task only observes; what a result means (leave the
 //! ring, come back, be replaced) is the controller's decision.
 
-use crate::runtime::InstanceId;
+use crate::ids::InstanceId;
 use bytes::Bytes;
 use http_body_util::Empty;
 use hyper_util::client::legacy::Client;

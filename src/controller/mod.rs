@@ -310,7 +310,7 @@ impl<R: Runtime> Controller<R> {
             || self.last_replicas != Some(manifest.replicas);
         match &manifest.autoscale {
             Some(settings) => {
-                let policy = settings.policy();
+                let policy = autoscale::Policy::from(settings);
                 match &mut self.autoscaler {
                     Some(scaler) => scaler.set_policy(policy),
                     None => self.autoscaler = Some(Autoscaler::new(policy)),

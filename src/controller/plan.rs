@@ -17,8 +17,8 @@
 //!
 //! Instances whose name is not wanted are drained (stopped after their in-flight requests).
 
+use crate::ids::InstanceId;
 use crate::manifest::ReplacementName;
-use crate::runtime::InstanceId;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use tokio::time::Instant;

@@ -95,21 +95,6 @@ pub struct Autoscale {
     pub hold_timeout: HumanDuration,
 }
 
-impl Autoscale {
-    /// The rule's policy.
-    pub fn policy(&self) -> crate::controller::autoscale::Policy {
-        crate::controller::autoscale::Policy {
-            min: self.min,
-            max: self.max,
-            target_inflight: self.target_inflight,
-            tolerance: self.tolerance,
-            scale_up_window: self.scale_up_window.get(),
-            scale_down_window: self.scale_down_window.get(),
-            max_step: self.max_step,
-        }
-    }
-}
-
 /// Which mechanism runs the replicas.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]

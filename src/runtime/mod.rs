@@ -13,22 +13,11 @@ pub mod process;
 pub mod static_endpoints;
 pub mod swarm;
 
+pub use crate::ids::InstanceId;
 use crate::manifest::{Health, Manifest, ReplicaSpec};
-use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
-
-/// The runtime's own identity of one replica instance (a container id, a process number).
-/// Two instances may share a replica name during a rolling replacement; never an id.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct InstanceId(pub String);
-
-impl fmt::Display for InstanceId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 /// One replica instance as the runtime sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
