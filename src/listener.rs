@@ -7,7 +7,6 @@
 //! stay in the connection's task. On shutdown the listener stops accepting, lets
 //! every connection finish the request it is serving (bounded by `drain`), and returns.
 
-use crate::admin;
 use crate::manifest::ProxyEngine;
 use crate::proxy::Proxy;
 use crate::proxy::fast::{self, Ended};
@@ -162,7 +161,7 @@ async fn dispatch(
     proxy: Arc<Proxy>,
     admin: Router,
 ) -> Result<axum::response::Response, Infallible> {
-    if admin::is_reserved(request.uri().path()) {
+    if crate::reserved::is_reserved(request.uri().path()) {
         return admin.oneshot(request.map(Body::new)).await;
     }
     Ok(proxy.forward(request, peer).await)

@@ -29,7 +29,7 @@ fn check_request(data: &[u8]) {
     let context = request::Context {
         key: &key,
         client: "10.1.2.3".parse().expect("an address"),
-        is_reserved: ringlb::admin::is_reserved,
+        is_reserved: ringlb::reserved::is_reserved,
     };
     let mut out = Vec::new();
     let Parsed::Forward(head) = request::parse(data, &context, &mut out) else { return };

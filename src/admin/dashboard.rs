@@ -4,17 +4,17 @@
 //! `/_ringlb/status` every second for requests per second, the ring as a circle, and who answered
 //! the last requests.
 
-use crate::admin::AdminState;
-use crate::observe::{self, Status};
+use super::AdminState;
+use super::status::{self, Status};
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, header};
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-const PAGE: &str = include_str!("../assets/dashboard/index.html");
-const SCRIPT: &str = include_str!("../assets/dashboard/app.js");
-const STYLE: &str = include_str!("../assets/dashboard/style.css");
+const PAGE: &str = include_str!("../../assets/dashboard/index.html");
+const SCRIPT: &str = include_str!("../../assets/dashboard/app.js");
+const STYLE: &str = include_str!("../../assets/dashboard/style.css");
 
 /// Escapes text for HTML.
 fn escape(text: &str) -> String {
@@ -85,7 +85,7 @@ fn with_type(body: String, content_type: &'static str) -> Response {
 /// `GET /_ringlb/`.
 pub async fn page(State(state): State<Arc<AdminState>>) -> Response {
     let cluster = state.source.current().manifest.name.clone();
-    with_type(render(&cluster, &observe::status(&state)), "text/html; charset=utf-8")
+    with_type(render(&cluster, &status::status(&state)), "text/html; charset=utf-8")
 }
 
 /// `GET /_ringlb/app.js`.

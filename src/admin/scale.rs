@@ -1,5 +1,4 @@
-//! The exercise's admin API (`GET /rep`, `POST /add`, `DELETE /rm`) and ringlb's own reserved
-//! paths (under [`RESERVED_PREFIX`]), served on the load balancer's port by an axum router.
+//! The exercise's scaling API: `GET /rep`, `POST /add` and `DELETE /rm` (POST accepted too).
 //!
 //! `/add` and `/rm` change the desired state by rewriting the manifest file, never by touching
 //! replicas: the manifest stays the single source of truth, so a restart comes back with the same
@@ -8,18 +7,16 @@
 //! the controller has taken the new version, with the `/rep` body of that version. Bad input gets a
 //! 4xx in the exercise's error shape and changes nothing.
 
+use super::AdminState;
+use super::auth::refuse_unauthorized;
 use crate::json;
 use crate::manifest::edit::rewrite_scale;
-use crate::manifest::source::ManifestSource;
 use crate::manifest::{Manifest, NAME_RULE, file, is_valid_name};
-use crate::runtime::NameCheck;
-use crate::snapshot::{Snapshot, Snapshots};
-use axum::Router;
+use crate::snapshot::Snapshot;
 use axum::body::{Body, to_bytes};
 use axum::extract::{Request, State};
 use axum::response::Response;
-use axum::routing::{get, post};
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::StatusCode;
 use rand::seq::SliceRandom;
 use serde::Serialize;
 use serde_json::Value;
@@ -27,56 +24,11 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Every path of ringlb's own beyond `/rep`, `/add` and `/rm` starts with this; no replica path is
-/// ever hidden by anything else.
-pub const RESERVED_PREFIX: &str = "/_ringlb/";
-
 /// The largest admin request body.
 pub const MAX_BODY: usize = 64 * 1024;
 
 /// How long an edit waits for the controller to take the new manifest.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The environment variable holding the admin token.
-pub const TOKEN_ENV: &str = "RINGLB_ADMIN_TOKEN";
-
-/// True for paths the admin router answers; everything else goes to the replicas.
-pub fn is_reserved(path: &str) -> bool {
-    matches!(path, "/rep" | "/add" | "/rm") || path.starts_with(RESERVED_PREFIX) || path == "/_ringlb"
-}
-
-/// What the admin handlers share.
-pub struct AdminState {
-    /// The desired state.
-    pub source: Arc<ManifestSource>,
-    /// The published state.
-    pub snapshots: Arc<Snapshots>,
-    /// Serialises manifest edits.
-    pub edits: tokio::sync::Mutex<()>,
-    /// `/add` and `/rm` need `Authorization: Bearer <token>` when set.
-    pub token: Option<String>,
-    /// Tells whether a name is held by something ringlb does not own (a foreign container).
-    pub names: Arc<dyn NameCheck>,
-    /// Renders the Prometheus metrics, when a recorder is installed.
-    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
-}
-
-/// The admin router.
-pub fn router(state: Arc<AdminState>) -> Router {
-    Router::new()
-        .route("/rep", get(rep))
-        .route("/add", post(add))
-        .route("/rm", post(rm).delete(rm))
-        .route("/_ringlb/status", get(crate::observe::status_json))
-        .route("/_ringlb/metrics", get(crate::observe::metrics))
-        .route("/_ringlb", get(crate::dashboard::page))
-        .route("/_ringlb/", get(crate::dashboard::page))
-        .route("/_ringlb/app.js", get(crate::dashboard::script))
-        .route("/_ringlb/style.css", get(crate::dashboard::style))
-        .fallback(unknown)
-        .method_not_allowed_fallback(json::method_not_allowed)
-        .with_state(state)
-}
 
 /// The `/rep` payload.
 #[derive(Serialize)]
@@ -90,12 +42,8 @@ fn rep_body(snapshot: &Snapshot) -> Response {
     json::success(Replicas { n: snapshot.replica_names.len(), replicas: &snapshot.replica_names })
 }
 
-async fn rep(State(state): State<Arc<AdminState>>) -> Response {
+pub(super) async fn rep(State(state): State<Arc<AdminState>>) -> Response {
     rep_body(&state.snapshots.load())
-}
-
-async fn unknown(request: Request) -> Response {
-    json::failure(StatusCode::NOT_FOUND, format!("'{}' is not a ringlb endpoint", request.uri().path()))
 }
 
 /// A parsed `/add` or `/rm` body.
@@ -118,34 +66,6 @@ impl From<Refusal> for Response {
 
 fn bad(text: impl Into<String>) -> Refusal {
     Refusal(StatusCode::BAD_REQUEST, text.into())
-}
-
-/// Checks the bearer token in constant time; `Some` is the 401 to send.
-fn refuse_unauthorized(state: &AdminState, headers: &HeaderMap) -> Option<Response> {
-    let Some(token) = &state.token else {
-        return None;
-    };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if constant_time_eq(given.as_bytes(), token.as_bytes()) {
-        return None;
-    }
-    let mut response =
-        json::failure(StatusCode::UNAUTHORIZED, "a valid 'Authorization: Bearer <token>' header is required");
-    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    Some(response)
-}
-
-/// Compares without an early exit, so the time taken does not reveal how much of a guess matched.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = a.len() ^ b.len();
-    for (i, byte) in b.iter().enumerate() {
-        diff |= usize::from(a.get(i).copied().unwrap_or(!byte) ^ byte);
-    }
-    diff == 0
 }
 
 /// Reads and checks the JSON body `{"n": <positive integer>, "hostnames": [<names>]}`.
@@ -296,7 +216,7 @@ where
     handler(state, request.into_body()).await.unwrap_or_else(Response::from)
 }
 
-async fn add(State(state): State<Arc<AdminState>>, request: Request) -> Response {
+pub(super) async fn add(State(state): State<Arc<AdminState>>, request: Request) -> Response {
     guarded(&state, request, add_replicas).await
 }
 
@@ -370,7 +290,7 @@ async fn add_replicas(state: &AdminState, body: Body) -> Result<Response, Refusa
     commit(state, editing, names).await
 }
 
-async fn rm(State(state): State<Arc<AdminState>>, request: Request) -> Response {
+pub(super) async fn rm(State(state): State<Arc<AdminState>>, request: Request) -> Response {
     guarded(&state, request, remove_replicas).await
 }
 
@@ -396,25 +316,6 @@ async fn remove_replicas(state: &AdminState, body: Body) -> Result<Response, Ref
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reserved_paths_are_exactly_the_admin_ones() {
-        for p in ["/rep", "/add", "/rm", "/_ringlb/status", "/_ringlb/x"] {
-            assert!(is_reserved(p), "{p}");
-        }
-        for p in ["/", "/home", "/rep/x", "/reps", "/_ringlbx", "/heartbeat"] {
-            assert!(!is_reserved(p), "{p}");
-        }
-    }
-
-    #[test]
-    fn constant_time_eq_is_equality() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secreT", b"secret"));
-        assert!(!constant_time_eq(b"secret!", b"secret"));
-        assert!(!constant_time_eq(b"", b"secret"));
-        assert!(constant_time_eq(b"", b""));
-    }
 
     async fn parse(body: &'static str) -> Result<(u32, Vec<String>), String> {
         scale_request(Body::from(body)).await.map(|r| (r.n, r.hostnames)).map_err(|Refusal(_, text)| text)

@@ -1,15 +1,15 @@
-//! What ringlb tells about itself, under the reserved prefix `/_ringlb/`: the status JSON
-//! (`/_ringlb/status`) and the Prometheus metrics (`/_ringlb/metrics`). The dashboard
-//! (`dashboard.rs`) is drawn from the same status.
+//! The status JSON at `/_ringlb/status`: the published snapshot, the controller's recent events
+//! and the manifest's last error, in one document. The dashboard (`dashboard.rs`) is drawn from the
+//! same status, and `ringlb status` reads it.
 
-use crate::admin::AdminState;
+use super::AdminState;
 use crate::events::{self, Recorded};
 use crate::ring::Selector;
 use crate::snapshot::{LastReconcile, Problem, ReplicaState, Snapshot};
 use axum::body::Body;
 use axum::extract::State;
 use axum::response::Response;
-use http::{HeaderValue, StatusCode, header};
+use http::{HeaderValue, header};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -198,22 +198,5 @@ pub async fn status_json(State(state): State<Arc<AdminState>>) -> Response {
     let body = serde_json::to_vec(&status(&state)).unwrap_or_default();
     let mut response = Response::new(Body::from(body));
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
-}
-
-/// `GET /_ringlb/metrics`: the Prometheus text format (404 when no recorder is installed, as in
-/// `ringlb analyze`).
-pub async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
-    let Some(handle) = &state.metrics else {
-        return crate::json::failure(StatusCode::NOT_FOUND, "metrics are not recorded in this process");
-    };
-    // Gauges that mirror atomics are set now rather than on every request.
-    for backend in &state.snapshots.load().members {
-        backend.metrics.set_inflight(backend.inflight());
-    }
-    let mut response = Response::new(Body::from(handle.render()));
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
     response
 }

@@ -215,7 +215,7 @@ impl Client {
                 let context = request::Context {
                     key: &snapshot.routing.key,
                     client: self.peer.ip(),
-                    is_reserved: crate::admin::is_reserved,
+                    is_reserved: crate::reserved::is_reserved,
                 };
                 match request::parse(&self.buf[self.pos..self.filled], &context, &mut self.to_replica) {
                     Parsed::Partial => {}

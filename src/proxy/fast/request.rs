@@ -319,7 +319,7 @@ mod tests {
     use super::*;
 
     fn context(key: &KeySource) -> Context<'_> {
-        Context { key, client: "10.0.0.7".parse().unwrap(), is_reserved: crate::admin::is_reserved }
+        Context { key, client: "10.0.0.7".parse().unwrap(), is_reserved: crate::reserved::is_reserved }
     }
 
     fn forward(raw: &str) -> (RequestHead, String) {
