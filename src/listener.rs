@@ -1,31 +1,26 @@
-//! The load balancer's front door: accepts connections on `listen`, serves HTTP/1.1 on them, and
-//! sends each request either to the admin router (reserved paths) or to the proxy.
+//! The load balancer's front door: accepts connections on `listen` and hands each to an engine of
+//! the proxy, with ringlb's own routes (the paths [`crate::reserved`] names, answered by the admin
+//! router).
 //!
-//! Each connection is served by the fast path or by hyper (`proxy.engine`, read when it is
-//! accepted); the fast path hands hyper the connections it does not serve itself. Over
+//! Each connection is served by the fast engine or by hyper (`proxy.engine`, read when it is
+//! accepted); the fast engine hands hyper the connections it does not serve itself. Over
 //! `proxy.max_connections` open connections, a new one gets a 503 and is closed. Connection errors
 //! stay in the connection's task. On shutdown the listener stops accepting, lets
 //! every connection finish the request it is serving (bounded by `drain`), and returns.
 
 use crate::manifest::ProxyEngine;
-use crate::proxy::Proxy;
 use crate::proxy::fast::{self, Ended};
+use crate::proxy::{Local, Proxy, hyper as hyper_engine};
 use crate::telemetry;
 use axum::Router;
-use axum::body::Body;
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use std::convert::Infallible;
-use std::net::SocketAddr;
+use hyper_util::rt::TokioTimer;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower::ServiceExt;
 
 /// Serves `listener` until `shutdown`, then drains connections for at most `drain`.
 pub async fn serve(
@@ -35,6 +30,9 @@ pub async fn serve(
     shutdown: CancellationToken,
     drain: Duration,
 ) {
+    let local = Local { is_reserved: crate::reserved::is_reserved, router: admin };
+    let fast_engine = Arc::new(fast::Engine::new(Arc::clone(&proxy)));
+    let hyper_engine = Arc::new(hyper_engine::Engine::new(Arc::clone(&proxy)));
     let connections = TaskTracker::new();
     let open = Arc::new(AtomicUsize::new(0));
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -68,18 +66,22 @@ pub async fn serve(
         let counted = OpenConnection::new(&open);
         let mut http = http.clone();
         http.header_read_timeout(client_timeout);
-        let connection = Connection { peer, proxy: Arc::clone(&proxy), admin: admin.clone(), http };
+        let (fast_engine, hyper_engine, local) =
+            (Arc::clone(&fast_engine), Arc::clone(&hyper_engine), local.clone());
         let shutdown = shutdown.clone();
         connections.spawn(async move {
             let _counted = counted;
             match engine {
-                ProxyEngine::Fast => {
-                    match fast::serve(stream, peer, &connection.proxy, &connection.admin, &shutdown).await {
-                        Ended::Closed => {}
-                        Ended::Handover(rest) => connection.serve_hyper(rest, &shutdown).await,
+                ProxyEngine::Fast => match fast::serve(stream, peer, &fast_engine, &local, &shutdown).await {
+                    Ended::Closed => {}
+                    Ended::Handover(rest) => {
+                        hyper_engine::serve_connection(rest, peer, hyper_engine, local, http, &shutdown)
+                            .await;
                     }
+                },
+                ProxyEngine::Hyper => {
+                    hyper_engine::serve_connection(stream, peer, hyper_engine, local, http, &shutdown).await;
                 }
-                ProxyEngine::Hyper => connection.serve_hyper(stream, &shutdown).await,
             }
         });
     }
@@ -121,48 +123,4 @@ impl Drop for OpenConnection {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
-}
-
-/// What serving one client connection with hyper needs.
-struct Connection {
-    peer: SocketAddr,
-    proxy: Arc<Proxy>,
-    admin: Router,
-    http: hyper::server::conn::http1::Builder,
-}
-
-impl Connection {
-    /// Serves the connection with hyper (the reference path, and everything the fast path hands
-    /// over); on `shutdown`, finishes the request in progress and closes.
-    async fn serve_hyper<I>(self, io: I, shutdown: &CancellationToken)
-    where
-        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
-        let Connection { peer, proxy, admin, http } = self;
-        let service = service_fn(move |request| dispatch(request, peer, Arc::clone(&proxy), admin.clone()));
-        let connection = http.serve_connection(TokioIo::new(io), service);
-        tokio::pin!(connection);
-        let result = tokio::select! {
-            result = connection.as_mut() => result,
-            () = shutdown.cancelled() => {
-                connection.as_mut().graceful_shutdown();
-                connection.await
-            }
-        };
-        if let Err(error) = result {
-            tracing::debug!(%peer, %error, "client connection ended with an error");
-        }
-    }
-}
-
-async fn dispatch(
-    request: http::Request<Incoming>,
-    peer: SocketAddr,
-    proxy: Arc<Proxy>,
-    admin: Router,
-) -> Result<axum::response::Response, Infallible> {
-    if crate::reserved::is_reserved(request.uri().path()) {
-        return admin.oneshot(request.map(Body::new)).await;
-    }
-    Ok(proxy.forward(request, peer).await)
 }

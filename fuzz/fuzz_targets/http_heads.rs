@@ -15,7 +15,9 @@
 use libfuzzer_sys::fuzz_target;
 use ringlb::manifest::KeySource;
 use ringlb::proxy::fast::chunked::ChunkedScanner;
-use ringlb::proxy::fast::request::{self, Parsed, has_bare_lf, is_hop_by_hop};
+use ringlb::proxy::fast::request::{self, Parsed};
+use ringlb::proxy::fast::wire::has_bare_lf;
+use ringlb::proxy::headers::is_hop_by_hop;
 use ringlb::proxy::fast::response;
 
 fuzz_target!(|data: &[u8]| {

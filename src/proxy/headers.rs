@@ -1,33 +1,55 @@
-//! Header rules of a forwarding proxy (RFC 9110 section 7.6): hop-by-hop headers stop here, and the
-//! replica learns who the client was from `X-Forwarded-For`, `-Proto` and `-Host`.
+//! Header rules of a forwarding proxy (RFC 9110 section 7.6), for both engines: which headers stop
+//! at this hop, which ones a `Connection` option may not remove, and what the replica learns about
+//! the client (`X-Forwarded-For`, `-Proto`, `-Host`). The fast path applies the same lists to raw
+//! header bytes, the hyper path to an `http::HeaderMap`.
 
-use http::header::{CONNECTION, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
+use http::header::HOST;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use std::net::IpAddr;
 
-const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// Headers that concern one connection only (RFC 9110 section 7.6.1), never forwarded either way.
+pub const HOP_BY_HOP: [&str; 7] =
+    ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"];
+
+/// Headers a `Connection` option may not remove: the request's target host and the body's
+/// framing. (Found by the `http_heads` fuzzer: `Connection: Host` dropped the Host header, and
+/// `Connection: Content-Length` would have sent a body the next hop reads as a new request.)
+pub const PROTECTED: [&str; 3] = ["host", "content-length", "transfer-encoding"];
+
+/// The client's address, appended by every proxy on the way.
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// The scheme the client used, set by the first proxy.
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// The `Host` the client asked for, set by the first proxy.
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// The answer's header naming the replica that answered.
+pub const X_RINGLB_REPLICA: HeaderName = HeaderName::from_static("x-ringlb-replica");
+
+/// True for a header that concerns one connection only (the name in any case).
+pub fn is_hop_by_hop(name: &[u8]) -> bool {
+    HOP_BY_HOP.iter().any(|h| h.as_bytes().eq_ignore_ascii_case(name))
+}
+
+/// True for a header that a `Connection` option may not remove (the name in any case).
+pub fn is_protected(name: &[u8]) -> bool {
+    PROTECTED.iter().any(|p| p.as_bytes().eq_ignore_ascii_case(name))
+}
 
 /// Removes the hop-by-hop headers: the fixed list and every header the `Connection` header names
-/// (but `Host` and `Content-Length`).
+/// (but the protected ones).
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
+        .get_all(http::header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-        // The target host and the body's framing are not the client's to drop (the fast path
-        // keeps them too).
-        .filter(|name| !crate::proxy::fast::request::is_essential(name.as_str().as_bytes()))
+        .filter(|name| !is_protected(name.as_str().as_bytes()))
         .collect();
     for name in named {
         headers.remove(name);
     }
-    for name in [CONNECTION, KEEP_ALIVE, PROXY_CONNECTION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE] {
+    for name in HOP_BY_HOP {
         headers.remove(name);
     }
 }
@@ -88,6 +110,24 @@ mod tests {
         remove_hop_by_hop(&mut headers);
         let left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
         assert_eq!(left, ["content-type"]);
+    }
+
+    #[test]
+    fn a_connection_option_cannot_remove_a_protected_header() {
+        let mut headers =
+            map(&[("connection", "Host, content-length"), ("host", "a"), ("content-length", "2")]);
+        remove_hop_by_hop(&mut headers);
+        assert_eq!(headers["host"], "a");
+        assert_eq!(headers["content-length"], "2");
+    }
+
+    #[test]
+    fn the_byte_tests_ignore_case_and_match_only_the_lists() {
+        for name in HOP_BY_HOP {
+            assert!(is_hop_by_hop(name.to_ascii_uppercase().as_bytes()), "{name}");
+        }
+        assert!(!is_hop_by_hop(b"content-length") && !is_hop_by_hop(b"connections"));
+        assert!(is_protected(b"Host") && is_protected(b"CONTENT-LENGTH") && !is_protected(b"x-a"));
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub fn request(head: &[u8], body: &[u8]) -> Result<Request<Body>, &'static str> 
     for field in parsed.headers.iter() {
         let name = HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| "invalid header name")?;
         let value =
-            HeaderValue::from_bytes(super::request::trim(field.value)).map_err(|_| "invalid header value")?;
+            HeaderValue::from_bytes(super::wire::trim(field.value)).map_err(|_| "invalid header value")?;
         headers.append(name, value);
     }
     request.body(Body::from(body.to_vec())).map_err(|_| "invalid method or target")
@@ -61,7 +61,7 @@ fn write_response(out: &mut Vec<u8>, response: &Response<()>, body: &[u8], close
         if matches!(name.as_str(), "content-length" | "transfer-encoding" | "connection") {
             continue;
         }
-        super::request::push_field(out, name.as_str().as_bytes(), value.as_bytes());
+        super::wire::push_field(out, name.as_str().as_bytes(), value.as_bytes());
     }
     let _ = write!(out, "content-length: {}\r\n", body.len());
     if close {

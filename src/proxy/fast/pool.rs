@@ -3,10 +3,15 @@
 //! A connection is taken out for one request and put back when its response has been read to the
 //! end, so the number open follows the requests in flight, not the clients. Before one is reused
 //! it is checked for a close or stray bytes from the replica, which costs no system call when the
-//! runtime has seen nothing on it. Connections idle longer than [`IDLE_TIMEOUT`] are closed.
+//! runtime has seen nothing on it. A request that must not be sent twice (not idempotent: see
+//! `proxy/retry.rs`) gets a connection checked with a system call too (a peek at the socket), so
+//! that a close the runtime has not yet noticed does not cost it its only attempt. Connections idle
+//! longer than [`IDLE_TIMEOUT`] are closed.
 
+use socket2::SockRef;
 use std::collections::HashMap;
 use std::io;
+use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -49,10 +54,18 @@ impl Upstream {
         Ok(Upstream { stream, buf: vec![0; BUFFER], filled: 0, reused: false })
     }
 
-    /// True if the replica closed it or sent something while it was idle.
+    /// True if the replica closed it or sent something while it was idle, as far as the runtime
+    /// has seen (no system call when it has seen nothing).
     fn is_stale(&self) -> bool {
         let mut probe = [0u8; 1];
         !matches!(self.stream.try_read(&mut probe), Err(error) if error.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    /// True if the socket has a close or bytes waiting right now: asks the kernel (one `recv` with
+    /// `MSG_PEEK`), whatever the runtime has seen so far.
+    fn is_stale_now(&self) -> bool {
+        let mut probe = [MaybeUninit::<u8>::uninit(); 1];
+        !matches!(SockRef::from(&self.stream).peek(&mut probe), Err(error) if error.kind() == io::ErrorKind::WouldBlock)
     }
 }
 
@@ -78,14 +91,19 @@ impl Default for Pool {
 }
 
 impl Pool {
-    /// An idle connection to `addr` that is still good, if there is one.
-    pub fn take(&self, addr: SocketAddr) -> Option<Upstream> {
+    /// An idle connection to `addr` that is still good, if there is one; with `verify`, checked
+    /// with the kernel too (a peek at the socket).
+    pub fn take(&self, addr: SocketAddr, verify: bool) -> Option<Upstream> {
         loop {
             let idle = {
                 let mut state = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
                 state.by_addr.get_mut(&addr)?.pop()?
             };
-            if !idle.upstream.is_stale() && idle.since.elapsed() < IDLE_TIMEOUT {
+            let upstream = &idle.upstream;
+            if !upstream.is_stale()
+                && idle.since.elapsed() < IDLE_TIMEOUT
+                && !(verify && upstream.is_stale_now())
+            {
                 return Some(idle.upstream);
             }
         }
@@ -130,13 +148,13 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let pool = Pool::default();
-        assert!(pool.take(addr).is_none());
+        assert!(pool.take(addr, false).is_none());
 
         let first = Upstream::connect(addr, Duration::from_secs(1)).await.unwrap();
         let (mut server_side, _) = listener.accept().await.unwrap();
         pool.put(addr, first);
         assert_eq!(pool.idle(), 1);
-        let again = pool.take(addr).expect("the idle connection");
+        let again = pool.take(addr, true).expect("the idle connection");
         assert!(again.reused);
         pool.put(addr, again);
 
@@ -147,13 +165,31 @@ mod tests {
         loop {
             // Let the runtime see the close.
             tokio::task::yield_now().await;
-            match pool.take(addr) {
+            match pool.take(addr, false) {
                 None => break,
                 Some(still) => pool.put(addr, still),
             }
             assert!(Instant::now() < deadline, "the closed connection was never dropped");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        assert_eq!(pool.idle(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_verified_take_sees_a_close_the_runtime_has_not_seen() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let pool = Pool::default();
+        let upstream = Upstream::connect(addr, Duration::from_secs(1)).await.unwrap();
+        let (server_side, _) = listener.accept().await.unwrap();
+        pool.put(addr, upstream);
+        // Closed by the replica and taken at once, before this task yields to the runtime: the
+        // runtime cannot have seen the close, the kernel has.
+        drop(server_side);
+        std::thread::sleep(Duration::from_millis(20));
+        let unverified = pool.take(addr, false).expect("the runtime has not seen the close yet");
+        pool.put(addr, unverified);
+        assert!(pool.take(addr, true).is_none(), "a verified take handed out a closed connection");
         assert_eq!(pool.idle(), 0);
     }
 

@@ -7,7 +7,11 @@
 //! HTTP/1.0, `Transfer-Encoding` (chunked uploads), `Upgrade`, `Expect`, `CONNECT`, and targets
 //! that are not origin-form.
 
+use super::wire::{has_bare_lf, parse_length, push_field, trim};
 use crate::manifest::KeySource;
+use crate::proxy::headers::{
+    X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, is_hop_by_hop, is_protected, plain_ip,
+};
 use crate::proxy::key::{self, RequestKey};
 use http::{Method, StatusCode};
 use std::io::Write;
@@ -168,15 +172,15 @@ pub fn parse(buf: &[u8], context: &Context<'_>, out: &mut Vec<u8>) -> Parsed {
             return Parsed::Handover("upgrade");
         } else if name.eq_ignore_ascii_case(b"expect") {
             return Parsed::Handover("expect");
-        } else if name.eq_ignore_ascii_case(b"x-forwarded-for") {
+        } else if name.eq_ignore_ascii_case(X_FORWARDED_FOR.as_str().as_bytes()) {
             // Like the hyper path: the first value, if it is visible ASCII, is kept.
             if forwarded_for.is_none() {
                 forwarded_for =
                     Some(value).filter(|v| v.iter().all(|b| *b == b'\t' || (0x20..0x7f).contains(b)));
             }
-        } else if name.eq_ignore_ascii_case(b"x-forwarded-proto") {
+        } else if name.eq_ignore_ascii_case(X_FORWARDED_PROTO.as_str().as_bytes()) {
             has_proto = true;
-        } else if name.eq_ignore_ascii_case(b"x-forwarded-host") {
+        } else if name.eq_ignore_ascii_case(X_FORWARDED_HOST.as_str().as_bytes()) {
             has_forwarded_host = true;
         }
     }
@@ -211,25 +215,26 @@ pub fn parse(buf: &[u8], context: &Context<'_>, out: &mut Vec<u8>) -> Parsed {
     for field in headers.iter() {
         let name = field.name.as_bytes();
         if is_hop_by_hop(name)
-            || name.eq_ignore_ascii_case(b"x-forwarded-for")
-            || (named.iter().any(|n| n.eq_ignore_ascii_case(name)) && !is_essential(name))
+            || name.eq_ignore_ascii_case(X_FORWARDED_FOR.as_str().as_bytes())
+            || (named.iter().any(|n| n.eq_ignore_ascii_case(name)) && !is_protected(name))
         {
             continue;
         }
         push_field(out, name, trim(field.value));
     }
-    out.extend_from_slice(b"x-forwarded-for: ");
+    out.extend_from_slice(X_FORWARDED_FOR.as_str().as_bytes());
+    out.extend_from_slice(b": ");
     if let Some(earlier) = forwarded_for {
         out.extend_from_slice(earlier);
         out.extend_from_slice(b", ");
     }
     // Writing into a Vec cannot fail.
-    let _ = write!(out, "{}\r\n", crate::proxy::headers::plain_ip(context.client));
+    let _ = write!(out, "{}\r\n", plain_ip(context.client));
     if !has_proto {
-        out.extend_from_slice(b"x-forwarded-proto: http\r\n");
+        push_field(out, X_FORWARDED_PROTO.as_str().as_bytes(), b"http");
     }
     if !has_forwarded_host {
-        push_field(out, b"x-forwarded-host", host);
+        push_field(out, X_FORWARDED_HOST.as_str().as_bytes(), host);
     }
     if let Some(id) = generated_id {
         let _ = write!(out, "x-request-id: {id}\r\n");
@@ -255,56 +260,6 @@ pub fn parse(buf: &[u8], context: &Context<'_>, out: &mut Vec<u8>) -> Parsed {
         path: path_start.map_or(0..0, |start| start..start + path.len()),
         key,
     })
-}
-
-/// Headers that concern one connection only (RFC 9110 section 7.6.1), never forwarded.
-pub fn is_hop_by_hop(name: &[u8]) -> bool {
-    const HOP_BY_HOP: [&[u8]; 7] = [
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-    ];
-    HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
-}
-
-/// Headers a `Connection` option may not remove: the request's target host and the body's
-/// framing. (Found by the `http_heads` fuzzer: `Connection: Host` dropped the Host header, and
-/// `Connection: Content-Length` would have sent a body the next hop reads as a new request.)
-pub fn is_essential(name: &[u8]) -> bool {
-    [&b"host"[..], b"content-length", b"transfer-encoding"].iter().any(|e| e.eq_ignore_ascii_case(name))
-}
-
-/// Appends `name: value\r\n`.
-pub fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
-}
-
-/// The value without the optional whitespace around it.
-pub fn trim(value: &[u8]) -> &[u8] {
-    let start = value.iter().position(|b| !matches!(b, b' ' | b'\t')).unwrap_or(value.len());
-    let end = value.iter().rposition(|b| !matches!(b, b' ' | b'\t')).map_or(start, |i| i + 1);
-    &value[start..end]
-}
-
-/// A `Content-Length` value: digits only, no sign, no list.
-pub fn parse_length(value: &[u8]) -> Option<u64> {
-    if value.is_empty() || value.len() > 18 || !value.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(value.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
-}
-
-/// True if a line ends in LF alone (httparse accepts it; a proxy must not, or a server behind it
-/// could split the head differently).
-pub fn has_bare_lf(head: &[u8]) -> bool {
-    head.iter().enumerate().any(|(i, b)| *b == b'\n' && (i == 0 || head[i - 1] != b'\r'))
 }
 
 /// Where `part` (a slice of `buf`) starts in `buf`.
@@ -468,14 +423,5 @@ mod tests {
         let raw = b"GET / HTTP/1.1\r\nHost: a\r\nX-User:  ann \r\n\r\n";
         let Parsed::Forward(head) = parse(raw, &context(&header), &mut Vec::new()) else { panic!() };
         assert_eq!(head.key, crate::ring::hash::key_hash(b"ann"));
-    }
-
-    #[test]
-    fn content_lengths_are_digits_only() {
-        assert_eq!(parse_length(b"0"), Some(0));
-        assert_eq!(parse_length(b"65536"), Some(65536));
-        for bad in [&b""[..], b"-1", b"1 1", b"0x10", b"1.0", b"1234567890123456789"] {
-            assert_eq!(parse_length(bad), None, "{:?}", String::from_utf8_lossy(bad));
-        }
     }
 }

@@ -3,7 +3,9 @@
 //! rules (hop-by-hop headers out, `X-Ringlb-Replica` in). Also the JSON errors the fast path
 //! answers itself, byte for byte what the hyper path sends.
 
-use super::request::{is_essential, is_hop_by_hop, parse_length, push_field, trim};
+use super::wire::{has_bare_lf, parse_length, push_field, trim};
+use crate::proxy::errors::asks_to_retry;
+use crate::proxy::headers::{X_RINGLB_REPLICA, is_hop_by_hop, is_protected};
 use http::StatusCode;
 use std::io::Write;
 
@@ -69,7 +71,7 @@ pub fn parse(
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(_) => return Err(BadResponse("malformed response head")),
     };
-    if super::request::has_bare_lf(&buf[..head_len]) {
+    if has_bare_lf(&buf[..head_len]) {
         return Err(BadResponse("a line of the response head ends without CR"));
     }
     let (Some(version), Some(code)) = (response.version, response.code) else {
@@ -139,13 +141,13 @@ pub fn parse(
         // Chunked bodies pass through as they are, so their Transfer-Encoding stays.
         let keep_framing = name.eq_ignore_ascii_case(b"transfer-encoding");
         if (is_hop_by_hop(name) && !keep_framing)
-            || (named_in(&connection_values, name) && !is_essential(name))
+            || (named_in(&connection_values, name) && !is_protected(name))
         {
             continue;
         }
         push_field(out, name, trim(field.value));
     }
-    push_field(out, crate::proxy::X_RINGLB_REPLICA.as_bytes(), context.replica);
+    push_field(out, X_RINGLB_REPLICA.as_str().as_bytes(), context.replica);
     if close_client {
         out.extend_from_slice(b"connection: close\r\n");
     }
@@ -162,7 +164,7 @@ fn named_in(connection_values: &[&[u8]], name: &[u8]) -> bool {
 }
 
 /// Writes a complete JSON error answer into `out` (cleared first): the exercise's failure
-/// envelope, as the hyper path sends it, with `Retry-After: 1` for a 503.
+/// envelope, as the hyper path sends it, with `Retry-After: 1` when [`asks_to_retry`].
 pub fn error(out: &mut Vec<u8>, status: StatusCode, message: &str, close: bool) {
     let message = crate::json::failure_message(message);
     let body = crate::json::to_python_json(&crate::json::Envelope { message, status: "failure" });
@@ -174,7 +176,7 @@ pub fn error(out: &mut Vec<u8>, status: StatusCode, message: &str, close: bool) 
         status.canonical_reason().unwrap_or(""),
         body.len()
     );
-    if status == StatusCode::SERVICE_UNAVAILABLE {
+    if asks_to_retry(status) {
         out.extend_from_slice(b"retry-after: 1\r\n");
     }
     if close {

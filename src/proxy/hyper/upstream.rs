@@ -1,4 +1,5 @@
-//! The hyper path's upstream side: a pooled keep-alive hyper-util client, and the two body
+//! The hyper engine's upstream side: hyper-util clients (a pooled keep-alive one, and one that
+//! opens a new connection per request for a retry over a new connection), and the two body
 //! wrappers that make retries safe and in-flight counts exact.
 //!
 //! [`RequestBody`] hands the client's request body to one attempt at a time and can tell afterwards
@@ -26,15 +27,28 @@ const POOL_IDLE_PER_REPLICA: usize = 256;
 /// How long an idle upstream connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A pooled client that connects with `connect_timeout`.
-pub fn client(connect_timeout: Duration) -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(connect_timeout));
-    Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(POOL_IDLE_PER_REPLICA)
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .build(connector)
+/// The clients of one connect timeout.
+#[derive(Clone)]
+pub struct Clients {
+    /// Reuses idle keep-alive connections.
+    pub pooled: UpstreamClient,
+    /// Opens a new connection for each request and closes it after the answer.
+    pub fresh: UpstreamClient,
+}
+
+impl Clients {
+    /// Clients that connect with `connect_timeout`.
+    pub fn new(connect_timeout: Duration) -> Clients {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(connect_timeout));
+        let pooled = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(POOL_IDLE_PER_REPLICA)
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .build(connector.clone());
+        let fresh = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(0).build(connector);
+        Clients { pooled, fresh }
+    }
 }
 
 /// The client's request body, shared between attempts.

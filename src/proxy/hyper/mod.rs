@@ -1,0 +1,194 @@
+//! The hyper engine (`proxy.engine: hyper`): requests parsed by hyper's HTTP/1.1 server and sent on
+//! with hyper-util's client, under the forwarding rules of [`crate::proxy`]. It is the reference the
+//! fast path is tested against (`tests/fast_path.rs`), and it serves what the fast path hands over
+//! (HTTP/1.0, chunked uploads, `Expect`, `Upgrade`, other target forms, the access log).
+//!
+//! `server.rs` serves a client connection; this file forwards one request; `upstream.rs` holds
+//! the clients and the body wrappers that make retries safe.
+
+mod server;
+mod upstream;
+
+pub use server::serve_connection;
+
+use super::errors::{asks_to_retry, unknown_path_message};
+use super::headers::{self, X_RINGLB_REPLICA};
+use super::retry::Outcome;
+use super::{Proxy, Route, candidates, key};
+use crate::json;
+use crate::manifest::UnknownPath;
+use crate::snapshot::{Backend, InflightGuard, Snapshot};
+use arc_swap::ArcSwap;
+use axum::body::Body;
+use axum::response::Response;
+use http::{HeaderValue, Request, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use upstream::{Clients, Replayable, ResponseBody};
+
+/// The hyper engine. Cheap to share; one per load balancer.
+pub struct Engine {
+    proxy: Arc<Proxy>,
+    /// The clients and the connect timeout they were built with (rebuilt when the manifest
+    /// changes it).
+    clients: ArcSwap<(Duration, Clients)>,
+}
+
+impl Engine {
+    /// An engine over `proxy`'s routing state.
+    pub fn new(proxy: Arc<Proxy>) -> Engine {
+        let timeout = proxy.snapshots().load().routing.connect_timeout;
+        Engine { proxy, clients: ArcSwap::from_pointee((timeout, Clients::new(timeout))) }
+    }
+
+    fn clients(&self, connect_timeout: Duration) -> Clients {
+        let current = self.clients.load();
+        if current.0 == connect_timeout {
+            return current.1.clone();
+        }
+        let clients = Clients::new(connect_timeout);
+        self.clients.store(Arc::new((connect_timeout, clients.clone())));
+        clients
+    }
+
+    /// Forwards `request` from `client` and returns the replica's response or a JSON error.
+    pub async fn forward(&self, request: Request<Incoming>, client: SocketAddr) -> Response {
+        // The one snapshot load of this request.
+        let snapshot = self.proxy.snapshots().load();
+        if !snapshot.routing.access_log {
+            return self.route(snapshot, request, client).await;
+        }
+        let started = Instant::now();
+        let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+        let response = self.route(snapshot, request, client).await;
+        let replica = response.headers().get(X_RINGLB_REPLICA).and_then(|v| v.to_str().ok()).unwrap_or("-");
+        tracing::info!(target: "ringlb::access", %client, %method, path, status = response.status().as_u16(), replica,
+            ms = started.elapsed().as_secs_f64() * 1000.0, "{client} {method} {path} {} {replica}", response.status().as_u16());
+        response
+    }
+
+    /// Forwards one request; see [`crate::proxy::retry`] for what follows a failed attempt.
+    async fn route(
+        &self,
+        mut snapshot: Arc<Snapshot>,
+        request: Request<Incoming>,
+        client: SocketAddr,
+    ) -> Response {
+        if snapshot.members.is_empty()
+            && let Some(hold) = snapshot.routing.hold
+        {
+            match self.proxy.hold(hold).await {
+                Ok(ready) => snapshot = ready,
+                Err(why) => return error(StatusCode::SERVICE_UNAVAILABLE, why),
+            }
+        }
+        let (mut parts, body) = request.into_parts();
+        let key = key::request_key(&snapshot.routing.key, &parts.headers, &parts.uri, client.ip());
+        if let Some(id) = key.generated_id {
+            parts.headers.insert(key::X_REQUEST_ID, HeaderValue::from(id));
+        }
+        headers::for_upstream(&mut parts.headers, client.ip());
+        parts.version = Version::HTTP_11;
+        let body = Replayable::new(body);
+        let clients = self.clients(snapshot.routing.connect_timeout);
+        let deadline = tokio::time::Instant::now() + snapshot.routing.timeout;
+        let mut route = Route::new(candidates::choices(&snapshot, key.key), &parts.method);
+        while let Some((backend, fresh)) = route.target() {
+            let Some(attempt_body) = body.attempt() else { break };
+            let Ok(uri) = upstream_uri(backend.addr, &parts.uri) else {
+                return error(StatusCode::BAD_REQUEST, format!("cannot forward the URI {}", parts.uri));
+            };
+            let mut upstream = Request::from_parts(parts.clone(), attempt_body);
+            *upstream.uri_mut() = uri;
+            let inflight = backend.begin_request();
+            let sent = Instant::now();
+            let client = if fresh { &clients.fresh } else { &clients.pooled };
+            let (outcome, why) = match tokio::time::timeout_at(deadline, client.request(upstream)).await {
+                Ok(Ok(response)) => {
+                    self.proxy.answered(backend, &parts.method, response.status(), sent);
+                    return respond(response, backend, inflight, &parts.uri, &snapshot);
+                }
+                Err(_) => (Outcome::TimedOut, String::new()),
+                Ok(Err(failure)) if failure.is_connect() => (Outcome::Refused, crate::error_chain(&failure)),
+                // The pooled client may have used an idle connection: it cannot tell.
+                Ok(Err(failure)) => (Outcome::Failed { pooled: !fresh }, crate::error_chain(&failure)),
+            };
+            if let Err((status, message)) =
+                route.failed(&self.proxy, outcome, body.is_untouched(), &why, sent)
+            {
+                return error(status, message);
+            }
+        }
+        let (status, message) = route.exhausted();
+        error(status, message)
+    }
+}
+
+/// A JSON error answer; a 503 tells the client to retry in a second.
+fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
+    let mut response = json::failure(status, message);
+    if asks_to_retry(status) {
+        response.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
+}
+
+/// `http://<replica><path and query>`.
+fn upstream_uri(addr: SocketAddr, original: &Uri) -> Result<Uri, http::Error> {
+    // Only origin-form targets (`/path?query`) are forwarded as they are; `*` becomes `/`.
+    let path_and_query =
+        original.path_and_query().map(|pq| pq.as_str()).filter(|pq| pq.starts_with('/')).unwrap_or("/");
+    Uri::builder().scheme("http").authority(addr.to_string()).path_and_query(path_and_query).build()
+}
+
+/// Turns the replica's response into the client's.
+fn respond(
+    response: http::Response<Incoming>,
+    backend: &Arc<Backend>,
+    inflight: InflightGuard,
+    uri: &Uri,
+    snapshot: &Snapshot,
+) -> Response {
+    if response.status() == StatusCode::NOT_FOUND && snapshot.routing.unknown_path == UnknownPath::Exercise {
+        return error(StatusCode::BAD_REQUEST, unknown_path_message(uri.path()));
+    }
+    let (mut parts, body) = response.into_parts();
+    headers::remove_hop_by_hop(&mut parts.headers);
+    parts.headers.insert(X_RINGLB_REPLICA, backend.name_header.clone());
+    Response::from_parts(parts, Body::new(ResponseBody::new(body, inflight)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::{Hold, Snapshots};
+    use crate::trigger::Trigger;
+
+    #[tokio::test]
+    async fn a_full_hold_queue_and_a_long_wait_are_503s_with_retry_after() {
+        let snapshots = Arc::new(Snapshots::default());
+        let proxy = Arc::new(Proxy::new(Arc::clone(&snapshots), Trigger::new()));
+        let hold = Hold { queue: 0, timeout: Duration::from_millis(10) };
+        let refused = error(StatusCode::SERVICE_UNAVAILABLE, proxy.hold(hold).await.map(|_| ()).unwrap_err());
+        assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(refused.headers()["retry-after"], "1");
+        let hold = Hold { queue: 1, timeout: Duration::from_millis(10) };
+        let timed_out =
+            error(StatusCode::SERVICE_UNAVAILABLE, proxy.hold(hold).await.map(|_| ()).unwrap_err());
+        assert_eq!(timed_out.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(timed_out.headers()["retry-after"], "1");
+        assert!(!error(StatusCode::BAD_GATEWAY, "x").headers().contains_key("retry-after"));
+    }
+
+    #[test]
+    fn upstream_uris_keep_path_and_query() {
+        let addr: SocketAddr = "10.0.0.2:5000".parse().unwrap();
+        assert_eq!(
+            upstream_uri(addr, &"/home?x=1".parse().unwrap()).unwrap(),
+            "http://10.0.0.2:5000/home?x=1"
+        );
+        assert_eq!(upstream_uri(addr, &"*".parse().unwrap()).unwrap(), "http://10.0.0.2:5000/");
+    }
+}
