@@ -110,9 +110,10 @@ logs-swarm:
 logs:
 	$(COMPOSE) logs -f lb
 
-## The static binary the image is made of.
+## The static binary the image is made of: the load balancer and the replica, without the
+## `analyze` feature (the analysis and its charts run from `make analyze` on the host).
 static:
-	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --release --locked --target $(TARGET)
+	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --release --locked --target $(TARGET) --no-default-features
 
 ## The image, FROM scratch around the static binary: no registry needed.
 image: static

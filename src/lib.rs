@@ -19,6 +19,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod admin;
+#[cfg(feature = "analyze")]
 pub mod analyze;
 pub mod balancer;
 pub mod controller;

@@ -1,0 +1,19 @@
+//! `ringlb probe`: one heartbeat to a replica on this host, as a container health check.
+
+use crate::cli::ProbeArgs;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// `ringlb probe`: exit 0 when the replica answered its heartbeat, else 1 with the reason.
+pub fn run(args: &ProbeArgs) -> ExitCode {
+    let ProbeArgs { port, path, timeout_ms } = args;
+    let (port, timeout_ms) = (*port, *timeout_ms);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    match ringlb::probe::heartbeat(addr, path, Duration::from_millis(timeout_ms)) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(why) => {
+            eprintln!("ringlb probe: {why}");
+            ExitCode::FAILURE
+        }
+    }
+}

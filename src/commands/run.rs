@@ -1,0 +1,89 @@
+//! `ringlb run`: the load balancer and its controller over the runtime the manifest names, until
+//! SIGTERM or SIGINT; then requests in flight finish and the runtime stops what must not outlive it.
+
+use super::termination::Termination;
+use crate::cli::RunArgs;
+use anyhow::{Context, Result};
+use ringlb::admin;
+use ringlb::balancer::{self, Balancer};
+use ringlb::manifest::RuntimeKind;
+use ringlb::manifest::source::ManifestSource;
+use ringlb::runtime::Runtime;
+use ringlb::runtime::docker::DockerRuntime;
+use ringlb::runtime::process::ProcessRuntime;
+use ringlb::runtime::swarm::SwarmRuntime;
+use ringlb::trigger::Trigger;
+use std::path::Path;
+use std::sync::Arc;
+
+/// `ringlb run`: `child_args` are the options a replica started by the process runtime gets (so
+/// that it logs like the load balancer).
+pub async fn run(args: RunArgs, child_args: Vec<String>) -> Result<()> {
+    let (manifest_path, ready_file) = (args.manifest.as_path(), args.ready_file.as_deref());
+    let termination = Termination::catch()?;
+    let source = ManifestSource::open(manifest_path).map_err(|e| match e.position() {
+        Some(p) => anyhow::anyhow!("{}:{}:{}: {e}", manifest_path.display(), p.line, p.column),
+        None => anyhow::anyhow!("{}: {e}", manifest_path.display()),
+    })?;
+    let manifest = source.current().manifest;
+    tracing::info!(manifest = %manifest_path.display(), "{}", manifest.summary());
+    match ringlb::manifest::file::remove_stale_temporaries(manifest_path) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("removed {n} temporary file(s) left by an interrupted manifest edit"),
+        Err(error) => tracing::warn!(%error, "cannot look for temporary files left next to the manifest"),
+    }
+    let trigger = Trigger::new();
+    match manifest.replica.runtime {
+        RuntimeKind::Process => {
+            let exe = std::env::current_exe().context("cannot find the ringlb executable")?;
+            let runtime = Arc::new(ProcessRuntime::new(exe, child_args, trigger.clone()));
+            serve(runtime, source, trigger, ready_file, termination).await
+        }
+        RuntimeKind::Static => {
+            let runtime = ringlb::runtime::static_endpoints::StaticRuntime::new(&manifest)?;
+            serve(Arc::new(runtime), source, trigger, ready_file, termination).await
+        }
+        RuntimeKind::Docker => {
+            let runtime = DockerRuntime::connect(&manifest.name, trigger.clone()).await?;
+            serve(Arc::new(runtime), source, trigger, ready_file, termination).await
+        }
+        RuntimeKind::Swarm => {
+            let runtime = SwarmRuntime::connect(&manifest.name, trigger.clone()).await?;
+            serve(Arc::new(runtime), source, trigger, ready_file, termination).await
+        }
+    }
+}
+
+/// Runs the load balancer over `runtime` until SIGTERM or SIGINT.
+async fn serve<R: Runtime>(
+    runtime: Arc<R>,
+    source: Arc<ManifestSource>,
+    trigger: Trigger,
+    ready_file: Option<&Path>,
+    termination: Termination,
+) -> Result<()> {
+    let stop_timeout = source.current().manifest.replica.stop_timeout.get();
+    let metrics = match ringlb::telemetry::install() {
+        Ok(handle) => Some(handle),
+        Err(error) => {
+            tracing::warn!(%error, "metrics are off: cannot install the Prometheus recorder");
+            None
+        }
+    };
+    let options = balancer::Options {
+        admin_token: std::env::var(admin::TOKEN_ENV).ok().filter(|t| !t.is_empty()),
+        drain: super::SHUTDOWN_DRAIN,
+        metrics,
+    };
+    let balancer = Balancer::start(Arc::clone(&runtime), source, trigger, options).await?;
+    if let Some(path) = ready_file {
+        std::fs::write(path, balancer.addr.to_string())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    termination.received().await;
+    tracing::info!("shutting down: finishing requests in flight, then stopping replicas");
+    balancer.stop().await;
+    runtime.shutdown(stop_timeout).await;
+    tracing::info!("stopped");
+    Ok(())
+}
