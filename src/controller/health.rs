@@ -14,6 +14,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use std::net::SocketAddr;
 use std::time::Duration;
+use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -31,13 +32,40 @@ pub struct ProbeSettings {
     pub timeout: Duration,
 }
 
+/// Why a heartbeat failed. Its text (through [`crate::error_chain`]) is what the log and the
+/// status show.
+#[derive(Debug, Error)]
+pub enum HeartbeatError {
+    /// The manifest's heartbeat path does not make a URI with the replica's address.
+    #[error("bad heartbeat URI")]
+    BadUri(#[source] http::uri::InvalidUri),
+    /// No answer within `health.timeout`.
+    #[error("no answer within {after:?}")]
+    TimedOut {
+        /// The timeout that passed.
+        after: Duration,
+    },
+    /// No connection: refused, unreachable, or the connect itself timed out.
+    #[error(transparent)]
+    Connect(hyper_util::client::legacy::Error),
+    /// Connected, but the request failed before an answer (the connection closed or broke).
+    #[error(transparent)]
+    Request(hyper_util::client::legacy::Error),
+    /// An answer other than 2xx.
+    #[error("answered {status}")]
+    BadStatus {
+        /// The status it answered.
+        status: http::StatusCode,
+    },
+}
+
 /// One heartbeat's result.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct HealthReport {
     /// Which instance.
     pub instance: InstanceId,
     /// `Ok` for a 2xx within the timeout, else why not.
-    pub result: Result<(), String>,
+    pub result: Result<(), HeartbeatError>,
 }
 
 /// Starts probe tasks; holds the HTTP client they share.
@@ -96,15 +124,15 @@ impl Prober {
         }
     }
 
-    async fn probe(&self, addr: SocketAddr, settings: &ProbeSettings) -> Result<(), String> {
-        let uri: http::Uri = format!("http://{addr}{}", settings.path)
-            .parse()
-            .map_err(|e| format!("bad heartbeat URI: {e}"))?;
+    async fn probe(&self, addr: SocketAddr, settings: &ProbeSettings) -> Result<(), HeartbeatError> {
+        let uri: http::Uri =
+            format!("http://{addr}{}", settings.path).parse().map_err(HeartbeatError::BadUri)?;
         match tokio::time::timeout(settings.timeout, self.client.get(uri)).await {
-            Err(_) => Err(format!("no answer within {:?}", settings.timeout)),
-            Ok(Err(error)) => Err(crate::error_chain(&error)),
+            Err(_) => Err(HeartbeatError::TimedOut { after: settings.timeout }),
+            Ok(Err(error)) if error.is_connect() => Err(HeartbeatError::Connect(error)),
+            Ok(Err(error)) => Err(HeartbeatError::Request(error)),
             Ok(Ok(response)) if response.status().is_success() => Ok(()),
-            Ok(Ok(response)) => Err(format!("answered {}", response.status())),
+            Ok(Ok(response)) => Err(HeartbeatError::BadStatus { status: response.status() }),
         }
     }
 }
@@ -144,7 +172,18 @@ mod tests {
         })
         .await
         .unwrap();
-        assert!(!failed.is_empty());
+        assert!(!crate::error_chain(&failed).is_empty());
         drop(handle);
+    }
+
+    #[test]
+    fn a_failed_heartbeat_reads_as_it_always_did() {
+        let timed_out = HeartbeatError::TimedOut { after: Duration::from_millis(500) };
+        assert_eq!(crate::error_chain(&timed_out), "no answer within 500ms");
+        let refused = HeartbeatError::BadStatus { status: http::StatusCode::SERVICE_UNAVAILABLE };
+        assert_eq!(crate::error_chain(&refused), "answered 503 Service Unavailable");
+        let bad_uri = HeartbeatError::BadUri("http://a b".parse::<http::Uri>().unwrap_err());
+        let cause = "http://a b".parse::<http::Uri>().unwrap_err().to_string();
+        assert_eq!(crate::error_chain(&bad_uri), format!("bad heartbeat URI: {cause}"));
     }
 }

@@ -629,14 +629,16 @@ impl<R: Runtime> Controller<R> {
                 }
                 false
             }
-            (InstanceState::Ready, Err(why)) => {
+            (InstanceState::Ready, Err(error)) => {
+                let why = crate::error_chain(&error);
                 metrics::counter!(telemetry::HEARTBEAT_FAILURES, "replica" => name.clone()).increment(1);
                 tracing::warn!(event = "replica_failing", replica = %name, reason = %why,
                     "replica {name} failed a heartbeat ({why}); out of the ring");
                 t.state = InstanceState::Failing { failures: 1 };
                 true
             }
-            (InstanceState::Failing { failures }, Err(why)) => {
+            (InstanceState::Failing { failures }, Err(error)) => {
+                let why = crate::error_chain(&error);
                 metrics::counter!(telemetry::HEARTBEAT_FAILURES, "replica" => name.clone()).increment(1);
                 let failures = failures.saturating_add(1);
                 tracing::warn!(event = "replica_failing", replica = %name, failures, reason = %why,
