@@ -12,21 +12,92 @@ use std::time::{Duration, Instant};
 /// The largest answer head read: a heartbeat's status line comes first, the rest is not needed.
 const HEAD_LIMIT: usize = 1024;
 
+/// Why a heartbeat from inside the container failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// Nothing accepted the connection in time.
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        /// The replica.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The request could not be sent.
+    #[error("cannot send the heartbeat to {addr}: {source}")]
+    Send {
+        /// The replica.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No status line within the timeout.
+    #[error("{addr} did not answer within {timeout:?}")]
+    TimedOut {
+        /// The replica.
+        addr: SocketAddr,
+        /// The whole heartbeat's time.
+        timeout: Duration,
+    },
+    /// The answer could not be read.
+    #[error("cannot read the answer of {addr}: {source}")]
+    Read {
+        /// The replica.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The connection closed before a status line.
+    #[error("{addr} closed the connection without an answer")]
+    Closed {
+        /// The replica.
+        addr: SocketAddr,
+    },
+    /// No line ended within the first [`HEAD_LIMIT`] bytes.
+    #[error("{addr} answered no HTTP status line")]
+    NoStatusLine {
+        /// The replica.
+        addr: SocketAddr,
+    },
+    /// What came back is not an HTTP/1 status line.
+    #[error("{addr} answered {line:?}, not HTTP")]
+    NotHttp {
+        /// The replica.
+        addr: SocketAddr,
+        /// The first line it sent.
+        line: String,
+    },
+    /// A status other than 2xx.
+    #[error("{addr} answered {path} with status {status}")]
+    Status {
+        /// The replica.
+        addr: SocketAddr,
+        /// The path asked for.
+        path: String,
+        /// The status it answered.
+        status: u16,
+    },
+}
+
 /// Sends `GET path` to `addr` and waits at most `timeout` in all for its status line.
 ///
 /// # Errors
-/// A sentence saying why the replica is not healthy: it refused, it was too slow, or it answered
-/// with a status other than 2xx.
-pub fn heartbeat(addr: SocketAddr, path: &str, timeout: Duration) -> Result<u16, String> {
+/// Why the replica is not healthy: it refused, it was too slow, or it answered with a status
+/// other than 2xx.
+pub fn heartbeat(addr: SocketAddr, path: &str, timeout: Duration) -> Result<u16, ProbeError> {
     let deadline = Instant::now() + timeout;
     let left = || deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
     let mut stream =
-        TcpStream::connect_timeout(&addr, left()).map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+        TcpStream::connect_timeout(&addr, left()).map_err(|source| ProbeError::Connect { addr, source })?;
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nUser-Agent: ringlb-probe\r\n\r\n"
     );
-    stream.set_write_timeout(Some(left())).map_err(|e| e.to_string())?;
-    stream.write_all(request.as_bytes()).map_err(|e| format!("cannot send the heartbeat to {addr}: {e}"))?;
+    let send = |source| ProbeError::Send { addr, source };
+    stream.set_write_timeout(Some(left())).map_err(send)?;
+    stream.write_all(request.as_bytes()).map_err(send)?;
     let mut head = Vec::with_capacity(128);
     let mut buffer = [0u8; 256];
     let line_end = loop {
@@ -34,24 +105,24 @@ pub fn heartbeat(addr: SocketAddr, path: &str, timeout: Duration) -> Result<u16,
             break end;
         }
         if head.len() >= HEAD_LIMIT {
-            return Err(format!("{addr} answered no HTTP status line"));
+            return Err(ProbeError::NoStatusLine { addr });
         }
-        stream.set_read_timeout(Some(left())).map_err(|e| e.to_string())?;
+        stream.set_read_timeout(Some(left())).map_err(|source| ProbeError::Read { addr, source })?;
         match stream.read(&mut buffer) {
-            Ok(0) => return Err(format!("{addr} closed the connection without an answer")),
+            Ok(0) => return Err(ProbeError::Closed { addr }),
             Ok(n) => head.extend_from_slice(&buffer[..n]),
             Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
-                return Err(format!("{addr} did not answer within {timeout:?}"));
+                return Err(ProbeError::TimedOut { addr, timeout });
             }
-            Err(e) => return Err(format!("cannot read the answer of {addr}: {e}")),
+            Err(source) => return Err(ProbeError::Read { addr, source }),
         }
     };
     let line = String::from_utf8_lossy(&head[..line_end]);
-    let status = parse_status(&line).ok_or_else(|| format!("{addr} answered {line:?}, not HTTP"))?;
+    let status = parse_status(&line).ok_or_else(|| ProbeError::NotHttp { addr, line: line.to_string() })?;
     if (200..300).contains(&status) {
         Ok(status)
     } else {
-        Err(format!("{addr} answered {path} with status {status}"))
+        Err(ProbeError::Status { addr, path: path.to_owned(), status })
     }
 }
 
@@ -91,13 +162,13 @@ mod tests {
     #[test]
     fn a_2xx_answer_is_healthy() {
         let addr = answering(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
-        assert_eq!(heartbeat(addr, "/heartbeat", Duration::from_secs(2)), Ok(200));
+        assert_eq!(heartbeat(addr, "/heartbeat", Duration::from_secs(2)).unwrap(), 200);
     }
 
     #[test]
     fn another_status_is_not() {
         let addr = answering(b"HTTP/1.1 503 Service Unavailable\r\n\r\n");
-        let error = heartbeat(addr, "/heartbeat", Duration::from_secs(2)).unwrap_err();
+        let error = heartbeat(addr, "/heartbeat", Duration::from_secs(2)).unwrap_err().to_string();
         assert!(error.contains("status 503"), "{error}");
     }
 
@@ -107,14 +178,16 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         // Accepted by the kernel, never answered: the timeout decides.
         let started = Instant::now();
-        let error = heartbeat(addr, "/heartbeat", Duration::from_millis(200)).unwrap_err();
+        let error = heartbeat(addr, "/heartbeat", Duration::from_millis(200)).unwrap_err().to_string();
         assert!(error.contains("did not answer"), "{error}");
         assert!(started.elapsed() < Duration::from_secs(2));
         drop(listener);
-        let error = heartbeat(addr, "/heartbeat", Duration::from_millis(200)).unwrap_err();
+        let error = heartbeat(addr, "/heartbeat", Duration::from_millis(200)).unwrap_err().to_string();
         assert!(error.contains("cannot connect"), "{error}");
         let garbage = answering(b"SSH-2.0-OpenSSH\r\n");
-        assert!(heartbeat(garbage, "/", Duration::from_secs(2)).unwrap_err().contains("not HTTP"));
+        assert!(
+            heartbeat(garbage, "/", Duration::from_secs(2)).unwrap_err().to_string().contains("not HTTP")
+        );
     }
 
     #[test]

@@ -10,7 +10,9 @@ mod scale;
 mod status;
 
 pub use auth::TOKEN_ENV;
-pub use scale::{MAX_BODY, ScaleRequest, check_scale_request, parse_scale_body};
+pub use scale::{
+    MAX_BODY, ScaleBodyError, ScaleCheckError, ScaleRequest, check_scale_request, parse_scale_body,
+};
 pub use status::{Status, status};
 
 use crate::json;

@@ -76,66 +76,101 @@ async fn scale_request(body: Body) -> Result<ScaleRequest, Refusal> {
             format!("the request body is larger than {} KiB", MAX_BODY / 1024),
         )
     })?;
-    parse_scale_body(&bytes).map_err(bad)
+    parse_scale_body(&bytes).map_err(|e| bad(e.to_string()))
+}
+
+/// What a body of `/add` or `/rm` should look like, for the 400's sentence.
+const EXAMPLE: &str = r#"expected a JSON object like {"n": 2, "hostnames": ["S1"]}"#;
+
+/// Why a body of `/add` or `/rm` is refused; its text is the sentence of the 400 answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ScaleBodyError {
+    /// Not JSON.
+    #[error("malformed JSON ({0}); {EXAMPLE}")]
+    Malformed(#[source] serde_json::Error),
+    /// JSON, but not an object.
+    #[error("{EXAMPLE}")]
+    NotAnObject,
+    /// A field other than `n` and `hostnames`.
+    #[error("unknown field '{0}'; {EXAMPLE}")]
+    UnknownField(String),
+    /// No `n`.
+    #[error("'n' is missing; {EXAMPLE}")]
+    MissingN,
+    /// `n` is not a positive `u32`.
+    #[error("'n' must be a positive integer, found {0}")]
+    BadN(Value),
+    /// `hostnames` is not a list of strings.
+    #[error("'hostnames' must be a list of strings")]
+    BadHostnames,
+}
+
+/// Why a well-formed body of `/add` or `/rm` is refused; its text is the sentence of the 400.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ScaleCheckError {
+    /// More names than `n`: the exercise's own sentence, which differs for `/add` and `/rm`.
+    #[error("{0}")]
+    TooManyNames(&'static str),
+    /// A name that cannot be a hostname.
+    #[error("'{0}' is not a valid hostname ({NAME_RULE})")]
+    InvalidName(String),
+    /// A name given twice.
+    #[error("'{0}' is listed twice")]
+    ListedTwice(String),
 }
 
 /// Parses the JSON body of `/add` or `/rm`, `{"n": <positive integer>, "hostnames": [<names>]}`
-/// (`hostnames` optional); the error is the sentence of the 400 answer. Pure: what the handlers do
-/// with the bytes they read (at most [`MAX_BODY`]).
+/// (`hostnames` optional). Pure: what the handlers do with the bytes they read (at most
+/// [`MAX_BODY`]).
 ///
 /// # Errors
 /// Not JSON, not an object, an unknown field, `n` missing or not a positive `u32`, `hostnames`
 /// not a list of strings.
-pub fn parse_scale_body(bytes: &[u8]) -> Result<ScaleRequest, String> {
-    let example = r#"expected a JSON object like {"n": 2, "hostnames": ["S1"]}"#;
-    let value: Value =
-        serde_json::from_slice(bytes).map_err(|e| format!("malformed JSON ({e}); {example}"))?;
+pub fn parse_scale_body(bytes: &[u8]) -> Result<ScaleRequest, ScaleBodyError> {
+    let value: Value = serde_json::from_slice(bytes).map_err(ScaleBodyError::Malformed)?;
     let Value::Object(fields) = value else {
-        return Err(example.to_owned());
+        return Err(ScaleBodyError::NotAnObject);
     };
     if let Some(unknown) = fields.keys().find(|k| !matches!(k.as_str(), "n" | "hostnames")) {
-        return Err(format!("unknown field '{unknown}'; {example}"));
+        return Err(ScaleBodyError::UnknownField(unknown.clone()));
     }
     let n = match fields.get("n") {
-        None => return Err(format!("'n' is missing; {example}")),
+        None => return Err(ScaleBodyError::MissingN),
         Some(Value::Number(n)) => n.as_u64().filter(|n| *n > 0).and_then(|n| u32::try_from(n).ok()),
         Some(_) => None,
     };
-    let n = n.ok_or_else(|| format!("'n' must be a positive integer, found {}", fields["n"]))?;
+    let n = n.ok_or_else(|| ScaleBodyError::BadN(fields["n"].clone()))?;
     let hostnames = match fields.get("hostnames") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(items)) => items
             .iter()
             .map(|item| item.as_str().map(str::to_owned))
             .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| "'hostnames' must be a list of strings".to_owned())?,
-        Some(_) => return Err("'hostnames' must be a list of strings".to_owned()),
+            .ok_or(ScaleBodyError::BadHostnames)?,
+        Some(_) => return Err(ScaleBodyError::BadHostnames),
     };
     Ok(ScaleRequest { n, hostnames })
 }
 
 /// The checks of a parsed body that `/add` and `/rm` share, in the exercise's order: no more names
 /// than `n` (else `too_many_names`, the exercise's sentence), then every name valid and listed once.
-/// The error is the sentence of the 400 answer.
 ///
 /// # Errors
 /// Too many names, an invalid name, a name listed twice.
-pub fn check_scale_request(request: &ScaleRequest, too_many_names: &str) -> Result<(), String> {
+pub fn check_scale_request(
+    request: &ScaleRequest,
+    too_many_names: &'static str,
+) -> Result<(), ScaleCheckError> {
     if request.hostnames.len() > request.n as usize {
-        return Err(too_many_names.to_owned());
+        return Err(ScaleCheckError::TooManyNames(too_many_names));
     }
-    check_names(&request.hostnames)
-}
-
-/// Checks that the listed names are valid and distinct.
-fn check_names(names: &[String]) -> Result<(), String> {
     let mut seen = BTreeSet::new();
-    for name in names {
+    for name in &request.hostnames {
         if !is_valid_name(name) {
-            return Err(format!("'{name}' is not a valid hostname ({NAME_RULE})"));
+            return Err(ScaleCheckError::InvalidName(name.clone()));
         }
         if !seen.insert(name) {
-            return Err(format!("'{name}' is listed twice"));
+            return Err(ScaleCheckError::ListedTwice(name.clone()));
         }
     }
     Ok(())
@@ -225,10 +260,10 @@ pub(super) async fn add(State(state): State<Arc<AdminState>>, request: Request) 
 async fn begin_scaling<'a>(
     state: &'a AdminState,
     body: Body,
-    too_many_names: &str,
+    too_many_names: &'static str,
 ) -> Result<(ScaleRequest, Editing<'a>), Refusal> {
     let request = scale_request(body).await?;
-    check_scale_request(&request, too_many_names).map_err(bad)?;
+    check_scale_request(&request, too_many_names).map_err(|e| bad(e.to_string()))?;
     Ok((request, begin_edit(state).await?))
 }
 

@@ -71,7 +71,7 @@ fn manifest() -> String {
 /// The cluster cannot start, or the files cannot be written.
 pub async fn run(options: &Options) -> Result<Vec<Second>, AnalyzeError> {
     let trigger = Trigger::new();
-    let exe = std::env::current_exe().map_err(|e| AnalyzeError::new(format!("cannot find ringlb: {e}")))?;
+    let exe = std::env::current_exe().map_err(AnalyzeError::Executable)?;
     let quiet = vec!["--log-level".to_string(), "warn".to_string()];
     // Each replica has as many /work workers as the autoscaler's target: beyond that, requests
     // queue, as on a real server, and latency shows when the cluster is short of replicas.
@@ -141,17 +141,15 @@ pub async fn run(options: &Options) -> Result<Vec<Second>, AnalyzeError> {
 }
 
 fn write(out: &Path, options: &Options, seconds: &[Second]) -> Result<(), AnalyzeError> {
-    let io = |what: &str, e: std::io::Error| {
-        AnalyzeError::new(format!("cannot write {what} in {}: {e}", out.display()))
-    };
-    std::fs::create_dir_all(out).map_err(|e| io("the directory", e))?;
+    std::fs::create_dir_all(out).map_err(AnalyzeError::io("create", out))?;
     let mut csv = String::from("second,offered_rps,answered,failed,replicas,p99_ms\n");
     for s in seconds {
         let _ =
             writeln!(csv, "{},{},{},{},{},{:.1}", s.t, s.offered, s.answered, s.failed, s.replicas, s.p99_ms);
     }
-    std::fs::write(out.join("ramp.csv"), csv).map_err(|e| io("ramp.csv", e))?;
-    chart(&out.join("ramp.svg"), options, seconds).map_err(|e| AnalyzeError::new(e.to_string()))?;
+    let path = out.join("ramp.csv");
+    std::fs::write(&path, csv).map_err(AnalyzeError::io("write", &path))?;
+    chart(&out.join("ramp.svg"), options, seconds)?;
     let failed: u32 = seconds.iter().map(|s| s.failed).sum();
     let sent: u32 = seconds.iter().map(|s| s.offered).sum();
     let max_replicas = seconds.iter().map(|s| s.replicas).max().unwrap_or(0);
@@ -178,12 +176,12 @@ fn write(out: &Path, options: &Options, seconds: &[Second]) -> Result<(), Analyz
             s.t, s.offered, s.answered, s.failed, s.replicas, s.p99_ms
         );
     }
-    std::fs::write(out.join("README.md"), md).map_err(|e| io("README.md", e))
+    let path = out.join("README.md");
+    std::fs::write(&path, md).map_err(AnalyzeError::io("write", &path))
 }
 
 fn chart(path: &Path, options: &Options, seconds: &[Second]) -> Result<(), ChartError> {
-    let fail = |message: String| ChartError { path: path.display().to_string(), message };
-    charts::register_bundled_font().map_err(fail)?;
+    charts::register_bundled_font().map_err(ChartError::font(path))?;
     let root = SVGBackend::new(path, (1000, 700)).into_drawing_area();
     let draw = || -> Result<(), Box<dyn std::error::Error + '_>> {
         root.fill(&WHITE)?;
@@ -263,5 +261,5 @@ fn chart(path: &Path, options: &Options, seconds: &[Second]) -> Result<(), Chart
         root.present()?;
         Ok(())
     };
-    draw().map_err(|e| fail(e.to_string()))
+    draw().map_err(|e| ChartError::drawing(path)(&e))
 }

@@ -7,7 +7,7 @@ use plotters::drawing::DrawingAreaErrorKind;
 use plotters::element::{ErrorBar, PathElement, Polygon, Rectangle, Text};
 use plotters::prelude::*;
 use plotters::style::FontStyle;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Once;
 
 /// DejaVu Sans, from Debian's fonts-dejavu-core (license: assets/fonts/DejaVuSans-LICENSE.txt).
@@ -29,24 +29,52 @@ pub const PALETTE: [RGBColor; 8] = [
 
 /// Why a chart could not be drawn.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot draw {path}: {message}")]
-pub struct ChartError {
-    /// The file.
-    pub path: String,
-    /// What went wrong.
-    pub message: String,
+pub enum ChartError {
+    /// The bundled font could not be registered.
+    #[error("cannot draw {}: {source}", path.display())]
+    Font {
+        /// The chart's file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: FontError,
+    },
+    /// Drawing or writing the SVG failed.
+    #[error("cannot draw {}: {reason}", path.display())]
+    Drawing {
+        /// The chart's file.
+        path: PathBuf,
+        /// plotters' error, as text: it borrows the drawing area, so it cannot be kept.
+        reason: String,
+    },
 }
+
+impl ChartError {
+    /// A drawing error of the chart at `path`.
+    pub fn drawing(path: &Path) -> impl Fn(&dyn std::fmt::Display) -> ChartError + '_ {
+        move |reason| ChartError::Drawing { path: path.to_path_buf(), reason: reason.to_string() }
+    }
+
+    /// The font error of the chart at `path`.
+    pub fn font(path: &Path) -> impl FnOnce(FontError) -> ChartError + '_ {
+        move |source| ChartError::Font { path: path.to_path_buf(), source }
+    }
+}
+
+/// The bundled font is not a font plotters can use.
+#[derive(Clone, Copy, Debug, thiserror::Error)]
+#[error("the bundled font is not a valid TrueType font")]
+pub struct FontError;
 
 /// Registers the bundled font with plotters (once per process).
 ///
 /// # Errors
 /// The bundled font cannot be read.
-pub fn register_bundled_font() -> Result<(), String> {
+pub fn register_bundled_font() -> Result<(), FontError> {
     static ONCE: Once = Once::new();
     let mut result = Ok(());
     ONCE.call_once(|| {
-        result = plotters::style::register_font(FAMILY, FontStyle::Normal, FONT)
-            .map_err(|_| "the bundled font is not a valid TrueType font".to_string());
+        result = plotters::style::register_font(FAMILY, FontStyle::Normal, FONT).map_err(|_| FontError);
     });
     result
 }
@@ -57,11 +85,10 @@ fn draw(
     size: (u32, u32),
     paint: impl FnOnce(&DrawingArea<SVGBackend<'_>, Shift>) -> Result<(), DrawingAreaErrorKind<std::io::Error>>,
 ) -> Result<(), ChartError> {
-    let fail = |message: String| ChartError { path: path.display().to_string(), message };
-    register_bundled_font().map_err(fail)?;
+    register_bundled_font().map_err(ChartError::font(path))?;
     let root = SVGBackend::new(path, size).into_drawing_area();
-    paint(&root).map_err(|e| fail(e.to_string()))?;
-    root.present().map_err(|e| fail(e.to_string()))
+    paint(&root).map_err(|e| ChartError::drawing(path)(&e))?;
+    root.present().map_err(|e| ChartError::drawing(path)(&e))
 }
 
 /// One series of a bar chart: its name and one value per category.

@@ -40,25 +40,24 @@ impl<R: Runtime> Cluster<R> {
             .map(|d| d.as_nanos())
             .unwrap_or(0);
         let dir = std::env::temp_dir().join(format!("ringlb-analyze-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| AnalyzeError::new(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(&dir).map_err(AnalyzeError::io("create", &dir))?;
         let path = dir.join("cluster.yaml");
-        std::fs::write(&path, manifest)
-            .map_err(|e| AnalyzeError::new(format!("cannot write {}: {e}", path.display())))?;
-        let source =
-            ManifestSource::open(&path).map_err(|e| AnalyzeError::new(format!("analysis manifest: {e}")))?;
-        let balancer = Balancer::start(Arc::clone(&runtime), source, trigger, balancer::Options::default())
-            .await
-            .map_err(|e| AnalyzeError::new(e.to_string()))?;
+        std::fs::write(&path, manifest).map_err(AnalyzeError::io("write", &path))?;
+        let source = ManifestSource::open(&path)
+            .map_err(|source| AnalyzeError::Manifest { path: path.clone(), source })?;
+        let balancer =
+            Balancer::start(Arc::clone(&runtime), source, trigger, balancer::Options::default()).await?;
         let cluster = Cluster { runtime, balancer, dir };
         let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
         while cluster.snapshots().load().members.len() != replicas {
             if tokio::time::Instant::now() >= deadline {
                 let problems = cluster.snapshots().load().problems.clone();
                 cluster.stop().await;
-                return Err(AnalyzeError::new(format!(
-                    "the analysis cluster did not get {replicas} ready replicas within {READY_TIMEOUT:?}: {problems:?}"
-                )));
+                return Err(AnalyzeError::NotReady {
+                    wanted: replicas,
+                    within: READY_TIMEOUT,
+                    problems: format!("{problems:?}"),
+                });
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

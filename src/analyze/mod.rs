@@ -43,13 +43,68 @@ pub const A2_REPLICAS: std::ops::RangeInclusive<usize> = 2..=6;
 
 /// Why the analysis stopped.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct AnalyzeError(String);
+pub enum AnalyzeError {
+    /// A file or directory could not be made or written.
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        /// What was being done ("write", "create").
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The manifest given with `--manifest`, or a generated one, was refused.
+    #[error("{}: {source}", path.display())]
+    Manifest {
+        /// The manifest's file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: crate::manifest::ManifestError,
+    },
+    /// An analysis cluster's load balancer could not start.
+    #[error(transparent)]
+    Bind(#[from] crate::balancer::BindError),
+    /// The runtime of an analysis cluster failed.
+    #[error(transparent)]
+    Runtime(#[from] crate::runtime::RuntimeError),
+    /// A ring could not be built for the distributions computed offline.
+    #[error(transparent)]
+    Ring(#[from] crate::ring::RingError),
+    /// A cluster did not get its replicas ready in time.
+    #[error("the analysis cluster did not get {wanted} ready replicas within {within:?}: {problems}")]
+    NotReady {
+        /// How many were wanted.
+        wanted: usize,
+        /// How long it waited.
+        within: std::time::Duration,
+        /// The problems the controller reported.
+        problems: String,
+    },
+    /// The failover experiment was asked to kill a replica that does not run.
+    #[error("no replica named {0}")]
+    NoReplica(String),
+    /// The task that sent the failover experiment's requests failed.
+    #[error("the stream failed: {0}")]
+    Stream(#[source] tokio::task::JoinError),
+    /// The running executable (which the process runtime starts as replicas) cannot be found.
+    #[error("cannot find ringlb: {0}")]
+    Executable(#[source] std::io::Error),
+    /// A chart could not be drawn.
+    #[error(transparent)]
+    Chart(#[from] charts::ChartError),
+    /// `results.json` could not be encoded.
+    #[error("cannot encode results.json: {0}")]
+    Json(#[source] serde_json::Error),
+}
 
 impl AnalyzeError {
-    /// An error with this message.
-    pub fn new(message: impl Into<String>) -> Self {
-        AnalyzeError(message.into())
+    /// An I/O error while doing `action` on `path`.
+    pub fn io(action: &'static str, path: &std::path::Path) -> impl FnOnce(std::io::Error) -> AnalyzeError {
+        let path = path.to_path_buf();
+        move |source| AnalyzeError::Io { action, path, source }
     }
 }
 
@@ -216,8 +271,8 @@ fn name_of<T: Serialize>(value: &T) -> String {
 pub fn configs(options: &Options) -> Result<Vec<Config>, AnalyzeError> {
     let mut first = match &options.manifest {
         Some(path) => {
-            let (manifest, _) =
-                Manifest::load(path).map_err(|e| AnalyzeError::new(format!("{}: {e}", path.display())))?;
+            let (manifest, _) = Manifest::load(path)
+                .map_err(|source| AnalyzeError::Manifest { path: path.clone(), source })?;
             Config {
                 label: manifest.name.clone(),
                 description: format!("the hashing of {}", path.display()),
@@ -316,8 +371,7 @@ pub async fn run(options: &Options) -> Result<Results, AnalyzeError> {
         let mut measurements = Vec::new();
         for &n in &ns {
             let names = replica_names(&prefix, n);
-            let offline = stats::offline(&config.hashing, &names, &ids)
-                .map_err(|e| AnalyzeError::new(e.to_string()))?;
+            let offline = stats::offline(&config.hashing, &names, &ids)?;
             let (live, elapsed_ms) = if options.offline {
                 (None, None)
             } else {
@@ -349,8 +403,7 @@ pub async fn run(options: &Options) -> Result<Results, AnalyzeError> {
         h_slots_per_replica: stats::reachable_slots_per_replica(
             &exercise,
             &replica_names(&prefix, A1_REPLICAS),
-        )
-        .map_err(|e| AnalyzeError::new(e.to_string()))?,
+        )?,
     };
     report::write(&options.out, &results)?;
     Ok(results)
@@ -400,7 +453,7 @@ impl Killer<'_> {
             .iter()
             .find(|r| r.name == name)
             .map(|r| r.instance.clone())
-            .ok_or_else(|| AnalyzeError::new(format!("no replica named {name}")))?;
+            .ok_or_else(|| AnalyzeError::NoReplica(name.to_owned()))?;
         (self.kill)(instance).await
     }
 
@@ -421,8 +474,7 @@ async fn with_cluster<T>(
     match options.runtime {
         RuntimeChoice::Process => {
             let trigger = Trigger::new();
-            let exe =
-                std::env::current_exe().map_err(|e| AnalyzeError::new(format!("cannot find ringlb: {e}")))?;
+            let exe = std::env::current_exe().map_err(AnalyzeError::Executable)?;
             // Replicas log only their warnings: the analysis prints its own figures.
             let quiet = vec!["--log-level".to_string(), "warn".to_string()];
             let runtime = Arc::new(crate::runtime::process::ProcessRuntime::new(exe, quiet, trigger.clone()));
@@ -431,9 +483,7 @@ async fn with_cluster<T>(
         RuntimeChoice::Docker => {
             let trigger = Trigger::new();
             let cluster = format!("analysis{}", std::process::id());
-            let runtime = crate::runtime::docker::DockerRuntime::connect(&cluster, trigger.clone())
-                .await
-                .map_err(|e| AnalyzeError::new(e.to_string()))?;
+            let runtime = crate::runtime::docker::DockerRuntime::connect(&cluster, trigger.clone()).await?;
             let runtime = Arc::new(runtime);
             let result =
                 run_on(Arc::clone(&runtime), trigger, &cluster, config, names, options.runtime, body).await;
@@ -458,9 +508,7 @@ async fn run_on<R: Runtime, T>(
     let killer = Killer {
         kill: Box::new(move |instance: String| {
             let runtime = Arc::clone(&runtime);
-            Box::pin(async move {
-                runtime.kill(&InstanceId(instance)).await.map_err(|e| AnalyzeError::new(e.to_string()))
-            })
+            Box::pin(async move { Ok(runtime.kill(&InstanceId(instance)).await?) })
         }),
         snapshots: Arc::clone(cluster.snapshots()),
     };
@@ -560,7 +608,7 @@ async fn endpoints_and_failover(
         let stop_at = origin + Duration::from_millis(3000).max(origin.elapsed() + Duration::from_millis(500));
         tokio::time::sleep_until(stop_at.into()).await;
         stop.store(true, Ordering::Relaxed);
-        let samples = stream.await.map_err(|e| AnalyzeError::new(format!("the stream failed: {e}")))?;
+        let samples = stream.await.map_err(AnalyzeError::Stream)?;
         let failed = samples.iter().filter(|s| s.replica.is_none()).count();
         let failover = Failover {
             victim: victim.clone(),

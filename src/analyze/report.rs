@@ -38,14 +38,13 @@ fn sorted(config: &ConfigResults) -> Vec<&Measurement> {
 /// # Errors
 /// A file cannot be written.
 pub fn write(out: &Path, results: &Results) -> Result<(), AnalyzeError> {
-    let io = |what: &str, e: std::io::Error| {
-        AnalyzeError::new(format!("cannot write {what} in {}: {e}", out.display()))
-    };
-    std::fs::create_dir_all(out).map_err(|e| io("the directory", e))?;
-    let json = serde_json::to_string_pretty(results).map_err(|e| AnalyzeError::new(e.to_string()))?;
-    std::fs::write(out.join("results.json"), json + "\n").map_err(|e| io("results.json", e))?;
-    draw(out, results).map_err(|e| AnalyzeError::new(e.to_string()))?;
-    std::fs::write(out.join("README.md"), markdown(results)).map_err(|e| io("README.md", e))
+    std::fs::create_dir_all(out).map_err(AnalyzeError::io("create", out))?;
+    let json = serde_json::to_string_pretty(results).map_err(AnalyzeError::Json)?;
+    let path = out.join("results.json");
+    std::fs::write(&path, json + "\n").map_err(AnalyzeError::io("write", &path))?;
+    draw(out, results)?;
+    let path = out.join("README.md");
+    std::fs::write(&path, markdown(results)).map_err(AnalyzeError::io("write", &path))
 }
 
 fn draw(out: &Path, results: &Results) -> Result<(), charts::ChartError> {
