@@ -56,7 +56,7 @@ pub enum ProbeError {
         /// The replica.
         addr: SocketAddr,
     },
-    /// No line ended within the first [`HEAD_LIMIT`] bytes.
+    /// No line ended within the first 1 KiB of the answer.
     #[error("{addr} answered no HTTP status line")]
     NoStatusLine {
         /// The replica.
