@@ -36,7 +36,6 @@ pub mod reserved;
 pub mod ring;
 pub mod runtime;
 pub mod snapshot;
-pub mod status;
 pub mod telemetry;
 pub mod trigger;
 
