@@ -1,0 +1,343 @@
+//! Validation: the rules the manifest's types cannot express, each broken rule reported with the
+//! field it is about.
+//!
+//! One check per part of the manifest. They run in a fixed order, which is the order of the list
+//! users read (and the first error is the one whose position is reported): keep it when adding a
+//! rule, so existing error lists stay as they are.
+
+use super::names::{NAME_RULE, is_valid_image, is_valid_name};
+use super::{Autoscale, FieldError, Hashing, MAX_REPLICAS_CEILING, Manifest, RuntimeKind};
+use crate::ring::maglev::MAX_TABLE_SIZE;
+use crate::ring::slots::MAX_SLOTS;
+use crate::ring::{Algorithm, is_prime};
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+
+impl Manifest {
+    /// Every rule the types cannot express; an empty list means valid.
+    pub fn validate(&self) -> Vec<FieldError> {
+        let mut errors = Errors::default();
+        check_name(self, &mut errors);
+        check_scale(self, &mut errors);
+        check_replica(self, &mut errors);
+        check_timeouts(self, &mut errors);
+        check_health_and_proxy(self, &mut errors);
+        check_balance_factor(&self.hashing, &mut errors);
+        if let Some(autoscale) = &self.autoscale {
+            check_autoscale(autoscale, self.limits.max_replicas, &mut errors);
+        }
+        check_ring_size(self, &mut errors);
+        errors.0
+    }
+}
+
+/// The errors found so far, in the order they were found.
+#[derive(Default)]
+struct Errors(Vec<FieldError>);
+
+impl Errors {
+    fn fail(&mut self, field: &str, message: impl Into<String>) {
+        self.0.push(FieldError { field: field.into(), message: message.into(), position: None });
+    }
+}
+
+/// `name`: a valid cluster name.
+fn check_name(m: &Manifest, errors: &mut Errors) {
+    if !is_valid_name(&m.name) {
+        errors.fail("name", format!("{:?} is not a valid cluster name ({NAME_RULE})", m.name));
+    }
+}
+
+/// `limits.max_replicas`, `replicas` within it, and `hostnames`: valid, each listed once.
+fn check_scale(m: &Manifest, errors: &mut Errors) {
+    let max = m.limits.max_replicas;
+    if max == 0 || max > MAX_REPLICAS_CEILING {
+        errors.fail(
+            "limits.max_replicas",
+            format!("must be between 1 and {MAX_REPLICAS_CEILING}, found {max}"),
+        );
+    }
+    if m.replicas > max {
+        errors.fail("replicas", format!("{} is more than limits.max_replicas ({max})", m.replicas));
+    }
+    let mut seen = BTreeSet::new();
+    for (i, name) in m.hostnames.iter().enumerate() {
+        let field = format!("hostnames[{i}]");
+        if !is_valid_name(name) {
+            errors.fail(&field, format!("{name:?} is not a valid hostname ({NAME_RULE})"));
+        } else if !seen.insert(name.as_str()) {
+            errors.fail(&field, format!("{name:?} is listed twice"));
+        }
+    }
+}
+
+/// `replica`: image, network, the static runtime's endpoints (which are then its replicas), port.
+fn check_replica(m: &Manifest, errors: &mut Errors) {
+    let replica = &m.replica;
+    if !is_valid_image(&replica.image) {
+        errors.fail("replica.image", format!("{:?} is not a valid image reference", replica.image));
+    }
+    if !is_valid_name(&replica.network) {
+        errors.fail(
+            "replica.network",
+            format!("{:?} is not a valid network name ({NAME_RULE})", replica.network),
+        );
+    }
+    if replica.runtime == RuntimeKind::Static {
+        if replica.endpoints.is_empty() {
+            errors.fail("replica.endpoints", "the static runtime needs at least one ip:port endpoint");
+        }
+        if m.replicas as usize != replica.endpoints.len() {
+            errors.fail(
+                "replicas",
+                format!(
+                    "with replica.runtime: static the replicas are the endpoints: set replicas: {}",
+                    replica.endpoints.len()
+                ),
+            );
+        }
+        if m.autoscale.is_some() {
+            errors.fail("autoscale", "the static runtime cannot scale: its replicas are its endpoints");
+        }
+    } else if !replica.endpoints.is_empty() {
+        errors.fail("replica.endpoints", "only the static runtime uses endpoints");
+    }
+    for (i, endpoint) in replica.endpoints.iter().enumerate() {
+        if endpoint.parse::<SocketAddr>().is_err() {
+            errors
+                .fail(&format!("replica.endpoints[{i}]"), format!("{endpoint:?} is not an ip:port address"));
+        }
+    }
+    if replica.port == 0 {
+        errors.fail("replica.port", "must be between 1 and 65535");
+    }
+}
+
+/// Every timeout of `replica`, `health` and `proxy`: longer than zero.
+fn check_timeouts(m: &Manifest, errors: &mut Errors) {
+    for (field, value) in [
+        ("replica.start_timeout", m.replica.start_timeout),
+        ("replica.drain_timeout", m.replica.drain_timeout),
+        ("replica.stop_timeout", m.replica.stop_timeout),
+        ("health.interval", m.health.interval),
+        ("health.timeout", m.health.timeout),
+        ("proxy.timeout", m.proxy.timeout),
+        ("proxy.connect_timeout", m.proxy.connect_timeout),
+        ("proxy.client_timeout", m.proxy.client_timeout),
+    ] {
+        if value.get().is_zero() {
+            errors.fail(field, "must be longer than zero");
+        }
+    }
+}
+
+/// The rest of `health` and `proxy`, in the order their errors have always been listed:
+/// `health.path`, `proxy.max_connections`, `health.replace_after`.
+fn check_health_and_proxy(m: &Manifest, errors: &mut Errors) {
+    if !m.health.path.starts_with('/') {
+        errors.fail("health.path", format!("must start with '/', found {:?}", m.health.path));
+    }
+    if m.proxy.max_connections == 0 {
+        errors.fail("proxy.max_connections", "must be at least 1");
+    }
+    if m.health.replace_after == 0 {
+        errors.fail("health.replace_after", "must be at least 1");
+    }
+}
+
+/// `hashing.balance_factor`: above 1 (bounded loads), when set.
+fn check_balance_factor(hashing: &Hashing, errors: &mut Errors) {
+    if let Some(factor) = hashing.balance_factor
+        && !(factor.is_finite() && factor > 1.0 && factor <= 100.0)
+    {
+        errors.fail("hashing.balance_factor", format!("must be above 1.0 (e.g. 1.25), found {factor}"));
+    }
+}
+
+/// `autoscale`: bounds within `limits.max_replicas` (`max`), and a usable rule.
+fn check_autoscale(a: &Autoscale, max: u32, errors: &mut Errors) {
+    if a.max == 0 || a.max > max {
+        errors.fail(
+            "autoscale.max",
+            format!("must be between 1 and limits.max_replicas ({max}), found {}", a.max),
+        );
+    }
+    if a.min > a.max {
+        errors.fail("autoscale.min", format!("{} is more than autoscale.max ({})", a.min, a.max));
+    }
+    if !(a.target_inflight.is_finite() && a.target_inflight > 0.0) {
+        errors.fail("autoscale.target_inflight", format!("must be above 0, found {}", a.target_inflight));
+    }
+    if !(a.tolerance.is_finite() && (0.0..1.0).contains(&a.tolerance)) {
+        errors.fail("autoscale.tolerance", format!("must be at least 0 and below 1, found {}", a.tolerance));
+    }
+    if a.max_step == 0 {
+        errors.fail("autoscale.max_step", "must be at least 1");
+    }
+    if a.interval.get().is_zero() {
+        errors.fail("autoscale.interval", "must be longer than zero");
+    }
+    if a.hold_queue == 0 {
+        errors.fail("autoscale.hold_queue", "must be at least 1");
+    }
+    if a.hold_timeout.get().is_zero() {
+        errors.fail("autoscale.hold_timeout", "must be longer than zero");
+    }
+}
+
+/// `hashing`'s table: a Maglev table large enough and prime; a slot ring with room for every
+/// virtual node of `replicas`, and of `autoscale.max` when the autoscaler may grow the cluster.
+fn check_ring_size(m: &Manifest, errors: &mut Errors) {
+    let hashing = &m.hashing;
+    let max = m.limits.max_replicas;
+    match hashing.algorithm {
+        Algorithm::Maglev => match hashing.table_size {
+            Some(size) if !is_prime(size) => {
+                errors.fail("hashing.table_size", format!("must be a prime, found {size}"));
+            }
+            Some(size) if size > MAX_TABLE_SIZE => {
+                errors.fail("hashing.table_size", format!("must be at most {MAX_TABLE_SIZE}, found {size}"))
+            }
+            Some(size) if size < max.saturating_mul(100) => errors.fail(
+                "hashing.table_size",
+                format!(
+                    "must be at least 100 x limits.max_replicas ({}) for an even spread, found {size}",
+                    max.saturating_mul(100)
+                ),
+            ),
+            _ => {}
+        },
+        Algorithm::Ring => {
+            if hashing.slots == 0 || hashing.slots > MAX_SLOTS {
+                errors.fail(
+                    "hashing.slots",
+                    format!("must be between 1 and {MAX_SLOTS}, found {}", hashing.slots),
+                );
+            }
+            if hashing.virtual_nodes == 0 {
+                errors.fail("hashing.virtual_nodes", "must be at least 1");
+            }
+            let needed = u64::from(m.replicas) * u64::from(hashing.virtual_nodes);
+            if needed > u64::from(hashing.slots) {
+                errors.fail(
+                    "hashing.slots",
+                    format!(
+                        "{} replicas x {} virtual nodes need {needed} slots, more than the {} there are",
+                        m.replicas, hashing.virtual_nodes, hashing.slots
+                    ),
+                );
+            }
+            // The autoscaler may grow the cluster to autoscale.max: the ring must hold that too.
+            if let Some(a) = &m.autoscale {
+                let needed = u64::from(a.max) * u64::from(hashing.virtual_nodes);
+                if a.max > m.replicas && needed > u64::from(hashing.slots) {
+                    errors.fail(
+                        "autoscale.max",
+                        format!(
+                            "{} replicas x {} virtual nodes need {needed} slots, more than the {} of hashing.slots",
+                            a.max, hashing.virtual_nodes, hashing.slots
+                        ),
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{ManifestError, locate};
+    use super::*;
+
+    #[test]
+    fn validation_lists_every_bad_field_with_its_position() {
+        let text =
+            "name: demo\nreplicas: 100\nhostnames: [ok, 'bad name', ok]\nhashing:\n  table_size: 65536\n";
+        let ManifestError::Invalid(errors) = Manifest::parse(text).unwrap_err() else { panic!() };
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["replicas", "hostnames[1]", "hostnames[2]", "hashing.table_size"]);
+        assert_eq!(errors[0].position, Some(locate::Position { line: 2, column: 11 }));
+        assert_eq!(errors[3].position.map(|p| p.line), Some(5));
+    }
+
+    #[test]
+    fn autoscale_takes_defaults_and_is_checked() {
+        let m = Manifest::parse("name: d\nreplicas: 9\nautoscale: {min: 0, max: 4}\n").unwrap();
+        let a = m.autoscale.as_ref().unwrap();
+        assert_eq!((a.target_inflight, a.tolerance, a.max_step), (10.0, 0.1, 4));
+        assert_eq!(a.scale_down_window.get(), std::time::Duration::from_secs(60));
+        assert_eq!(m.initial_replicas(), 4, "replicas: is clamped into [min, max]");
+        let ManifestError::Invalid(errors) = Manifest::parse(
+            "name: d\nautoscale: {min: 5, max: 2, tolerance: 1.5}\nhashing: {balance_factor: 0.9}\n",
+        )
+        .unwrap_err() else {
+            panic!()
+        };
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["hashing.balance_factor", "autoscale.min", "autoscale.tolerance"]);
+    }
+
+    #[test]
+    fn the_ring_must_have_room_for_every_virtual_node() {
+        let text = "name: demo\nreplicas: 60\nhashing: {algorithm: ring, slots: 512, virtual_nodes: 9}\n";
+        let ManifestError::Invalid(errors) = Manifest::parse(text).unwrap_err() else { panic!() };
+        assert_eq!(errors[0].field, "hashing.slots");
+    }
+
+    /// Found by `fuzz/fuzz_targets/manifest_parse.rs`: the autoscaler could grow a cluster past what
+    /// the slot ring holds (the ring then failed to build and new replicas got no traffic).
+    #[test]
+    fn the_ring_must_have_room_for_autoscale_max() {
+        let text = "name: d\nreplicas: 1\nhashing: {algorithm: ring, slots: 9, virtual_nodes: 9}\nautoscale: {min: 1, max: 5}\n";
+        let ManifestError::Invalid(errors) = Manifest::parse(text).unwrap_err() else { panic!() };
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["autoscale.max"]);
+        assert_eq!(errors[0].position.map(|p| (p.line, p.column)), Some((4, 26)));
+        assert!(
+            errors[0].message.contains("5 replicas x 9 virtual nodes need 45 slots"),
+            "{}",
+            errors[0].message
+        );
+        let fits = "name: d\nreplicas: 1\nhashing: {algorithm: ring, slots: 45, virtual_nodes: 9}\nautoscale: {min: 1, max: 5}\n";
+        let manifest = Manifest::parse(fits).unwrap();
+        let members: Vec<_> = (1..=5).map(|id| crate::ring::Member { name: format!("d-{id}"), id }).collect();
+        assert!(crate::ring::Ring::build(&manifest.ring_config(), &members).is_ok());
+    }
+
+    /// Errors of different sections come out in the order the checks have always run.
+    #[test]
+    fn errors_of_every_section_keep_their_order() {
+        let text = "name: 'bad name'\nreplicas: 2\nhostnames: [a, a]\n\
+            replica: {image: 'Bad', network: 'n n', port: 0, endpoints: ['x'], stop_timeout: 0s}\n\
+            health: {path: hb, interval: 0s, replace_after: 0}\n\
+            proxy: {timeout: 0s, max_connections: 0}\n\
+            hashing: {algorithm: ring, slots: 0, virtual_nodes: 0, balance_factor: 1.0}\n\
+            autoscale: {min: 3, max: 0, max_step: 0}\n";
+        let ManifestError::Invalid(errors) = Manifest::parse(text).unwrap_err() else { panic!() };
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "name",
+                "hostnames[1]",
+                "replica.image",
+                "replica.network",
+                "replica.endpoints",
+                "replica.endpoints[0]",
+                "replica.port",
+                "replica.stop_timeout",
+                "health.interval",
+                "proxy.timeout",
+                "health.path",
+                "proxy.max_connections",
+                "health.replace_after",
+                "hashing.balance_factor",
+                "autoscale.max",
+                "autoscale.min",
+                "autoscale.max_step",
+                "hashing.slots",
+                "hashing.virtual_nodes",
+            ]
+        );
+    }
+}
