@@ -32,15 +32,32 @@ impl fmt::Display for HumanDuration {
     }
 }
 
+/// Why a text is not a duration. The text is what the manifest error shows.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    /// Not `<number><unit>` with a known unit.
+    #[error("expected a duration like 500ms, 1s or 2m, found {text:?}")]
+    NotADuration {
+        /// The text, without surrounding blanks.
+        text: String,
+    },
+    /// Longer than a year (or not finite).
+    #[error("duration {text:?} is too long")]
+    TooLong {
+        /// The text, without surrounding blanks.
+        text: String,
+    },
+}
+
 /// Parses `<number><unit>` with unit `ms`, `s`, `m` or `h`; the number may have a fraction.
 ///
 /// # Errors
-/// A message saying what was expected, for the manifest error.
-pub fn parse(text: &str) -> Result<Duration, String> {
+/// [`DurationError`], saying what was expected, for the manifest error.
+pub fn parse(text: &str) -> Result<Duration, DurationError> {
     let text = text.trim();
     let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let expected = || format!("expected a duration like 500ms, 1s or 2m, found {text:?}");
+    let expected = || DurationError::NotADuration { text: text.to_owned() };
     let value: f64 = number.parse().map_err(|_| expected())?;
     let seconds = match unit.trim() {
         "ms" => value / 1000.0,
@@ -50,7 +67,7 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         _ => return Err(expected()),
     };
     if !seconds.is_finite() || seconds > 365.0 * 24.0 * 3600.0 {
-        return Err(format!("duration {text:?} is too long"));
+        return Err(DurationError::TooLong { text: text.to_owned() });
     }
     Ok(Duration::from_secs_f64(seconds))
 }
@@ -100,6 +117,16 @@ mod tests {
         assert!(parse("").is_err());
         assert!(parse("-1s").is_err());
         assert!(parse("1e400s").is_err());
+    }
+
+    #[test]
+    fn errors_say_what_was_expected() {
+        assert_eq!(
+            parse(" 5 parsecs ").unwrap_err().to_string(),
+            "expected a duration like 500ms, 1s or 2m, found \"5 parsecs\""
+        );
+        assert_eq!(parse("9999h").unwrap_err(), DurationError::TooLong { text: "9999h".into() });
+        assert_eq!(parse("9999h").unwrap_err().to_string(), "duration \"9999h\" is too long");
     }
 
     #[test]

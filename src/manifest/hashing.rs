@@ -19,6 +19,26 @@ pub enum KeySource {
     Header(http::HeaderName),
 }
 
+/// Why a `hashing.key` is not a [`KeySource`]. The text is what the manifest error shows.
+#[derive(Debug, thiserror::Error)]
+pub enum KeySourceError {
+    /// `header:<Name>` with a name that is not a valid HTTP header name.
+    #[error("{name:?} is not a valid header name")]
+    InvalidHeader {
+        /// The name as written after `header:`.
+        name: String,
+        /// What `http` says is wrong with it.
+        #[source]
+        source: http::header::InvalidHeaderName,
+    },
+    /// None of the known keys.
+    #[error("unknown key {text:?}: expected request-id, client-ip, path or header:<Name>")]
+    Unknown {
+        /// The key as written.
+        text: String,
+    },
+}
+
 impl fmt::Display for KeySource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -31,8 +51,8 @@ impl fmt::Display for KeySource {
 }
 
 impl std::str::FromStr for KeySource {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Self, String> {
+    type Err = KeySourceError;
+    fn from_str(text: &str) -> Result<Self, KeySourceError> {
         match text {
             "request-id" => Ok(KeySource::RequestId),
             "client-ip" => Ok(KeySource::ClientIp),
@@ -40,10 +60,8 @@ impl std::str::FromStr for KeySource {
             _ => match text.strip_prefix("header:") {
                 Some(name) => http::HeaderName::try_from(name.trim())
                     .map(KeySource::Header)
-                    .map_err(|_| format!("{name:?} is not a valid header name")),
-                None => Err(format!(
-                    "unknown key {text:?}: expected request-id, client-ip, path or header:<Name>"
-                )),
+                    .map_err(|source| KeySourceError::InvalidHeader { name: name.to_owned(), source }),
+                None => Err(KeySourceError::Unknown { text: text.to_owned() }),
             },
         }
     }
@@ -106,12 +124,26 @@ mod tests {
 
     #[test]
     fn keys_parse_from_their_names() {
-        assert_eq!("client-ip".parse::<KeySource>(), Ok(KeySource::ClientIp));
+        assert_eq!("client-ip".parse::<KeySource>().ok(), Some(KeySource::ClientIp));
         assert_eq!(
-            "header:X-User".parse::<KeySource>(),
-            Ok(KeySource::Header(http::HeaderName::from_static("x-user")))
+            "header:X-User".parse::<KeySource>().ok(),
+            Some(KeySource::Header(http::HeaderName::from_static("x-user")))
         );
         assert!("header:bad name".parse::<KeySource>().is_err());
         assert!("cookie".parse::<KeySource>().is_err());
+    }
+
+    #[test]
+    fn key_errors_say_what_was_expected() {
+        let message = |text: &str| text.parse::<KeySource>().map(|_| ()).unwrap_err().to_string();
+        assert_eq!(message("header: bad name"), "\" bad name\" is not a valid header name");
+        assert_eq!(
+            message("cookie"),
+            "unknown key \"cookie\": expected request-id, client-ip, path or header:<Name>"
+        );
+        assert!(matches!(
+            "header:a b".parse::<KeySource>(),
+            Err(KeySourceError::InvalidHeader { ref name, .. }) if name == "a b"
+        ));
     }
 }

@@ -32,7 +32,7 @@ mod validate;
 
 pub use autoscale::Autoscale;
 pub use error::{FieldError, ManifestError};
-pub use hashing::{Hashing, KeySource};
+pub use hashing::{Hashing, KeySource, KeySourceError};
 pub use health::Health;
 pub use limits::{Limits, MAX_REPLICAS_CEILING};
 pub use names::{NAME_RULE, is_valid_image, is_valid_name};
