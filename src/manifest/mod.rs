@@ -6,6 +6,7 @@
 //!   `limits.rs`, `autoscale.rs`; every default in `defaults.rs`; [`duration`] for `500ms`;
 //! - `validate.rs` the rules the types cannot express, `names.rs` the naming rules, `error.rs`
 //!   the errors, with line and column on every one ([`locate`] finds them in the text);
+//! - `yaml_tree.rs` the YAML text as a tree of nodes with their spans, which [`edit`] reads;
 //! - [`source`] keeps the last good manifest and hands new versions to the controller, [`watch`]
 //!   follows the file, [`edit`] rewrites `replicas:` and `hostnames:` without touching comments,
 //!   and [`file`](mod@file) writes it atomically.
@@ -29,6 +30,7 @@ mod names;
 mod proxy;
 mod replica;
 mod validate;
+mod yaml_tree;
 
 pub use autoscale::Autoscale;
 pub use error::{FieldError, ManifestError};
