@@ -1,10 +1,11 @@
 //! Finds where a field sits in the manifest's text, so that a validation error can name a line and
-//! a column like a parse error does.
+//! a column like a parse error does; and the other way round, which field a parse error is about.
 //!
-//! Validation runs on the typed manifest, which has forgotten the text; this walks the YAML event
-//! stream once more, following a dotted path (`hashing.slots`, `hostnames[2]`).
+//! Validation runs on the typed manifest, which has forgotten the text; both questions are answered
+//! from the text's span tree (`yaml_tree.rs`, the one the editor reads too), following a dotted
+//! path (`hashing.slots`, `hostnames[2]`) down it or finding the node at a position.
 
-use serde_saphyr::granit_parser::{Event, Parser, Span};
+use super::yaml_tree::{self, Kind, Node};
 
 /// A 1-based line and column in the manifest's text.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,132 +47,68 @@ fn steps(path: &str) -> Vec<Step<'_>> {
 /// The position of the value at `path` (or of its key when the value cannot be found), if the
 /// text parses far enough to reach it.
 pub fn locate(text: &str, path: &str) -> Option<Position> {
-    let mut events = Parser::new_from_str(text).filter_map(Result::ok).filter(|(event, _)| {
-        !matches!(event, Event::StreamStart | Event::DocumentStart(..) | Event::Anchor(..))
-    });
-    let steps = steps(path);
-    let (first, span) = events.next()?;
-    find(&mut events, first, span, &steps)
+    let tree = yaml_tree::build(text);
+    find(tree.documents.first()?, &steps(path))
 }
 
-fn position(span: &Span) -> Position {
-    Position { line: span.start.line(), column: span.start.col() + 1 }
+fn position(node: &Node) -> Position {
+    Position { line: node.line, column: node.column }
 }
 
-/// With `event` the start of a node, finds `steps` inside it.
-fn find<'a>(
-    events: &mut impl Iterator<Item = (Event<'a>, Span)>,
-    event: Event<'a>,
-    span: Span,
-    steps: &[Step<'_>],
-) -> Option<Position> {
+/// Finds `steps` inside `node`: the first entry of a mapping with the key, the item of a sequence
+/// at the index; the key's own position when the rest of the path is not inside its value.
+fn find(node: &Node, steps: &[Step<'_>]) -> Option<Position> {
     let Some((step, rest)) = steps.split_first() else {
-        return Some(position(&span));
+        return Some(position(node));
     };
-    match (event, step) {
-        (Event::MappingStart(..), Step::Key(wanted)) => loop {
-            let (key, key_span) = events.next()?;
-            match key {
-                Event::MappingEnd => return None,
-                Event::Scalar(ref name, ..) if name == wanted => {
-                    let (value, value_span) = events.next()?;
-                    return find(events, value, value_span, rest).or(Some(position(&key_span)));
-                }
-                other => {
-                    skip(events, other)?;
-                    let (value, _) = events.next()?;
-                    skip(events, value)?;
-                }
-            }
-        },
-        (Event::SequenceStart(..), Step::Index(wanted)) => {
-            let mut index = 0;
-            loop {
-                let (item, item_span) = events.next()?;
-                if matches!(item, Event::SequenceEnd) {
-                    return None;
-                }
-                if index == *wanted {
-                    return find(events, item, item_span, rest);
-                }
-                skip(events, item)?;
-                index += 1;
-            }
+    match (&node.kind, step) {
+        (Kind::Mapping { entries, .. }, Step::Key(wanted)) => {
+            let (key, value) = entries.iter().find(|(key, _)| key.scalar() == Some(*wanted))?;
+            find(value, rest).or(Some(position(key)))
         }
+        (Kind::Sequence { items, .. }, Step::Index(wanted)) => find(items.get(*wanted)?, rest),
         _ => None,
     }
-}
-
-/// With `event` the start of a node, consumes the rest of that node.
-fn skip<'a>(events: &mut impl Iterator<Item = (Event<'a>, Span)>, event: Event<'a>) -> Option<()> {
-    let mut depth = match event {
-        Event::MappingStart(..) | Event::SequenceStart(..) => 1usize,
-        _ => return Some(()),
-    };
-    while depth > 0 {
-        match events.next()?.0 {
-            Event::MappingStart(..) | Event::SequenceStart(..) => depth += 1,
-            Event::MappingEnd | Event::SequenceEnd => depth -= 1,
-            _ => {}
-        }
-    }
-    Some(())
 }
 
 /// The dotted path of the node at `at` (or, failing an exact match, of the last node that starts
 /// before it): what a parse error at that position is about.
 pub fn path_at(text: &str, at: Position) -> Option<String> {
-    let mut events = Parser::new_from_str(text).filter_map(Result::ok).filter(|(event, _)| {
-        !matches!(event, Event::StreamStart | Event::DocumentStart(..) | Event::Anchor(..))
-    });
-    let (first, span) = events.next()?;
+    let tree = yaml_tree::build(text);
     let mut best: Option<(Position, String)> = None;
-    walk(&mut events, first, span, String::new(), at, &mut best);
+    visit(tree.documents.first()?, String::new(), at, &mut best);
     best.map(|(_, path)| path).filter(|p| !p.is_empty())
 }
 
-/// Visits the node starting with `event` at `path`, keeping in `best` the latest-starting node
-/// that does not start after `at`.
-fn walk<'a>(
-    events: &mut impl Iterator<Item = (Event<'a>, Span)>,
-    event: Event<'a>,
-    span: Span,
-    path: String,
-    at: Position,
-    best: &mut Option<(Position, String)>,
-) -> Option<()> {
-    let here = position(&span);
+/// Visits `node` at `path` and everything inside it in text order (a key before its value),
+/// keeping in `best` the latest-starting node that does not start after `at`.
+fn visit(node: &Node, path: String, at: Position, best: &mut Option<(Position, String)>) {
+    let here = position(node);
     let before = (here.line, here.column) <= (at.line, at.column);
     if before && best.as_ref().is_none_or(|(p, _)| (p.line, p.column) <= (here.line, here.column)) {
         *best = Some((here, path.clone()));
     }
-    match event {
-        Event::MappingStart(..) => loop {
-            let (key, key_span) = events.next()?;
-            if matches!(key, Event::MappingEnd) {
-                return Some(());
-            }
-            let name = match &key {
-                Event::Scalar(name, ..) => name.to_string(),
-                _ => String::from("?"),
+    match &node.kind {
+        Kind::Mapping { entries, cut_key, .. } => {
+            let child = |key: &Node| {
+                let name = key.scalar().unwrap_or("?");
+                if path.is_empty() { name.to_owned() } else { format!("{path}.{name}") }
             };
-            let child = if path.is_empty() { name } else { format!("{path}.{name}") };
-            walk(events, key, key_span, child.clone(), at, best)?;
-            let (value, value_span) = events.next()?;
-            walk(events, value, value_span, child, at, best)?;
-        },
-        Event::SequenceStart(..) => {
-            let mut index = 0;
-            loop {
-                let (item, item_span) = events.next()?;
-                if matches!(item, Event::SequenceEnd) {
-                    return Some(());
-                }
-                walk(events, item, item_span, format!("{path}[{index}]"), at, best)?;
-                index += 1;
+            for (key, value) in entries {
+                let child = child(key);
+                visit(key, child.clone(), at, best);
+                visit(value, child, at, best);
+            }
+            if let Some(key) = cut_key {
+                visit(key, child(key), at, best);
             }
         }
-        _ => Some(()),
+        Kind::Sequence { items, .. } => {
+            for (index, item) in items.iter().enumerate() {
+                visit(item, format!("{path}[{index}]"), at, best);
+            }
+        }
+        Kind::Scalar { .. } | Kind::Alias(_) => {}
     }
 }
 
@@ -216,5 +153,14 @@ mod tests {
         assert_eq!(locate(TEXT, "hostnames]"), None);
         assert_eq!(locate(TEXT, "hostnames[é]"), Some(Position { line: 3, column: 12 }));
         assert_eq!(locate("] !#]!#]] ", "] !#]!#]] "), None);
+    }
+
+    /// A key the text is cut short after (a syntax error before its value) is not a field that
+    /// can be located, but a position after it is about it.
+    #[test]
+    fn a_key_cut_short_before_its_value_still_names_its_position() {
+        let text = "name: d\nhashing: {algorithm: ring, slots: ";
+        assert_eq!(path_at(text, Position { line: 2, column: 34 }).as_deref(), Some("hashing.slots"));
+        assert_eq!(locate(text, "hashing.slots"), Some(Position { line: 2, column: 1 }));
     }
 }

@@ -6,7 +6,8 @@
 //!   `limits.rs`, `autoscale.rs`; every default in `defaults.rs`; [`duration`] for `500ms`;
 //! - `validate.rs` the rules the types cannot express, `names.rs` the naming rules, `error.rs`
 //!   the errors, with line and column on every one ([`locate`] finds them in the text);
-//! - `yaml_tree.rs` the YAML text as a tree of nodes with their spans, which [`edit`] reads;
+//! - `yaml_tree.rs` the YAML text as a tree of nodes with their spans, which [`locate`] and
+//!   [`edit`] both read;
 //! - [`source`] keeps the last good manifest and hands new versions to the controller, [`watch`]
 //!   follows the file, [`edit`] rewrites `replicas:` and `hostnames:` without touching comments,
 //!   and [`file`](mod@file) writes it atomically.

@@ -1,4 +1,5 @@
-//! YAML text as a tree of nodes that remember where they sit in it: what the editor splices by.
+//! YAML text as a tree of nodes that remember where they sit in it: what the editor splices by, and
+//! what the locator looks paths and positions up in.
 //!
 //! Built in one walk of the event stream of serde-saphyr's parser ([`serde_saphyr::granit_parser`]).
 //! The text need not be valid YAML: the tree then holds what was read before the first syntax
@@ -51,17 +52,39 @@ pub(super) struct Node {
     pub(super) end: usize,
     /// Line of `start`, counted from 1.
     pub(super) line: usize,
+    /// Column of `start`, counted from 1 (in characters).
+    pub(super) column: usize,
 }
 
 #[derive(Debug)]
 pub(super) enum Kind {
-    Scalar { value: String, style: ScalarStyle },
-    Sequence { style: StructureStyle, items: Vec<Node> },
-    Mapping { style: StructureStyle, entries: Vec<(Node, Node)> },
+    Scalar {
+        value: String,
+        style: ScalarStyle,
+    },
+    Sequence {
+        style: StructureStyle,
+        items: Vec<Node>,
+    },
+    Mapping {
+        style: StructureStyle,
+        entries: Vec<(Node, Node)>,
+        /// A key read just before the text was cut short, whose value never came; only in a tree
+        /// with a [`Cut`]. It is not an entry, but it is where a syntax error after it is.
+        cut_key: Option<Box<Node>>,
+    },
     Alias(usize),
 }
 
 impl Node {
+    /// The scalar's text, if the node is a scalar.
+    pub(super) fn scalar(&self) -> Option<&str> {
+        match &self.kind {
+            Kind::Scalar { value, .. } => Some(value),
+            _ => None,
+        }
+    }
+
     /// What the node is, for error messages.
     pub(super) fn describe(&self) -> &'static str {
         match &self.kind {
@@ -171,8 +194,9 @@ where
     fn node(&mut self, event: Event<'s>, span: Span) -> Option<Node> {
         let start = self.offset(span.start);
         let own_end = self.offset(span.end);
-        let line = span.start.line();
-        let node = |kind, anchor, tag: Option<String>, end| Node { kind, anchor, tag, start, end, line };
+        let (line, column) = (span.start.line(), span.start.col() + 1);
+        let node =
+            |kind, anchor, tag: Option<String>, end| Node { kind, anchor, tag, start, end, line, column };
         match event {
             Event::Scalar(value, style, anchor, tag) => Some(node(
                 Kind::Scalar { value: value.into_owned(), style },
@@ -197,6 +221,7 @@ where
             }
             Event::MappingStart(style, anchor, tag) => {
                 let mut entries = Vec::new();
+                let mut cut_key = None;
                 let mut content_end = own_end;
                 let end = loop {
                     let Some((event, span)) = self.next_inside() else { break content_end };
@@ -206,6 +231,7 @@ where
                     let Some(key) = self.node(event, span) else { break content_end };
                     let Some(value) = self.next_inside().and_then(|(event, span)| self.node(event, span))
                     else {
+                        cut_key = Some(Box::new(key));
                         break content_end;
                     };
                     content_end = content_end.max(key.end).max(value.end);
@@ -218,7 +244,7 @@ where
                     }
                     entries.push((key, value));
                 };
-                Some(node(Kind::Mapping { style, entries }, anchor, tag.map(|t| t.to_string()), end))
+                Some(node(Kind::Mapping { style, entries, cut_key }, anchor, tag.map(|t| t.to_string()), end))
             }
             other => {
                 self.cut = Some(Cut::Malformed(format!("unexpected YAML event {other:?}")));
@@ -243,18 +269,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn nodes_know_their_spans_and_lines() {
+    fn nodes_know_their_spans_lines_and_columns() {
         let text = "a: 1\nb: [x, 'y']\n";
         let tree = build(text);
         assert!(tree.cut.is_none());
         let [root] = &tree.documents[..] else { panic!("{tree:?}") };
-        let Kind::Mapping { entries, .. } = &root.kind else { panic!("{root:?}") };
+        let Kind::Mapping { entries, cut_key: None, .. } = &root.kind else { panic!("{root:?}") };
         let (key, value) = &entries[1];
-        assert!(matches!(&key.kind, Kind::Scalar { value, .. } if value == "b"), "{key:?}");
-        assert_eq!((key.start, key.line), (5, 2));
+        assert_eq!((key.scalar(), key.line, key.column), (Some("b"), 2, 1));
         assert_eq!(&text[value.start..value.end], "[x, 'y']");
         let Kind::Sequence { items, .. } = &value.kind else { panic!("{value:?}") };
-        assert_eq!((items[1].start, items[1].line, items[1].describe()), (12, 2, "a quoted scalar"));
+        assert_eq!((items[1].line, items[1].column, items[1].describe()), (2, 8, "a quoted scalar"));
     }
 
     #[test]
@@ -263,10 +288,7 @@ mod tests {
         assert!(matches!(tree.cut, Some(Cut::Syntax { .. })), "{tree:?}");
         let Kind::Mapping { entries, .. } = &tree.documents[0].kind else { panic!("{tree:?}") };
         let Kind::Sequence { items, .. } = &entries[1].1.kind else { panic!("{tree:?}") };
-        assert!(
-            matches!(&items[..], [Node { kind: Kind::Scalar { value, .. }, .. }] if value == "x"),
-            "{items:?}"
-        );
+        assert_eq!(items.iter().map(Node::scalar).collect::<Vec<_>>(), [Some("x")]);
         assert!(build("").documents.is_empty());
         assert_eq!(build("a: 1\n---\nb\n").documents.len(), 2);
     }
