@@ -56,16 +56,14 @@ pub(super) struct Node {
     pub(super) column: usize,
 }
 
+/// What a node is, with its children.
 #[derive(Debug)]
 pub(super) enum Kind {
-    Scalar {
-        value: String,
-        style: ScalarStyle,
-    },
-    Sequence {
-        style: StructureStyle,
-        items: Vec<Node>,
-    },
+    /// A scalar: its value after escapes and folding, and how it was written.
+    Scalar { value: String, style: ScalarStyle },
+    /// A sequence and its items, in order.
+    Sequence { style: StructureStyle, items: Vec<Node> },
+    /// A mapping and its entries (key, value), in the text's order.
     Mapping {
         style: StructureStyle,
         entries: Vec<(Node, Node)>,
@@ -73,6 +71,7 @@ pub(super) enum Kind {
         /// with a [`Cut`]. It is not an entry, but it is where a syntax error after it is.
         cut_key: Option<Box<Node>>,
     },
+    /// An alias (`*name`) of the anchor with this id.
     Alias(usize),
 }
 
@@ -121,6 +120,7 @@ pub(super) fn colon_after(source: &str, key_end: usize) -> Option<usize> {
     (rest.as_bytes().get(skipped) == Some(&b':')).then_some(key_end + skipped)
 }
 
+/// Reads the parser's events (`E`) over `source` into nodes.
 struct Builder<'s, E> {
     events: E,
     source: &'s str,
