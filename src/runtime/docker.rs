@@ -519,6 +519,19 @@ mod tests {
     }
 
     #[test]
+    fn the_spec_hash_of_a_fixed_manifest_never_changes() {
+        // A changed hash would roll every user's replicas on upgrade: these are the values of
+        // ringlb before the runtime code moved (issue 17), and must stay bit-for-bit.
+        let default = Manifest::parse("name: d\n").unwrap();
+        assert_eq!(spec_hash_of(&default.replica), 0xc95a_f3a5_e2eb_df33);
+        let custom = Manifest::parse(
+            "name: d\nreplica: {image: 'ringlb:v2', network: blue, port: 5001, stop_timeout: 3s}\n",
+        )
+        .unwrap();
+        assert_eq!(spec_hash_of(&custom.replica), 0x60df_cbac_2f88_e177);
+    }
+
+    #[test]
     fn a_foreign_name_error_says_what_to_do() {
         let text = foreign("server1", "demo").to_string();
         assert!(text.contains("not managed by ringlb") && text.contains("ringlb.cluster=demo"), "{text}");

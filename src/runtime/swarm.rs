@@ -931,6 +931,24 @@ mod tests {
     }
 
     #[test]
+    fn the_spec_hash_of_a_fixed_manifest_never_changes() {
+        // A changed hash would roll every user's replicas on upgrade: these are the values of
+        // ringlb before the runtime code moved (issue 17), and must stay bit-for-bit.
+        let hash = |text: &str| {
+            let manifest = Manifest::parse(text).unwrap();
+            spec_hash_of(&manifest.replica, &manifest.health)
+        };
+        assert_eq!(hash("name: d\n"), 0xf394_c24c_5039_0931);
+        assert_eq!(
+            hash(
+                "name: d\nreplica: {image: 'ringlb:v2', network: blue, port: 5001, start_timeout: 12s}\n\
+                 health: {path: /ok, interval: 4s, timeout: 700ms, replace_after: 5}\n"
+            ),
+            0xa29d_0c49_d4c1_4788
+        );
+    }
+
+    #[test]
     fn a_foreign_service_error_says_what_to_do() {
         let text = foreign("server1", "demo").to_string();
         assert!(text.contains("not managed by ringlb") && text.contains("ringlb.cluster=demo"), "{text}");
