@@ -240,6 +240,47 @@ fn foreign(name: &str, cluster: &str) -> RuntimeError {
     }
 }
 
+/// The labels of a replica's container: they make it ours and say what it was made from.
+fn replica_labels(cluster: &str, request: &StartRequest) -> HashMap<String, String> {
+    let name = &request.name;
+    let spec = &request.spec;
+    HashMap::from([
+        (LABEL_CLUSTER.to_string(), cluster.to_owned()),
+        (LABEL_HOSTNAME.to_string(), name.clone()),
+        (LABEL_ID.to_string(), request.replica_id.to_string()),
+        (LABEL_NETWORK.to_string(), spec.network.clone()),
+        (LABEL_SPEC.to_string(), format!("{:016x}", request.spec_hash)),
+        (LABEL_PORT.to_string(), spec.port.to_string()),
+    ])
+}
+
+/// What a replica's container is created from.
+fn container_body(request: &StartRequest, labels: &HashMap<String, String>) -> ContainerCreateBody {
+    let name = &request.name;
+    let spec = &request.spec;
+    ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        cmd: Some(vec!["server".into(), "--port".into(), spec.port.to_string()]),
+        env: Some(vec![format!("SERVER_ID={name}")]),
+        hostname: Some(name.clone()),
+        labels: Some(labels.clone()),
+        stop_timeout: Some(i64::try_from(spec.stop_timeout.get().as_secs()).unwrap_or(10)),
+        host_config: Some(HostConfig {
+            network_mode: Some(spec.network.clone()),
+            // ringlb replaces failed replicas itself; Docker restarting them too would fight it.
+            restart_policy: Some(RestartPolicy {
+                name: Some(RestartPolicyNameEnum::NO),
+                maximum_retry_count: None,
+            }),
+            ..Default::default()
+        }),
+        networking_config: Some(NetworkingConfig {
+            endpoints_config: Some(HashMap::from([(spec.network.clone(), EndpointSettings::default())])),
+        }),
+        ..Default::default()
+    }
+}
+
 /// The port a replica listens on, from its label, else 5000.
 fn port_of(labels: &HashMap<String, String>) -> u16 {
     labels.get(LABEL_PORT).and_then(|p| p.parse().ok()).unwrap_or(5000)
@@ -316,35 +357,8 @@ impl Runtime for DockerRuntime {
         self.ensure_network(&spec.network).await.map_err(fail)?;
         self.free_name(&name).await?;
 
-        let labels = HashMap::from([
-            (LABEL_CLUSTER.to_string(), self.cluster.clone()),
-            (LABEL_HOSTNAME.to_string(), name.clone()),
-            (LABEL_ID.to_string(), request.replica_id.to_string()),
-            (LABEL_NETWORK.to_string(), spec.network.clone()),
-            (LABEL_SPEC.to_string(), format!("{:016x}", request.spec_hash)),
-            (LABEL_PORT.to_string(), spec.port.to_string()),
-        ]);
-        let body = ContainerCreateBody {
-            image: Some(spec.image.clone()),
-            cmd: Some(vec!["server".into(), "--port".into(), spec.port.to_string()]),
-            env: Some(vec![format!("SERVER_ID={name}")]),
-            hostname: Some(name.clone()),
-            labels: Some(labels.clone()),
-            stop_timeout: Some(i64::try_from(spec.stop_timeout.get().as_secs()).unwrap_or(10)),
-            host_config: Some(HostConfig {
-                network_mode: Some(spec.network.clone()),
-                // ringlb replaces failed replicas itself; Docker restarting them too would fight it.
-                restart_policy: Some(RestartPolicy {
-                    name: Some(RestartPolicyNameEnum::NO),
-                    maximum_retry_count: None,
-                }),
-                ..Default::default()
-            }),
-            networking_config: Some(NetworkingConfig {
-                endpoints_config: Some(HashMap::from([(spec.network.clone(), EndpointSettings::default())])),
-            }),
-            ..Default::default()
-        };
+        let labels = replica_labels(&self.cluster, &request);
+        let body = container_body(&request, &labels);
         let options = CreateContainerOptionsBuilder::new().name(&name).build();
         let created = match self.docker.create_container(Some(options.clone()), body.clone()).await {
             Ok(created) => created,
@@ -529,6 +543,41 @@ mod tests {
         )
         .unwrap();
         assert_eq!(spec_hash_of(&custom.replica), 0x60df_cbac_2f88_e177);
+    }
+
+    /// The request both golden tests below are made from.
+    fn fixed_request() -> StartRequest {
+        let manifest = Manifest::parse(
+            "name: d\nreplica: {image: 'ringlb:v2', network: blue, port: 5001, stop_timeout: 3s}\n",
+        )
+        .unwrap();
+        StartRequest {
+            name: "s1".into(),
+            replica_id: 7,
+            spec_hash: 0x0123_4567_89ab_cdef,
+            spec: manifest.replica,
+            health: manifest.health,
+        }
+    }
+
+    #[test]
+    fn a_replica_container_is_created_as_before() {
+        // Golden: what ringlb asked Docker for before the runtime code moved (issue 17).
+        let labels = serde_json::json!({
+            "ringlb.cluster": "demo", "ringlb.hostname": "s1", "ringlb.id": "7",
+            "ringlb.network": "blue", "ringlb.port": "5001", "ringlb.spec": "0123456789abcdef"
+        });
+        let request = fixed_request();
+        let made = replica_labels("demo", &request);
+        assert_eq!(serde_json::to_value(&made).unwrap(), labels);
+        let body = serde_json::to_value(container_body(&request, &made)).unwrap();
+        let expected = serde_json::json!({
+            "Hostname": "s1", "Env": ["SERVER_ID=s1"], "Cmd": ["server", "--port", "5001"],
+            "Image": "ringlb:v2", "Labels": labels, "StopTimeout": 3,
+            "HostConfig": {"NetworkMode": "blue", "RestartPolicy": {"Name": "no"}},
+            "NetworkingConfig": {"EndpointsConfig": {"blue": {}}}
+        });
+        assert_eq!(body, expected);
     }
 
     #[test]

@@ -382,62 +382,6 @@ impl SwarmRuntime {
         }
     }
 
-    /// The service spec of a replica.
-    fn service_spec(&self, request: &StartRequest, image_id: String, force_update: u64) -> ServiceSpec {
-        let spec = &request.spec;
-        let name = &request.name;
-        let labels = HashMap::from([
-            (LABEL_CLUSTER.to_string(), self.cluster.clone()),
-            (LABEL_HOSTNAME.to_string(), name.clone()),
-            (LABEL_ID.to_string(), request.replica_id.to_string()),
-            (LABEL_NETWORK.to_string(), spec.network.clone()),
-            (LABEL_SPEC.to_string(), format!("{:016x}", request.spec_hash)),
-            (LABEL_PORT.to_string(), spec.port.to_string()),
-        ]);
-        let nanos = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
-        ServiceSpec {
-            name: Some(name.clone()),
-            labels: Some(labels.clone()),
-            task_template: Some(TaskSpec {
-                container_spec: Some(TaskSpecContainerSpec {
-                    image: Some(image_id),
-                    labels: Some(labels),
-                    args: Some(vec!["server".into(), "--port".into(), spec.port.to_string()]),
-                    hostname: Some(name.clone()),
-                    env: Some(vec![format!("SERVER_ID={name}")]),
-                    stop_grace_period: Some(nanos(spec.stop_timeout.get())),
-                    health_check: Some(health_check(spec, &request.health)),
-                    ..Default::default()
-                }),
-                restart_policy: Some(TaskSpecRestartPolicy {
-                    condition: Some(TaskSpecRestartPolicyConditionEnum::ANY),
-                    delay: Some(nanos(RESTART_DELAY)),
-                    max_attempts: Some(0),
-                    window: None,
-                }),
-                networks: Some(vec![NetworkAttachmentConfig {
-                    target: Some(spec.network.clone()),
-                    aliases: Some(vec![name.clone()]),
-                    driver_opts: None,
-                }]),
-                force_update: Some(force_update),
-                ..Default::default()
-            }),
-            mode: Some(ServiceSpecMode {
-                replicated: Some(ServiceSpecModeReplicated { replicas: Some(1) }),
-                ..Default::default()
-            }),
-            update_config: Some(ServiceSpecUpdateConfig {
-                parallelism: Some(1),
-                order: Some(ServiceSpecUpdateConfigOrderEnum::START_FIRST),
-                failure_action: Some(ServiceSpecUpdateConfigFailureActionEnum::CONTINUE),
-                ..Default::default()
-            }),
-            endpoint_spec: Some(EndpointSpec { mode: Some(EndpointSpecModeEnum::DNSRR), ports: None }),
-            ..Default::default()
-        }
-    }
-
     /// Writes `spec` over the service `name` at `version` (optimistic concurrency).
     async fn update(&self, name: &str, spec: ServiceSpec, version: Option<u64>) -> Result<(), String> {
         let version = version.and_then(|v| i32::try_from(v).ok()).unwrap_or(0);
@@ -447,6 +391,62 @@ impl SwarmRuntime {
             .await
             .map(|_| ())
             .map_err(|e| format!("cannot update service {name}: {}", describe(&e)))
+    }
+}
+
+/// The service spec of a replica.
+fn service_spec(cluster: &str, request: &StartRequest, image_id: String, force_update: u64) -> ServiceSpec {
+    let spec = &request.spec;
+    let name = &request.name;
+    let labels = HashMap::from([
+        (LABEL_CLUSTER.to_string(), cluster.to_owned()),
+        (LABEL_HOSTNAME.to_string(), name.clone()),
+        (LABEL_ID.to_string(), request.replica_id.to_string()),
+        (LABEL_NETWORK.to_string(), spec.network.clone()),
+        (LABEL_SPEC.to_string(), format!("{:016x}", request.spec_hash)),
+        (LABEL_PORT.to_string(), spec.port.to_string()),
+    ]);
+    let nanos = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+    ServiceSpec {
+        name: Some(name.clone()),
+        labels: Some(labels.clone()),
+        task_template: Some(TaskSpec {
+            container_spec: Some(TaskSpecContainerSpec {
+                image: Some(image_id),
+                labels: Some(labels),
+                args: Some(vec!["server".into(), "--port".into(), spec.port.to_string()]),
+                hostname: Some(name.clone()),
+                env: Some(vec![format!("SERVER_ID={name}")]),
+                stop_grace_period: Some(nanos(spec.stop_timeout.get())),
+                health_check: Some(health_check(spec, &request.health)),
+                ..Default::default()
+            }),
+            restart_policy: Some(TaskSpecRestartPolicy {
+                condition: Some(TaskSpecRestartPolicyConditionEnum::ANY),
+                delay: Some(nanos(RESTART_DELAY)),
+                max_attempts: Some(0),
+                window: None,
+            }),
+            networks: Some(vec![NetworkAttachmentConfig {
+                target: Some(spec.network.clone()),
+                aliases: Some(vec![name.clone()]),
+                driver_opts: None,
+            }]),
+            force_update: Some(force_update),
+            ..Default::default()
+        }),
+        mode: Some(ServiceSpecMode {
+            replicated: Some(ServiceSpecModeReplicated { replicas: Some(1) }),
+            ..Default::default()
+        }),
+        update_config: Some(ServiceSpecUpdateConfig {
+            parallelism: Some(1),
+            order: Some(ServiceSpecUpdateConfigOrderEnum::START_FIRST),
+            failure_action: Some(ServiceSpecUpdateConfigFailureActionEnum::CONTINUE),
+            ..Default::default()
+        }),
+        endpoint_spec: Some(EndpointSpec { mode: Some(EndpointSpecModeEnum::DNSRR), ports: None }),
+        ..Default::default()
     }
 }
 
@@ -695,13 +695,13 @@ impl Runtime for SwarmRuntime {
                     .and_then(|s| s.task_template.as_ref())
                     .and_then(|t| t.force_update)
                     .unwrap_or(0);
-                let spec = self.service_spec(&request, image, force.wrapping_add(1));
+                let spec = service_spec(&self.cluster, &request, image, force.wrapping_add(1));
                 self.update(&name, spec, service.version.and_then(|v| v.index)).await.map_err(fail)?;
                 tracing::info!(event = "replica_rolling", replica = %name,
                     "updating service {name} to the current spec; Swarm starts its new task beside the old one");
             }
             None => {
-                let spec = self.service_spec(&request, image, 0);
+                let spec = service_spec(&self.cluster, &request, image, 0);
                 match self.docker.create_service(spec, None).await {
                     Ok(_) => {
                         tracing::info!(event = "replica_service_created", replica = %name,
@@ -946,6 +946,49 @@ mod tests {
             ),
             0xa29d_0c49_d4c1_4788
         );
+    }
+
+    #[test]
+    fn a_replica_service_is_specified_as_before() {
+        // Golden: what ringlb asked Swarm for before the runtime code moved (issue 17).
+        let manifest = Manifest::parse(
+            "name: d\nreplica: {image: 'ringlb:v2', network: blue, port: 5001, stop_timeout: 3s, start_timeout: 12s}\n\
+             health: {path: /ok, interval: 4s, timeout: 700ms, replace_after: 5}\n",
+        )
+        .unwrap();
+        let request = StartRequest {
+            name: "s1".into(),
+            replica_id: 7,
+            spec_hash: 0x0123_4567_89ab_cdef,
+            spec: manifest.replica,
+            health: manifest.health,
+        };
+        let labels = serde_json::json!({
+            "ringlb.cluster": "demo", "ringlb.hostname": "s1", "ringlb.id": "7",
+            "ringlb.network": "blue", "ringlb.port": "5001", "ringlb.spec": "0123456789abcdef"
+        });
+        let expected = serde_json::json!({
+            "Name": "s1", "Labels": labels,
+            "TaskTemplate": {
+                "ContainerSpec": {
+                    "Image": "sha256:33aa", "Labels": labels, "Args": ["server", "--port", "5001"],
+                    "Hostname": "s1", "Env": ["SERVER_ID=s1"], "StopGracePeriod": 3_000_000_000_u64,
+                    "HealthCheck": {
+                        "Test": ["CMD", "/ringlb", "probe", "--port", "5001", "--path", "/ok", "--timeout-ms", "700"],
+                        "Interval": 9_000_000_000_u64, "Timeout": 1_700_000_000_u64, "Retries": 5,
+                        "StartPeriod": 12_000_000_000_u64
+                    }
+                },
+                "RestartPolicy": {"Condition": "any", "Delay": 200_000_000, "MaxAttempts": 0},
+                "ForceUpdate": 4,
+                "Networks": [{"Target": "blue", "Aliases": ["s1"]}]
+            },
+            "Mode": {"Replicated": {"Replicas": 1}},
+            "UpdateConfig": {"Parallelism": 1, "FailureAction": "continue", "Order": "start-first"},
+            "EndpointSpec": {"Mode": "dnsrr"}
+        });
+        let spec = service_spec("demo", &request, "sha256:33aa".into(), 4);
+        assert_eq!(serde_json::to_value(spec).unwrap(), expected);
     }
 
     #[test]
