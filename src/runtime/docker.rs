@@ -84,13 +84,13 @@ impl Drop for DockerRuntime {
 pub(crate) async fn connect_engine() -> Result<Docker, RuntimeError> {
     let hint = "is the Docker engine running, and may this user use its socket (DOCKER_HOST, or /var/run/docker.sock)?";
     let docker = Docker::connect_with_defaults().map_err(|e| {
-        RuntimeError::Unavailable(format!("cannot connect to Docker: {}; {hint}", describe(&e)))
+        RuntimeError::unavailable(format!("cannot connect to Docker: {}; {hint}", describe(&e)))
     })?;
     let docker = docker.negotiate_version().await.map_err(|e| {
-        RuntimeError::Unavailable(format!("Docker does not answer: {}; {hint}", describe(&e)))
+        RuntimeError::unavailable(format!("Docker does not answer: {}; {hint}", describe(&e)))
     })?;
     docker.ping().await.map_err(|e| {
-        RuntimeError::Unavailable(format!("Docker does not answer: {}; {hint}", describe(&e)))
+        RuntimeError::unavailable(format!("Docker does not answer: {}; {hint}", describe(&e)))
     })?;
     Ok(docker)
 }
@@ -182,7 +182,7 @@ impl DockerRuntime {
     /// Frees the container name `name` for a new replica: ours is renamed, a foreign one is an error.
     async fn free_name(&self, name: &str) -> Result<(), RuntimeError> {
         let _exclusive = self.rename_or_remove.lock().await;
-        let taken = |reason: String| RuntimeError::NameTaken { name: name.to_owned(), reason };
+        let taken = |reason: String| RuntimeError::name_taken(name, reason);
         let Some((id, labels)) = self.labels_of(name).await.map_err(taken)? else { return Ok(()) };
         if !self.is_ours(&labels) {
             return Err(foreign(name, &self.cluster));
@@ -195,10 +195,10 @@ impl DockerRuntime {
             // Removed since we looked: the name is free.
             Err(e) if status_of(&e) == Some(404) => return Ok(()),
             Err(e) => {
-                return Err(RuntimeError::Start {
-                    name: name.to_owned(),
-                    reason: format!("cannot rename its predecessor: {}", describe(&e)),
-                });
+                return Err(RuntimeError::start(
+                    name,
+                    format!("cannot rename its predecessor: {}", describe(&e)),
+                ));
             }
         }
         tracing::info!(event = "replica_renamed", replica = name, container = %short,
@@ -231,13 +231,13 @@ impl DockerRuntime {
 
 /// The error for a name held by a container that is not ours.
 fn foreign(name: &str, cluster: &str) -> RuntimeError {
-    RuntimeError::NameTaken {
-        name: name.to_owned(),
-        reason: format!(
+    RuntimeError::name_taken(
+        name,
+        format!(
             "a container named {name} exists and is not managed by ringlb (no label {LABEL_CLUSTER}={cluster}); \
              ringlb leaves it alone: rename or remove it, or choose another name"
         ),
-    }
+    )
 }
 
 /// The labels of a replica's container: they make it ours and say what it was made from.
@@ -320,7 +320,7 @@ impl Runtime for DockerRuntime {
         let options = ListContainersOptionsBuilder::new().all(true).filters(&self.cluster_filter()).build();
         let containers =
             self.docker.list_containers(Some(options)).await.map_err(|e| {
-                RuntimeError::Unavailable(format!("cannot list containers: {}", describe(&e)))
+                RuntimeError::unavailable(format!("cannot list containers: {}", describe(&e)))
             })?;
         let mut instances = Vec::with_capacity(containers.len());
         for c in containers {
@@ -352,7 +352,7 @@ impl Runtime for DockerRuntime {
 
     async fn start(&self, request: StartRequest) -> Result<Option<Instance>, RuntimeError> {
         let name = request.name.clone();
-        let fail = |reason: String| RuntimeError::Start { name: name.clone(), reason };
+        let fail = |reason: String| RuntimeError::start(&name, reason);
         let spec = &request.spec;
         self.ensure_network(&spec.network).await.map_err(fail)?;
         self.free_name(&name).await?;
@@ -407,21 +407,15 @@ impl Runtime for DockerRuntime {
     }
 
     async fn stop(&self, id: &InstanceId, grace: Duration) -> Result<(), RuntimeError> {
-        let fail = |what: &str, e: &DockerError| RuntimeError::Stop {
-            id: id.clone(),
-            reason: format!("{what}: {}", describe(e)),
-        };
+        let fail = |what: &str, e: &DockerError| RuntimeError::stop(id, format!("{what}: {}", describe(e)));
         // Never touch a container that is not ours, whatever id we were handed.
         match self.labels_of(&id.0).await {
             Ok(Some((_, labels))) if self.is_ours(&labels) => {}
             Ok(Some(_)) => {
-                return Err(RuntimeError::Stop {
-                    id: id.clone(),
-                    reason: "not a container of this cluster; left alone".into(),
-                });
+                return Err(RuntimeError::stop(id, "not a container of this cluster; left alone"));
             }
             Ok(None) => return Ok(()),
-            Err(reason) => return Err(RuntimeError::Stop { id: id.clone(), reason }),
+            Err(reason) => return Err(RuntimeError::stop(id, reason)),
         }
         let seconds = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
         let options = StopContainerOptionsBuilder::new().t(seconds).build();
@@ -446,16 +440,13 @@ impl Runtime for DockerRuntime {
         match self.labels_of(&id.0).await {
             Ok(Some((_, labels))) if self.is_ours(&labels) => {}
             Ok(_) => return Ok(()),
-            Err(reason) => return Err(RuntimeError::Stop { id: id.clone(), reason }),
+            Err(reason) => return Err(RuntimeError::stop(id, reason)),
         }
         let options = bollard::query_parameters::KillContainerOptionsBuilder::new().signal("SIGKILL").build();
         match self.docker.kill_container(&id.0, Some(options)).await {
             Ok(()) => Ok(()),
             Err(e) if matches!(status_of(&e), Some(404 | 409)) => Ok(()),
-            Err(e) => Err(RuntimeError::Stop {
-                id: id.clone(),
-                reason: format!("cannot kill it: {}", describe(&e)),
-            }),
+            Err(e) => Err(RuntimeError::stop(id, format!("cannot kill it: {}", describe(&e)))),
         }
     }
 
@@ -468,7 +459,7 @@ impl Runtime for DockerRuntime {
         match self.labels_of(name).await {
             Ok(Some((_, labels))) => Ok(!self.is_ours(&labels)),
             Ok(None) => Ok(false),
-            Err(reason) => Err(RuntimeError::Unavailable(reason)),
+            Err(reason) => Err(RuntimeError::unavailable(reason)),
         }
     }
 }

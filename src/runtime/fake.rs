@@ -152,7 +152,7 @@ impl Runtime for FakeRuntime {
 
     async fn list(&self) -> Result<Vec<Instance>, RuntimeError> {
         if self.unreachable.load(std::sync::atomic::Ordering::Relaxed) {
-            return Err(RuntimeError::Unavailable("injected: the engine is unreachable".into()));
+            return Err(RuntimeError::unavailable("injected: the engine is unreachable"));
         }
         let replicas = self.replicas.lock().unwrap_or_else(PoisonError::into_inner);
         Ok(replicas.values().map(|r| r.instance.clone()).collect())
@@ -164,12 +164,12 @@ impl Runtime for FakeRuntime {
             let mut failing = self.failing_starts.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some(i) = failing.iter().position(|n| *n == request.name) {
                 failing.remove(i);
-                return Err(RuntimeError::Start { name: request.name, reason: "injected failure".into() });
+                return Err(RuntimeError::start(&request.name, "injected failure"));
             }
         }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
-            .map_err(|e| RuntimeError::Start { name: request.name.clone(), reason: e.to_string() })?;
+            .map_err(|e| RuntimeError::start(&request.name, e.to_string()))?;
         let addr = listener.local_addr().ok();
         let id_text = request.name.clone();
         let server = tokio::spawn(async move {

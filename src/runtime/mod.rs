@@ -8,6 +8,7 @@
 
 pub mod docker;
 mod engine_api;
+mod error;
 pub mod fake;
 pub mod process;
 pub mod static_endpoints;
@@ -15,6 +16,7 @@ pub mod swarm;
 
 pub use crate::ids::InstanceId;
 use crate::manifest::{Health, Manifest, ReplicaSpec};
+pub use error::{Cause, RuntimeError};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
@@ -52,38 +54,6 @@ pub struct StartRequest {
     /// The manifest's heartbeat settings, for a runtime that gives its replicas a health check
     /// of its own (Swarm).
     pub health: Health,
-}
-
-/// Why a runtime call failed.
-#[derive(Debug, thiserror::Error)]
-pub enum RuntimeError {
-    /// A replica could not be started.
-    #[error("cannot start replica {name}: {reason}")]
-    Start {
-        /// The replica.
-        name: String,
-        /// What went wrong, for a human.
-        reason: String,
-    },
-    /// A replica could not be stopped.
-    #[error("cannot stop replica instance {id}: {reason}")]
-    Stop {
-        /// The instance.
-        id: InstanceId,
-        /// What went wrong.
-        reason: String,
-    },
-    /// The runtime cannot be reached or listed.
-    #[error("the runtime is unavailable: {0}")]
-    Unavailable(String),
-    /// The name belongs to something ringlb does not own; it is left alone.
-    #[error("cannot start replica {name}: {reason}")]
-    NameTaken {
-        /// The replica name.
-        name: String,
-        /// What holds it.
-        reason: String,
-    },
 }
 
 /// Runs replicas: the only code that starts or stops them.

@@ -6,7 +6,7 @@
 //! SIGTERM when its parent dies (`PR_SET_PDEATHSIG`, see `replica.rs`). A waiter task per child
 //! records its exit and fires the reconcile trigger, so a crash is noticed at once.
 
-use super::{Instance, InstanceId, Runtime, RuntimeError, StartRequest};
+use super::{Cause, Instance, InstanceId, Runtime, RuntimeError, StartRequest};
 use crate::manifest::Manifest;
 use crate::replica::ANNOUNCE_PREFIX;
 use crate::trigger::Trigger;
@@ -78,7 +78,7 @@ impl Runtime for ProcessRuntime {
     }
 
     async fn start(&self, request: StartRequest) -> Result<Option<Instance>, RuntimeError> {
-        let fail = |reason: String| RuntimeError::Start { name: request.name.clone(), reason };
+        let fail = |reason: String| RuntimeError::start(&request.name, reason);
         let mut child = tokio::process::Command::new(&self.exe)
             .args(&self.global_args)
             .args(["server", "--host", "127.0.0.1", "--port", "0", "--announce"])
@@ -90,7 +90,12 @@ impl Runtime for ProcessRuntime {
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| fail(format!("cannot run {}: {e}", self.exe.display())))?;
+            .map_err(|source| {
+                RuntimeError::start(
+                    &request.name,
+                    Cause::Io { doing: format!("cannot run {}", self.exe.display()), source },
+                )
+            })?;
         let pid = child
             .id()
             .and_then(|id| i32::try_from(id).ok())
@@ -161,10 +166,8 @@ impl Runtime for ProcessRuntime {
     async fn kill(&self, id: &InstanceId) -> Result<(), RuntimeError> {
         let found = self.children().get(id).map(|c| (c.pid, *c.exited.borrow()));
         match found {
-            Some((pid, false)) => kill(pid, Signal::SIGKILL).map_err(|e| RuntimeError::Stop {
-                id: id.clone(),
-                reason: format!("cannot SIGKILL it: {e}"),
-            }),
+            Some((pid, false)) => kill(pid, Signal::SIGKILL)
+                .map_err(|e| RuntimeError::stop(id, format!("cannot SIGKILL it: {e}"))),
             _ => Ok(()),
         }
     }
@@ -200,10 +203,7 @@ async fn stop_child(
             tracing::warn!(instance = %id, "replica did not stop within {grace:?} of SIGTERM; sending SIGKILL");
             let _ = kill(pid, Signal::SIGKILL);
             if tokio::time::timeout(KILL_WAIT, exited.wait_for(|e| *e)).await.is_err() {
-                return Err(RuntimeError::Stop {
-                    id: id.clone(),
-                    reason: "still running after SIGKILL".into(),
-                });
+                return Err(RuntimeError::stop(id, "still running after SIGKILL"));
             }
         }
     }

@@ -31,7 +31,7 @@ impl StaticRuntime {
             .enumerate()
             .map(|(i, endpoint)| {
                 let addr: SocketAddr = endpoint.parse().map_err(|e| {
-                    RuntimeError::Unavailable(format!(
+                    RuntimeError::unavailable(format!(
                         "replica.endpoints[{i}] {endpoint:?} is not an address: {e}"
                     ))
                 })?;
@@ -69,10 +69,10 @@ impl Runtime for StaticRuntime {
     }
 
     async fn start(&self, request: StartRequest) -> Result<Option<Instance>, RuntimeError> {
-        Err(RuntimeError::Start {
-            name: request.name,
-            reason: "the static runtime does not start replicas; list them in replica.endpoints".into(),
-        })
+        Err(RuntimeError::start(
+            &request.name,
+            "the static runtime does not start replicas; list them in replica.endpoints",
+        ))
     }
 
     async fn stop(&self, _id: &InstanceId, _grace: Duration) -> Result<(), RuntimeError> {

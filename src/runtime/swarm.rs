@@ -214,23 +214,22 @@ impl Observation {
 /// Checks that `docker` is a Swarm manager.
 async fn require_manager(docker: &Docker) -> Result<(), RuntimeError> {
     let info = docker.info().await.map_err(|e| {
-        RuntimeError::Unavailable(format!("cannot read the engine's information: {}", describe(&e)))
+        RuntimeError::unavailable(format!("cannot read the engine's information: {}", describe(&e)))
     })?;
     let swarm = info.swarm.unwrap_or_default();
     let state = swarm.local_node_state.unwrap_or(LocalNodeState::EMPTY);
     if state != LocalNodeState::ACTIVE {
         let state = if state == LocalNodeState::EMPTY { "inactive".to_string() } else { state.to_string() };
-        return Err(RuntimeError::Unavailable(format!(
+        return Err(RuntimeError::unavailable(format!(
             "replica.runtime is swarm, but this Docker engine is not part of an active swarm (state: {state}); \
              run `docker swarm init` (or `make run-swarm`), or point DOCKER_HOST at a swarm manager"
         )));
     }
     if swarm.control_available != Some(true) {
-        return Err(RuntimeError::Unavailable(
+        return Err(RuntimeError::unavailable(
             "replica.runtime is swarm, but this Docker engine is a swarm worker, not a manager: only a manager \
              can create and remove services; run ringlb on a manager node (placement constraint \
-             node.role==manager) or point DOCKER_HOST at a manager"
-                .into(),
+             node.role==manager) or point DOCKER_HOST at a manager",
         ));
     }
     Ok(())
@@ -245,7 +244,7 @@ impl SwarmRuntime {
     pub async fn connect(cluster: &str, trigger: Trigger) -> Result<SwarmRuntime, RuntimeError> {
         let docker = connect_engine().await?;
         require_manager(&docker).await?;
-        let api = EngineApi::like(&docker).map_err(RuntimeError::Unavailable)?;
+        let api = EngineApi::like(&docker).map_err(RuntimeError::unavailable)?;
         let services = HashMap::from([("type".to_string(), vec!["service".to_string()])]);
         let watchers = vec![
             tokio::spawn(follow_events(docker.clone(), container_events(cluster), trigger.clone())),
@@ -452,13 +451,13 @@ fn service_spec(cluster: &str, request: &StartRequest, image_id: String, force_u
 
 /// The error for a replica name held by a service that is not ours.
 fn foreign(name: &str, cluster: &str) -> RuntimeError {
-    RuntimeError::NameTaken {
-        name: name.to_owned(),
-        reason: format!(
+    RuntimeError::name_taken(
+        name,
+        format!(
             "a Swarm service named {name} exists and is not managed by ringlb (no label {LABEL_CLUSTER}={cluster}); \
              ringlb leaves it alone: remove it, or choose another name"
         ),
-    }
+    )
 }
 
 /// How often a task's container health check runs. Only its first pass matters much (Swarm's
@@ -632,7 +631,7 @@ impl Runtime for SwarmRuntime {
 
     async fn list(&self) -> Result<Vec<Instance>, RuntimeError> {
         let observation =
-            observe(&self.docker, &self.api, &self.cluster).await.map_err(RuntimeError::Unavailable)?;
+            observe(&self.docker, &self.api, &self.cluster).await.map_err(RuntimeError::unavailable)?;
         {
             let mut warned = self.unaddressed.lock().unwrap_or_else(PoisonError::into_inner);
             warned.retain(|task| observation.unaddressed.iter().any(|(t, _, _)| t == task));
@@ -663,7 +662,7 @@ impl Runtime for SwarmRuntime {
 
     async fn start(&self, request: StartRequest) -> Result<Option<Instance>, RuntimeError> {
         let name = request.name.clone();
-        let fail = |reason: String| RuntimeError::Start { name: name.clone(), reason };
+        let fail = |reason: String| RuntimeError::start(&name, reason);
         let existing = self.service(&name).await.map_err(fail)?;
         let current = existing.as_ref().and_then(|s| s.spec.as_ref());
         if let Some(spec) = current {
@@ -720,7 +719,7 @@ impl Runtime for SwarmRuntime {
     }
 
     async fn stop(&self, id: &InstanceId, _grace: Duration) -> Result<(), RuntimeError> {
-        let fail = |reason: String| RuntimeError::Stop { id: id.clone(), reason };
+        let fail = |reason: String| RuntimeError::stop(id, reason);
         let service_id = self.service_of.lock().unwrap_or_else(PoisonError::into_inner).get(&id.0).cloned();
         let Some(service_id) = service_id else {
             // Never listed by us: nothing of ours to remove.
@@ -744,7 +743,7 @@ impl Runtime for SwarmRuntime {
     }
 
     async fn replace(&self, id: &InstanceId, _grace: Duration) -> Result<(), RuntimeError> {
-        let fail = |reason: String| RuntimeError::Stop { id: id.clone(), reason };
+        let fail = |reason: String| RuntimeError::stop(id, reason);
         let task = match self.docker.inspect_task(&id.0).await {
             Ok(task) => task,
             Err(e) if status_of(&e) == Some(404) => return Ok(()),
@@ -792,7 +791,7 @@ impl Runtime for SwarmRuntime {
     }
 
     async fn kill(&self, id: &InstanceId) -> Result<(), RuntimeError> {
-        let fail = |reason: String| RuntimeError::Stop { id: id.clone(), reason };
+        let fail = |reason: String| RuntimeError::stop(id, reason);
         let task = match self.docker.inspect_task(&id.0).await {
             Ok(task) => task,
             Err(e) if status_of(&e) == Some(404) => return Ok(()),
@@ -850,7 +849,7 @@ impl Runtime for SwarmRuntime {
         match self.service(name).await {
             Ok(Some(service)) => Ok(!self.is_ours(service.spec.as_ref().and_then(|s| s.labels.as_ref()))),
             Ok(None) => Ok(false),
-            Err(reason) => Err(RuntimeError::Unavailable(reason)),
+            Err(reason) => Err(RuntimeError::unavailable(reason)),
         }
     }
 }
