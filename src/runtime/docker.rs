@@ -2,9 +2,9 @@
 //!
 //! Each replica is a container of `replica.image` running `ringlb server`, named after the
 //! replica, on `replica.network`, with the labels `ringlb.cluster`, `ringlb.hostname`,
-//! `ringlb.id`, `ringlb.network` and `ringlb.spec`. The load balancer reaches it by the IP address
-//! Docker reports on that network, so no DNS is needed, whether ringlb runs on the host or in a
-//! container on the same network.
+//! `ringlb.id`, `ringlb.network`, `ringlb.port` and `ringlb.spec` ([`labels`]). The load balancer
+//! reaches it by the IP address Docker reports on that network, so no DNS is needed, whether
+//! ringlb runs on the host or in a container on the same network.
 //!
 //! Rules this file keeps:
 //! - **Only ours.** Every listing is filtered by the cluster label, and nothing without it is ever
@@ -18,42 +18,31 @@
 //!   a broken stream, which is reopened with backoff.
 //! - A successor (rolling replacement) needs the container name its predecessor holds: the
 //!   predecessor, ours by its label, is renamed `<name>.<short id>` first and keeps serving.
+//!
+//! What it shares with the Swarm runtime (connecting, labels, events, networks, the foreign-name
+//! check) is in [`super::engine`].
 
-use super::{Instance, InstanceId, Runtime, RuntimeError, StartRequest};
+use super::engine::events::{container_events, follow_events};
+use super::engine::labels;
+use super::engine::names::{ForeignName, Holder, is_ours};
+use super::engine::network::{self, NetworkKind, Networks};
+use super::engine::{self, EngineError, status_of};
+use super::{Cause, Instance, InstanceId, Runtime, RuntimeError, StartRequest};
 use crate::manifest::Manifest;
 use crate::trigger::Trigger;
 use bollard::Docker;
-use bollard::errors::Error as DockerError;
 use bollard::models::{
-    ContainerCreateBody, ContainerSummaryStateEnum, EndpointSettings, HostConfig, NetworkCreateRequest,
-    NetworkingConfig, RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, ContainerSummaryStateEnum, EndpointSettings, HostConfig, NetworkingConfig,
+    RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, EventsOptionsBuilder, InspectContainerOptions,
-    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, RenameContainerOptionsBuilder,
-    StopContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
+    RemoveContainerOptionsBuilder, RenameContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::task::JoinHandle;
-use tokio_stream::StreamExt;
-
-/// The cluster a container belongs to: the label that makes it ours.
-pub const LABEL_CLUSTER: &str = "ringlb.cluster";
-/// The replica's name (the container name can differ during a rolling replacement).
-pub const LABEL_HOSTNAME: &str = "ringlb.hostname";
-/// The exercise's server id.
-pub const LABEL_ID: &str = "ringlb.id";
-/// The network the replica serves on.
-pub const LABEL_NETWORK: &str = "ringlb.network";
-/// The hash of the replica spec it was created from.
-pub const LABEL_SPEC: &str = "ringlb.spec";
-/// The port the replica listens on.
-pub const LABEL_PORT: &str = "ringlb.port";
-
-/// Longest wait between two attempts to reopen the event stream.
-const EVENTS_BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// Runs replicas as containers of one cluster.
 pub struct DockerRuntime {
@@ -61,9 +50,8 @@ pub struct DockerRuntime {
     cluster: String,
     /// The event-stream task; aborted when the runtime is dropped.
     events: JoinHandle<()>,
-    /// Serialises network creation: engines before 25 accept two networks with one name, and
-    /// replicas start concurrently.
-    network_lock: tokio::sync::Mutex<()>,
+    /// Creates the bridge networks replicas serve on, one at a time.
+    networks: Networks,
     /// Serialises renames and removals: Docker 20.10 can leave a container stuck in "Removal In
     /// Progress" when it is renamed while being removed (a replacement freeing the name of its
     /// dead predecessor while that one is cleaned up).
@@ -76,43 +64,6 @@ impl Drop for DockerRuntime {
     }
 }
 
-/// Connects to the engine `DOCKER_HOST` names (`/var/run/docker.sock` without it), agrees on an
-/// API version it speaks, and checks that it answers.
-///
-/// # Errors
-/// [`RuntimeError::Unavailable`] saying what to check.
-pub(crate) async fn connect_engine() -> Result<Docker, RuntimeError> {
-    let hint = "is the Docker engine running, and may this user use its socket (DOCKER_HOST, or /var/run/docker.sock)?";
-    let docker = Docker::connect_with_defaults().map_err(|e| {
-        RuntimeError::unavailable(format!("cannot connect to Docker: {}; {hint}", describe(&e)))
-    })?;
-    let docker = docker.negotiate_version().await.map_err(|e| {
-        RuntimeError::unavailable(format!("Docker does not answer: {}; {hint}", describe(&e)))
-    })?;
-    docker.ping().await.map_err(|e| {
-        RuntimeError::unavailable(format!("Docker does not answer: {}; {hint}", describe(&e)))
-    })?;
-    Ok(docker)
-}
-
-/// Turns a bollard error into a sentence, with the status code when the engine answered.
-pub(crate) fn describe(error: &DockerError) -> String {
-    match error {
-        DockerError::DockerResponseServerError { status_code, message } => {
-            format!("{message} ({status_code})")
-        }
-        other => crate::error_chain(other),
-    }
-}
-
-/// The HTTP status the engine answered with, if it answered.
-pub(crate) fn status_of(error: &DockerError) -> Option<u16> {
-    match error {
-        DockerError::DockerResponseServerError { status_code, .. } => Some(*status_code),
-        _ => None,
-    }
-}
-
 impl DockerRuntime {
     /// Connects to the engine `DOCKER_HOST` names (`unix://...`, or `tcp://...` for a socket proxy;
     /// `/var/run/docker.sock` without it), agrees on an API
@@ -122,68 +73,38 @@ impl DockerRuntime {
     /// # Errors
     /// [`RuntimeError::Unavailable`] saying what to check.
     pub async fn connect(cluster: &str, trigger: Trigger) -> Result<DockerRuntime, RuntimeError> {
-        let docker = connect_engine().await?;
+        let docker = engine::connect().await.map_err(RuntimeError::unavailable)?;
         let events = tokio::spawn(follow_events(docker.clone(), container_events(cluster), trigger));
         Ok(DockerRuntime {
             docker,
             cluster: cluster.to_owned(),
             events,
-            network_lock: tokio::sync::Mutex::new(()),
+            networks: Networks::new(NetworkKind::Bridge),
             rename_or_remove: tokio::sync::Mutex::new(()),
         })
     }
 
-    fn cluster_filter(&self) -> HashMap<String, Vec<String>> {
-        HashMap::from([("label".to_string(), vec![format!("{LABEL_CLUSTER}={}", self.cluster)])])
-    }
-
-    /// Creates `network` (labelled as ours) unless it exists.
-    async fn ensure_network(&self, network: &str) -> Result<(), String> {
-        let _one_at_a_time = self.network_lock.lock().await;
-        match self.docker.inspect_network(network, None).await {
-            Ok(_) => return Ok(()),
-            Err(e) if status_of(&e) == Some(404) => {}
-            Err(e) => return Err(format!("cannot inspect network {network}: {}", describe(&e))),
-        }
-        let request = NetworkCreateRequest {
-            name: network.to_owned(),
-            driver: Some("bridge".into()),
-            attachable: Some(true),
-            labels: Some(HashMap::from([(LABEL_CLUSTER.to_string(), self.cluster.clone())])),
-            ..Default::default()
-        };
-        match self.docker.create_network(request).await {
-            Ok(_) => {
-                tracing::info!(event = "network_created", network, "created Docker network {network}");
-                Ok(())
-            }
-            // Someone else created it in between: fine.
-            Err(e) if status_of(&e) == Some(409) => Ok(()),
-            Err(e) => Err(format!("cannot create network {network}: {}", describe(&e))),
-        }
-    }
-
-    /// The labels of the container named `name`, or `None` if there is none.
-    async fn labels_of(&self, name: &str) -> Result<Option<(String, HashMap<String, String>)>, String> {
+    /// The id and labels of the container named `name`, or `None` if there is none.
+    async fn labels_of(&self, name: &str) -> Result<Option<(String, HashMap<String, String>)>, EngineError> {
         match self.docker.inspect_container(name, None::<InspectContainerOptions>).await {
             Ok(details) => {
                 let labels = details.config.and_then(|c| c.labels).unwrap_or_default();
                 Ok(Some((details.id.unwrap_or_default(), labels)))
             }
             Err(e) if status_of(&e) == Some(404) => Ok(None),
-            Err(e) => Err(format!("cannot inspect container {name}: {}", describe(&e))),
+            Err(e) => Err(EngineError::call(format!("cannot inspect container {name}"), e)),
         }
     }
 
     fn is_ours(&self, labels: &HashMap<String, String>) -> bool {
-        labels.get(LABEL_CLUSTER) == Some(&self.cluster)
+        is_ours(Some(labels), &self.cluster)
     }
 
     /// Frees the container name `name` for a new replica: ours is renamed, a foreign one is an error.
     async fn free_name(&self, name: &str) -> Result<(), RuntimeError> {
         let _exclusive = self.rename_or_remove.lock().await;
-        let taken = |reason: String| RuntimeError::name_taken(name, reason);
-        let Some((id, labels)) = self.labels_of(name).await.map_err(taken)? else { return Ok(()) };
+        let found = self.labels_of(name).await.map_err(|e| RuntimeError::name_taken(name, e))?;
+        let Some((id, labels)) = found else { return Ok(()) };
         if !self.is_ours(&labels) {
             return Err(foreign(name, &self.cluster));
         }
@@ -195,10 +116,7 @@ impl DockerRuntime {
             // Removed since we looked: the name is free.
             Err(e) if status_of(&e) == Some(404) => return Ok(()),
             Err(e) => {
-                return Err(RuntimeError::start(
-                    name,
-                    format!("cannot rename its predecessor: {}", describe(&e)),
-                ));
+                return Err(RuntimeError::start(name, EngineError::call("cannot rename its predecessor", e)));
             }
         }
         tracing::info!(event = "replica_renamed", replica = name, container = %short,
@@ -216,42 +134,29 @@ impl DockerRuntime {
         port: u16,
         created: i64,
     ) -> Instance {
-        let spec_hash = labels.get(LABEL_SPEC).and_then(|s| u64::from_str_radix(s, 16).ok()).unwrap_or(0);
         Instance {
             id: InstanceId(id),
-            name: labels.get(LABEL_HOSTNAME).cloned().unwrap_or_default(),
-            replica_id: labels.get(LABEL_ID).and_then(|s| s.parse().ok()).unwrap_or(0),
+            name: labels::hostname(labels),
+            replica_id: labels::replica_id(labels),
             addr: ip.map(|ip| SocketAddr::new(ip, port)),
-            spec_hash,
+            spec_hash: labels::spec_hash(labels),
             running,
             started_at: UNIX_EPOCH + Duration::from_secs(u64::try_from(created).unwrap_or(0)),
         }
+    }
+
+    /// Removes the networks carrying this cluster's label (the ones it created when missing),
+    /// for a cluster that is gone for good (`ringlb analyze`). A network still in use stays.
+    pub async fn remove_own_networks(&self) {
+        network::remove_own(&self.docker, &self.cluster).await;
     }
 }
 
 /// The error for a name held by a container that is not ours.
 fn foreign(name: &str, cluster: &str) -> RuntimeError {
-    RuntimeError::name_taken(
-        name,
-        format!(
-            "a container named {name} exists and is not managed by ringlb (no label {LABEL_CLUSTER}={cluster}); \
-             ringlb leaves it alone: rename or remove it, or choose another name"
-        ),
-    )
-}
-
-/// The labels of a replica's container: they make it ours and say what it was made from.
-fn replica_labels(cluster: &str, request: &StartRequest) -> HashMap<String, String> {
-    let name = &request.name;
-    let spec = &request.spec;
-    HashMap::from([
-        (LABEL_CLUSTER.to_string(), cluster.to_owned()),
-        (LABEL_HOSTNAME.to_string(), name.clone()),
-        (LABEL_ID.to_string(), request.replica_id.to_string()),
-        (LABEL_NETWORK.to_string(), spec.network.clone()),
-        (LABEL_SPEC.to_string(), format!("{:016x}", request.spec_hash)),
-        (LABEL_PORT.to_string(), spec.port.to_string()),
-    ])
+    let holder =
+        ForeignName { holder: Holder::Container, name: name.to_owned(), cluster: cluster.to_owned() };
+    RuntimeError::name_taken(name, holder)
 }
 
 /// What a replica's container is created from.
@@ -281,34 +186,10 @@ fn container_body(request: &StartRequest, labels: &HashMap<String, String>) -> C
     }
 }
 
-/// The port a replica listens on, from its label, else 5000.
-fn port_of(labels: &HashMap<String, String>) -> u16 {
-    labels.get(LABEL_PORT).and_then(|p| p.parse().ok()).unwrap_or(5000)
-}
-
 /// What shapes a container: the image, the network and the port.
 fn spec_hash_of(spec: &crate::manifest::ReplicaSpec) -> u64 {
     let text = format!("docker\n{}\n{}\n{}", spec.image, spec.network, spec.port);
     xxhash_rust::xxh3::xxh3_64(text.as_bytes())
-}
-
-impl DockerRuntime {
-    /// Removes the networks carrying this cluster's label (the ones it created when missing),
-    /// for a cluster that is gone for good (`ringlb analyze`). A network still in use stays.
-    pub async fn remove_own_networks(&self) {
-        let options = bollard::query_parameters::ListNetworksOptionsBuilder::new()
-            .filters(&self.cluster_filter())
-            .build();
-        let Ok(networks) = self.docker.list_networks(Some(options)).await else { return };
-        for network in networks {
-            if let Some(id) = network.id
-                && network.labels.as_ref().and_then(|l| l.get(LABEL_CLUSTER)) == Some(&self.cluster)
-                && let Err(e) = self.docker.remove_network(&id).await
-            {
-                tracing::warn!(network = %id, error = %describe(&e), "cannot remove a network of this cluster");
-            }
-        }
-    }
 }
 
 impl Runtime for DockerRuntime {
@@ -317,11 +198,15 @@ impl Runtime for DockerRuntime {
     }
 
     async fn list(&self) -> Result<Vec<Instance>, RuntimeError> {
-        let options = ListContainersOptionsBuilder::new().all(true).filters(&self.cluster_filter()).build();
-        let containers =
-            self.docker.list_containers(Some(options)).await.map_err(|e| {
-                RuntimeError::unavailable(format!("cannot list containers: {}", describe(&e)))
-            })?;
+        let options = ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&labels::cluster_filter(&self.cluster))
+            .build();
+        let containers = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| RuntimeError::unavailable(EngineError::call("cannot list containers", e)))?;
         let mut instances = Vec::with_capacity(containers.len());
         for c in containers {
             let labels = c.labels.unwrap_or_default();
@@ -329,7 +214,7 @@ impl Runtime for DockerRuntime {
             if !self.is_ours(&labels) {
                 continue;
             }
-            let network = labels.get(LABEL_NETWORK).cloned().unwrap_or_default();
+            let network = labels::network(&labels);
             let ip = c
                 .network_settings
                 .and_then(|s| s.networks)
@@ -337,7 +222,7 @@ impl Runtime for DockerRuntime {
                 .and_then(|e| e.ip_address)
                 .and_then(|ip| ip.parse().ok());
             let running = matches!(c.state, Some(ContainerSummaryStateEnum::RUNNING));
-            let port = port_of(&labels);
+            let port = labels::port(&labels);
             instances.push(self.instance(
                 c.id.unwrap_or_default(),
                 &labels,
@@ -352,39 +237,45 @@ impl Runtime for DockerRuntime {
 
     async fn start(&self, request: StartRequest) -> Result<Option<Instance>, RuntimeError> {
         let name = request.name.clone();
-        let fail = |reason: String| RuntimeError::start(&name, reason);
+        let fail = |cause: Cause| RuntimeError::start(&name, cause);
         let spec = &request.spec;
-        self.ensure_network(&spec.network).await.map_err(fail)?;
+        self.networks.ensure(&self.docker, &self.cluster, &spec.network).await.map_err(|e| fail(e.into()))?;
         self.free_name(&name).await?;
 
-        let labels = replica_labels(&self.cluster, &request);
+        let labels = labels::of_replica(&self.cluster, &request);
         let body = container_body(&request, &labels);
         let options = CreateContainerOptionsBuilder::new().name(&name).build();
         let created = match self.docker.create_container(Some(options.clone()), body.clone()).await {
             Ok(created) => created,
             Err(e) if status_of(&e) == Some(404) => {
-                return Err(fail(format!(
-                    "image {} not found; build it with `make image` (ringlb never pulls images)",
-                    spec.image
-                )));
+                return Err(fail(
+                    EngineError::Unsuitable(format!(
+                        "image {} not found; build it with `make image` (ringlb never pulls images)",
+                        spec.image
+                    ))
+                    .into(),
+                ));
             }
             Err(e) if status_of(&e) == Some(409) => {
                 // Taken since we looked: free it once more (or learn it is foreign) and retry once.
                 self.free_name(&name).await?;
-                self.docker.create_container(Some(options), body).await.map_err(|e| fail(describe(&e)))?
+                self.docker
+                    .create_container(Some(options), body)
+                    .await
+                    .map_err(|e| fail(EngineError::Docker(e).into()))?
             }
-            Err(e) => return Err(fail(format!("cannot create its container: {}", describe(&e)))),
+            Err(e) => return Err(fail(EngineError::call("cannot create its container", e).into())),
         };
         if let Err(e) = self.docker.start_container(&created.id, None).await {
             let remove = RemoveContainerOptionsBuilder::new().force(true).build();
             let _ = self.docker.remove_container(&created.id, Some(remove)).await;
-            return Err(fail(format!("cannot start its container: {}", describe(&e))));
+            return Err(fail(EngineError::call("cannot start its container", e).into()));
         }
         let details = self
             .docker
             .inspect_container(&created.id, None::<InspectContainerOptions>)
             .await
-            .map_err(|e| fail(format!("cannot inspect its container: {}", describe(&e))))?;
+            .map_err(|e| fail(EngineError::call("cannot inspect its container", e).into()))?;
         let ip = details
             .network_settings
             .and_then(|s| s.networks)
@@ -392,7 +283,7 @@ impl Runtime for DockerRuntime {
             .and_then(|e| e.ip_address)
             .and_then(|ip| ip.parse::<IpAddr>().ok());
         let Some(ip) = ip else {
-            return Err(fail(format!("its container has no address on network {}", spec.network)));
+            return Err(fail(format!("its container has no address on network {}", spec.network).into()));
         };
         let running = details.state.and_then(|s| s.running).unwrap_or(false);
         let created_at = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
@@ -407,7 +298,6 @@ impl Runtime for DockerRuntime {
     }
 
     async fn stop(&self, id: &InstanceId, grace: Duration) -> Result<(), RuntimeError> {
-        let fail = |what: &str, e: &DockerError| RuntimeError::stop(id, format!("{what}: {}", describe(e)));
         // Never touch a container that is not ours, whatever id we were handed.
         match self.labels_of(&id.0).await {
             Ok(Some((_, labels))) if self.is_ours(&labels) => {}
@@ -415,7 +305,7 @@ impl Runtime for DockerRuntime {
                 return Err(RuntimeError::stop(id, "not a container of this cluster; left alone"));
             }
             Ok(None) => return Ok(()),
-            Err(reason) => return Err(RuntimeError::stop(id, reason)),
+            Err(e) => return Err(RuntimeError::stop(id, e)),
         }
         let seconds = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
         let options = StopContainerOptionsBuilder::new().t(seconds).build();
@@ -423,7 +313,7 @@ impl Runtime for DockerRuntime {
             Ok(()) => {}
             // 304: already stopped; 404: already gone.
             Err(e) if matches!(status_of(&e), Some(304 | 404)) => {}
-            Err(e) => return Err(fail("cannot stop it", &e)),
+            Err(e) => return Err(RuntimeError::stop(id, EngineError::call("cannot stop it", e))),
         }
         let options = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
         let _exclusive = self.rename_or_remove.lock().await;
@@ -432,7 +322,7 @@ impl Runtime for DockerRuntime {
             Err(e) if matches!(status_of(&e), Some(404)) => Ok(()),
             // 409: removal already in progress.
             Err(e) if matches!(status_of(&e), Some(409)) => Ok(()),
-            Err(e) => Err(fail("cannot remove it", &e)),
+            Err(e) => Err(RuntimeError::stop(id, EngineError::call("cannot remove it", e))),
         }
     }
 
@@ -440,13 +330,13 @@ impl Runtime for DockerRuntime {
         match self.labels_of(&id.0).await {
             Ok(Some((_, labels))) if self.is_ours(&labels) => {}
             Ok(_) => return Ok(()),
-            Err(reason) => return Err(RuntimeError::stop(id, reason)),
+            Err(e) => return Err(RuntimeError::stop(id, e)),
         }
         let options = bollard::query_parameters::KillContainerOptionsBuilder::new().signal("SIGKILL").build();
         match self.docker.kill_container(&id.0, Some(options)).await {
             Ok(()) => Ok(()),
             Err(e) if matches!(status_of(&e), Some(404 | 409)) => Ok(()),
-            Err(e) => Err(RuntimeError::stop(id, format!("cannot kill it: {}", describe(&e)))),
+            Err(e) => Err(RuntimeError::stop(id, EngineError::call("cannot kill it", e))),
         }
     }
 
@@ -459,53 +349,8 @@ impl Runtime for DockerRuntime {
         match self.labels_of(name).await {
             Ok(Some((_, labels))) => Ok(!self.is_ours(&labels)),
             Ok(None) => Ok(false),
-            Err(reason) => Err(RuntimeError::unavailable(reason)),
+            Err(e) => Err(RuntimeError::unavailable(e)),
         }
-    }
-}
-
-/// The event filter for the cluster's containers (Swarm tasks' containers carry the label too).
-pub(crate) fn container_events(cluster: &str) -> HashMap<String, Vec<String>> {
-    HashMap::from([
-        ("type".to_string(), vec!["container".to_string()]),
-        ("label".to_string(), vec![format!("{LABEL_CLUSTER}={cluster}")]),
-    ])
-}
-
-/// Follows the engine's events that `filters` select and fires `trigger` on those that change
-/// what runs (container deaths, starts, pauses; any service event); reopens the stream with
-/// backoff when it breaks.
-pub(crate) async fn follow_events(docker: Docker, filters: HashMap<String, Vec<String>>, trigger: Trigger) {
-    let mut backoff = Duration::from_millis(500);
-    loop {
-        let options = EventsOptionsBuilder::new().filters(&filters).build();
-        let mut stream = docker.events(Some(options));
-        while let Some(event) = stream.next().await {
-            match event {
-                Ok(message) => {
-                    backoff = Duration::from_millis(500);
-                    let action = message.action.unwrap_or_default();
-                    let service = matches!(message.typ, Some(bollard::models::EventMessageTypeEnum::SERVICE));
-                    if service
-                        || matches!(
-                            action.as_str(),
-                            "die" | "stop" | "kill" | "oom" | "destroy" | "pause" | "unpause" | "start"
-                        )
-                    {
-                        tracing::debug!(action, "container event");
-                        trigger.fire();
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(error = %describe(&error), "Docker event stream broke; reopening in {backoff:?}");
-                    break;
-                }
-            }
-        }
-        // A closed stream (engine restart) also lands here.
-        trigger.fire();
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(EVENTS_BACKOFF_MAX);
     }
 }
 
@@ -536,7 +381,7 @@ mod tests {
         assert_eq!(spec_hash_of(&custom.replica), 0x60df_cbac_2f88_e177);
     }
 
-    /// The request both golden tests below are made from.
+    /// The request the golden test below is made from.
     fn fixed_request() -> StartRequest {
         let manifest = Manifest::parse(
             "name: d\nreplica: {image: 'ringlb:v2', network: blue, port: 5001, stop_timeout: 3s}\n",
@@ -559,7 +404,7 @@ mod tests {
             "ringlb.network": "blue", "ringlb.port": "5001", "ringlb.spec": "0123456789abcdef"
         });
         let request = fixed_request();
-        let made = replica_labels("demo", &request);
+        let made = labels::of_replica("demo", &request);
         assert_eq!(serde_json::to_value(&made).unwrap(), labels);
         let body = serde_json::to_value(container_body(&request, &made)).unwrap();
         let expected = serde_json::json!({
@@ -573,7 +418,10 @@ mod tests {
 
     #[test]
     fn a_foreign_name_error_says_what_to_do() {
-        let text = foreign("server1", "demo").to_string();
+        let error = foreign("server1", "demo");
+        assert!(matches!(error, RuntimeError::NameTaken { .. }), "the controller tells it by its variant");
+        let text = error.to_string();
         assert!(text.contains("not managed by ringlb") && text.contains("ringlb.cluster=demo"), "{text}");
+        assert!(text.starts_with("cannot start replica server1: a container named server1 exists"), "{text}");
     }
 }

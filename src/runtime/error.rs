@@ -7,6 +7,8 @@
 //! chain ([`crate::error_chain`]) skips a cause the message already ends with.
 
 use super::InstanceId;
+use super::engine::EngineError;
+use super::engine::names::ForeignName;
 
 /// Why a runtime call failed.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +70,12 @@ impl RuntimeError {
 /// What lies under a [`RuntimeError`].
 #[derive(Debug, thiserror::Error)]
 pub enum Cause {
+    /// The Docker engine failed or refused (the Docker and Swarm runtimes).
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The replica's name is held by a container or service that is not the cluster's.
+    #[error(transparent)]
+    Foreign(#[from] ForeignName),
     /// An I/O call failed (the process runtime spawning a replica).
     #[error("{doing}: {source}")]
     Io {

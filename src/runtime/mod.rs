@@ -7,7 +7,7 @@
 //! controller looks again.
 
 pub mod docker;
-mod engine_api;
+pub mod engine;
 mod error;
 pub mod fake;
 pub mod process;

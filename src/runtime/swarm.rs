@@ -41,25 +41,24 @@
 //! - **Managers only.** Services can only be managed through a Swarm manager; connecting to an
 //!   engine that is not one is an error saying so.
 
-use super::docker::{
-    LABEL_CLUSTER, LABEL_HOSTNAME, LABEL_ID, LABEL_NETWORK, LABEL_PORT, LABEL_SPEC, connect_engine,
-    container_events, describe, follow_events, status_of,
-};
-use super::engine_api::EngineApi;
-use super::{Instance, InstanceId, Runtime, RuntimeError, StartRequest};
+use super::engine::api::EngineApi;
+use super::engine::events::{container_events, follow_events, service_events};
+use super::engine::labels::{self, LABEL_CLUSTER, LABEL_SPEC};
+use super::engine::names::{ForeignName, Holder, is_ours};
+use super::engine::network::{NetworkKind, Networks};
+use super::engine::{self, EngineError, describe, status_of};
+use super::{Cause, Instance, InstanceId, Runtime, RuntimeError, StartRequest};
 use crate::manifest::{Health, Manifest, ReplicaSpec};
 use crate::trigger::Trigger;
 use bollard::Docker;
 use bollard::models::{
-    EndpointSpec, EndpointSpecModeEnum, HealthConfig, LocalNodeState, NetworkAttachmentConfig,
-    NetworkCreateRequest, Service, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated,
-    ServiceSpecUpdateConfig, ServiceSpecUpdateConfigFailureActionEnum, ServiceSpecUpdateConfigOrderEnum,
-    Task, TaskSpec, TaskSpecContainerSpec, TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum,
-    TaskState,
+    EndpointSpec, EndpointSpecModeEnum, HealthConfig, LocalNodeState, NetworkAttachmentConfig, Service,
+    ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, ServiceSpecUpdateConfig,
+    ServiceSpecUpdateConfigFailureActionEnum, ServiceSpecUpdateConfigOrderEnum, Task, TaskSpec,
+    TaskSpecContainerSpec, TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum, TaskState,
 };
 use bollard::query_parameters::{
-    InspectNetworkOptions, KillContainerOptionsBuilder, ListServicesOptionsBuilder, ListTasksOptionsBuilder,
-    UpdateServiceOptions,
+    KillContainerOptionsBuilder, ListServicesOptionsBuilder, ListTasksOptionsBuilder, UpdateServiceOptions,
 };
 use serde::{Deserialize, Deserializer};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -73,7 +72,7 @@ pub const POLL_EVERY: Duration = Duration::from_millis(500);
 /// How long Swarm waits before restarting a task that exited.
 const RESTART_DELAY: Duration = Duration::from_millis(200);
 /// The label on ringlb's own service or container (not a replica): the cluster it serves.
-pub const LABEL_LOAD_BALANCER: &str = "ringlb.load-balancer";
+pub use super::engine::labels::LABEL_LOAD_BALANCER;
 
 /// Runs replicas as Swarm services of one cluster.
 pub struct SwarmRuntime {
@@ -83,8 +82,8 @@ pub struct SwarmRuntime {
     cluster: String,
     /// Event followers and the task poller; aborted when the runtime is dropped.
     watchers: Vec<JoinHandle<()>>,
-    /// Serialises network creation (two replicas may start at once).
-    network_lock: tokio::sync::Mutex<()>,
+    /// Creates the overlay networks replicas serve on, one at a time (two may start at once).
+    networks: Networks,
     /// The service of each task seen in the last listing, so that a replica can be removed by
     /// its service even when the task itself is already gone.
     service_of: Mutex<HashMap<String, String>>,
@@ -214,23 +213,24 @@ impl Observation {
 /// Checks that `docker` is a Swarm manager.
 async fn require_manager(docker: &Docker) -> Result<(), RuntimeError> {
     let info = docker.info().await.map_err(|e| {
-        RuntimeError::unavailable(format!("cannot read the engine's information: {}", describe(&e)))
+        RuntimeError::unavailable(EngineError::call("cannot read the engine's information", e))
     })?;
     let swarm = info.swarm.unwrap_or_default();
     let state = swarm.local_node_state.unwrap_or(LocalNodeState::EMPTY);
     if state != LocalNodeState::ACTIVE {
         let state = if state == LocalNodeState::EMPTY { "inactive".to_string() } else { state.to_string() };
-        return Err(RuntimeError::unavailable(format!(
+        return Err(RuntimeError::unavailable(EngineError::Unsuitable(format!(
             "replica.runtime is swarm, but this Docker engine is not part of an active swarm (state: {state}); \
              run `docker swarm init` (or `make run-swarm`), or point DOCKER_HOST at a swarm manager"
-        )));
+        ))));
     }
     if swarm.control_available != Some(true) {
-        return Err(RuntimeError::unavailable(
+        return Err(RuntimeError::unavailable(EngineError::Unsuitable(
             "replica.runtime is swarm, but this Docker engine is a swarm worker, not a manager: only a manager \
              can create and remove services; run ringlb on a manager node (placement constraint \
-             node.role==manager) or point DOCKER_HOST at a manager",
-        ));
+             node.role==manager) or point DOCKER_HOST at a manager"
+                .into(),
+        )));
     }
     Ok(())
 }
@@ -242,13 +242,12 @@ impl SwarmRuntime {
     /// # Errors
     /// [`RuntimeError::Unavailable`] when the engine does not answer or is not a manager.
     pub async fn connect(cluster: &str, trigger: Trigger) -> Result<SwarmRuntime, RuntimeError> {
-        let docker = connect_engine().await?;
+        let docker = engine::connect().await.map_err(RuntimeError::unavailable)?;
         require_manager(&docker).await?;
-        let api = EngineApi::like(&docker).map_err(RuntimeError::unavailable)?;
-        let services = HashMap::from([("type".to_string(), vec!["service".to_string()])]);
+        let api = EngineApi::like(&docker).map_err(|e| RuntimeError::unavailable(EngineError::from(e)))?;
         let watchers = vec![
             tokio::spawn(follow_events(docker.clone(), container_events(cluster), trigger.clone())),
-            tokio::spawn(follow_events(docker.clone(), services, trigger.clone())),
+            tokio::spawn(follow_events(docker.clone(), service_events(), trigger.clone())),
             tokio::spawn(poll_tasks(docker.clone(), api.clone(), cluster.to_owned(), trigger)),
         ];
         Ok(SwarmRuntime {
@@ -256,7 +255,7 @@ impl SwarmRuntime {
             api,
             cluster: cluster.to_owned(),
             watchers,
-            network_lock: tokio::sync::Mutex::new(()),
+            networks: Networks::new(NetworkKind::Overlay),
             service_of: Mutex::new(HashMap::new()),
             unaddressed: Mutex::new(HashSet::new()),
             idle: Mutex::new(Vec::new()),
@@ -264,61 +263,26 @@ impl SwarmRuntime {
     }
 
     fn is_ours(&self, labels: Option<&HashMap<String, String>>) -> bool {
-        labels.and_then(|l| l.get(LABEL_CLUSTER)) == Some(&self.cluster)
-    }
-
-    /// Creates the overlay network `network` (attachable, labelled as ours) unless it exists.
-    async fn ensure_network(&self, network: &str) -> Result<(), String> {
-        let _one_at_a_time = self.network_lock.lock().await;
-        let options = InspectNetworkOptions { verbose: false, scope: Some("swarm".into()) };
-        match self.docker.inspect_network(network, Some(options)).await {
-            Ok(found) => {
-                let driver = found.driver.unwrap_or_default();
-                if driver != "overlay" {
-                    return Err(format!(
-                        "network {network} exists with driver {driver:?}; the swarm runtime needs an overlay network \
-                         (set replica.network to another name, and ringlb creates it)"
-                    ));
-                }
-                return Ok(());
-            }
-            Err(e) if status_of(&e) == Some(404) => {}
-            Err(e) => return Err(format!("cannot inspect network {network}: {}", describe(&e))),
-        }
-        let request = NetworkCreateRequest {
-            name: network.to_owned(),
-            driver: Some("overlay".into()),
-            attachable: Some(true),
-            labels: Some(HashMap::from([(LABEL_CLUSTER.to_string(), self.cluster.clone())])),
-            ..Default::default()
-        };
-        match self.docker.create_network(request).await {
-            Ok(_) => {
-                tracing::info!(event = "network_created", network, "created overlay network {network}");
-                Ok(())
-            }
-            Err(e) if status_of(&e) == Some(409) => Ok(()),
-            Err(e) => Err(format!("cannot create overlay network {network}: {}", describe(&e))),
-        }
+        is_ours(labels, &self.cluster)
     }
 
     /// The service named `name` (or with the id `name`), or `None`. The engine also answers for a
     /// mere prefix of some service's id (a short replica name such as `ab` may be one): that
     /// service is not the one asked for.
-    async fn service(&self, name: &str) -> Result<Option<Service>, String> {
+    async fn service(&self, name: &str) -> Result<Option<Service>, EngineError> {
         match self.docker.inspect_service(name, None).await {
             Ok(service) => {
                 let named = service.spec.as_ref().and_then(|s| s.name.as_deref()) == Some(name);
                 Ok((named || service.id.as_deref() == Some(name)).then_some(service))
             }
             Err(e) if status_of(&e) == Some(404) => Ok(None),
-            Err(e) => Err(format!("cannot inspect service {name}: {}", describe(&e))),
+            Err(e) => Err(EngineError::call(format!("cannot inspect service {name}"), e)),
         }
     }
 
     /// Sets a service of ours that was scaled by hand (`docker service scale`) back to one task:
     /// one task per replica, always. True if it had to.
-    async fn restore_one_task(&self, service: &Service) -> Result<bool, String> {
+    async fn restore_one_task(&self, service: &Service) -> Result<bool, EngineError> {
         let Some(spec) = service.spec.as_ref() else { return Ok(false) };
         let replicas = spec.mode.as_ref().and_then(|m| m.replicated.as_ref()).and_then(|r| r.replicas);
         if replicas == Some(1) {
@@ -370,26 +334,26 @@ impl SwarmRuntime {
     }
 
     /// The local ID of `image` (`sha256:...`): a task given it never tries a registry.
-    async fn image_id(&self, image: &str) -> Result<String, String> {
+    async fn image_id(&self, image: &str) -> Result<String, EngineError> {
         match self.docker.inspect_image(image).await {
-            Ok(found) => found.id.ok_or_else(|| format!("image {image} has no ID")),
-            Err(e) if status_of(&e) == Some(404) => Err(format!(
+            Ok(found) => found.id.ok_or_else(|| EngineError::Unsuitable(format!("image {image} has no ID"))),
+            Err(e) if status_of(&e) == Some(404) => Err(EngineError::Unsuitable(format!(
                 "image {image} not found on this node; build it with `make image` (ringlb never pulls images; \
                  other nodes need it too: `docker save {image} | docker load`, or a registry)"
-            )),
-            Err(e) => Err(format!("cannot inspect image {image}: {}", describe(&e))),
+            ))),
+            Err(e) => Err(EngineError::call(format!("cannot inspect image {image}"), e)),
         }
     }
 
     /// Writes `spec` over the service `name` at `version` (optimistic concurrency).
-    async fn update(&self, name: &str, spec: ServiceSpec, version: Option<u64>) -> Result<(), String> {
+    async fn update(&self, name: &str, spec: ServiceSpec, version: Option<u64>) -> Result<(), EngineError> {
         let version = version.and_then(|v| i32::try_from(v).ok()).unwrap_or(0);
         let options = UpdateServiceOptions { version, ..Default::default() };
         self.docker
             .update_service(name, spec, options, None)
             .await
             .map(|_| ())
-            .map_err(|e| format!("cannot update service {name}: {}", describe(&e)))
+            .map_err(|e| EngineError::call(format!("cannot update service {name}"), e))
     }
 }
 
@@ -397,14 +361,7 @@ impl SwarmRuntime {
 fn service_spec(cluster: &str, request: &StartRequest, image_id: String, force_update: u64) -> ServiceSpec {
     let spec = &request.spec;
     let name = &request.name;
-    let labels = HashMap::from([
-        (LABEL_CLUSTER.to_string(), cluster.to_owned()),
-        (LABEL_HOSTNAME.to_string(), name.clone()),
-        (LABEL_ID.to_string(), request.replica_id.to_string()),
-        (LABEL_NETWORK.to_string(), spec.network.clone()),
-        (LABEL_SPEC.to_string(), format!("{:016x}", request.spec_hash)),
-        (LABEL_PORT.to_string(), spec.port.to_string()),
-    ]);
+    let labels = labels::of_replica(cluster, request);
     let nanos = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
     ServiceSpec {
         name: Some(name.clone()),
@@ -451,13 +408,8 @@ fn service_spec(cluster: &str, request: &StartRequest, image_id: String, force_u
 
 /// The error for a replica name held by a service that is not ours.
 fn foreign(name: &str, cluster: &str) -> RuntimeError {
-    RuntimeError::name_taken(
-        name,
-        format!(
-            "a Swarm service named {name} exists and is not managed by ringlb (no label {LABEL_CLUSTER}={cluster}); \
-             ringlb leaves it alone: remove it, or choose another name"
-        ),
-    )
+    let holder = ForeignName { holder: Holder::Service, name: name.to_owned(), cluster: cluster.to_owned() };
+    RuntimeError::name_taken(name, holder)
 }
 
 /// How often a task's container health check runs. Only its first pass matters much (Swarm's
@@ -529,22 +481,21 @@ fn parse_rfc3339_seconds(text: &str) -> Option<u64> {
 }
 
 /// Looks at the cluster's services and their live tasks.
-async fn observe(docker: &Docker, api: &EngineApi, cluster: &str) -> Result<Observation, String> {
-    let filter = HashMap::from([("label".to_string(), vec![format!("{LABEL_CLUSTER}={cluster}")])]);
-    let options = ListServicesOptionsBuilder::new().filters(&filter).build();
+async fn observe(docker: &Docker, api: &EngineApi, cluster: &str) -> Result<Observation, EngineError> {
+    let options = ListServicesOptionsBuilder::new().filters(&labels::cluster_filter(cluster)).build();
     let services = docker
         .list_services(Some(options))
         .await
-        .map_err(|e| format!("cannot list services: {}", describe(&e)))?;
+        .map_err(|e| EngineError::call("cannot list services", e))?;
     // Service id -> replica name, for the services that are ours.
     let ours: BTreeMap<String, String> = services
         .iter()
         .filter_map(|s| {
             let labels = s.spec.as_ref().and_then(|spec| spec.labels.as_ref())?;
-            if labels.get(LABEL_CLUSTER) != Some(&cluster.to_owned()) {
+            if !is_ours(Some(labels), cluster) {
                 return None;
             }
-            Some((s.id.clone()?, labels.get(LABEL_HOSTNAME).cloned().unwrap_or_default()))
+            Some((s.id.clone()?, labels::hostname(labels)))
         })
         .collect();
     let mut observation = Observation::default();
@@ -554,13 +505,13 @@ async fn observe(docker: &Docker, api: &EngineApi, cluster: &str) -> Result<Obse
     let filters =
         serde_json::json!({"desired-state": ["running"], "service": ours.keys().collect::<Vec<_>>()});
     let tasks: Vec<TaskView> =
-        api.get("/tasks", &filters).await.map_err(|e| format!("cannot list tasks: {e}"))?;
+        api.get("/tasks", &filters).await.map_err(|e| EngineError::api("cannot list tasks", e))?;
     for task in tasks.into_iter().filter(|t| ours.contains_key(&t.service_id) && t.is_live()) {
         let labels = &task.spec.container_spec.labels;
-        let name = labels.get(LABEL_HOSTNAME).cloned().unwrap_or_default();
-        let network = labels.get(LABEL_NETWORK).cloned().unwrap_or_default();
+        let name = labels::hostname(labels);
+        let network = labels::network(labels);
         observation.service_of.insert(task.id.clone(), task.service_id.clone());
-        let port = labels.get(LABEL_PORT).and_then(|p| p.parse().ok()).unwrap_or(5000);
+        let port = labels::port(labels);
         let Some(ip) = task.address_on(&network) else {
             observation.unaddressed.push((task.id.clone(), name, network));
             continue;
@@ -569,9 +520,9 @@ async fn observe(docker: &Docker, api: &EngineApi, cluster: &str) -> Result<Obse
         observation.instances.push(Instance {
             id: InstanceId(task.id.clone()),
             name,
-            replica_id: labels.get(LABEL_ID).and_then(|s| s.parse().ok()).unwrap_or(0),
+            replica_id: labels::replica_id(labels),
             addr: Some(SocketAddr::new(ip, port)),
-            spec_hash: labels.get(LABEL_SPEC).and_then(|s| u64::from_str_radix(s, 16).ok()).unwrap_or(0),
+            spec_hash: labels::spec_hash(labels),
             running: true,
             started_at: started.map_or_else(SystemTime::now, |s| UNIX_EPOCH + Duration::from_secs(s)),
         });
@@ -662,30 +613,31 @@ impl Runtime for SwarmRuntime {
 
     async fn start(&self, request: StartRequest) -> Result<Option<Instance>, RuntimeError> {
         let name = request.name.clone();
-        let fail = |reason: String| RuntimeError::start(&name, reason);
-        let existing = self.service(&name).await.map_err(fail)?;
+        let fail = |cause: Cause| RuntimeError::start(&name, cause);
+        let existing = self.service(&name).await.map_err(|e| fail(e.into()))?;
         let current = existing.as_ref().and_then(|s| s.spec.as_ref());
         if let Some(spec) = current {
             if !self.is_ours(spec.labels.as_ref()) {
                 return Err(foreign(&name, &self.cluster));
             }
-            let wanted = format!("{:016x}", request.spec_hash);
+            let wanted = labels::spec_label(request.spec_hash);
             if spec.labels.as_ref().and_then(|l| l.get(LABEL_SPEC)) == Some(&wanted) {
                 if let Some(service) = &existing
-                    && self.restore_one_task(service).await.map_err(fail)?
+                    && self.restore_one_task(service).await.map_err(|e| fail(e.into()))?
                 {
                     return Ok(None);
                 }
                 // Swarm has it in hand: its task runs, starts, or is being restarted. Say so when
                 // its tasks keep failing, so that the status shows why the replica is missing.
                 return match self.task_failure(&name).await {
-                    Some(why) => Err(fail(why)),
+                    Some(why) => Err(fail(why.into())),
                     None => Ok(None),
                 };
             }
         }
-        self.ensure_network(&request.spec.network).await.map_err(fail)?;
-        let image = self.image_id(&request.spec.image).await.map_err(fail)?;
+        let network = &request.spec.network;
+        self.networks.ensure(&self.docker, &self.cluster, network).await.map_err(|e| fail(e.into()))?;
+        let image = self.image_id(&request.spec.image).await.map_err(|e| fail(e.into()))?;
         match existing {
             Some(service) => {
                 let force = service
@@ -695,7 +647,9 @@ impl Runtime for SwarmRuntime {
                     .and_then(|t| t.force_update)
                     .unwrap_or(0);
                 let spec = service_spec(&self.cluster, &request, image, force.wrapping_add(1));
-                self.update(&name, spec, service.version.and_then(|v| v.index)).await.map_err(fail)?;
+                self.update(&name, spec, service.version.and_then(|v| v.index))
+                    .await
+                    .map_err(|e| fail(e.into()))?;
                 tracing::info!(event = "replica_rolling", replica = %name,
                     "updating service {name} to the current spec; Swarm starts its new task beside the old one");
             }
@@ -709,9 +663,9 @@ impl Runtime for SwarmRuntime {
                     // Created since we looked: by us (an earlier pass) or by someone else; the
                     // next pass finds out which.
                     Err(e) if status_of(&e) == Some(409) => {
-                        return Err(fail(format!("its service was created meanwhile: {}", describe(&e))));
+                        return Err(fail(EngineError::call("its service was created meanwhile", e).into()));
                     }
-                    Err(e) => return Err(fail(format!("cannot create its service: {}", describe(&e)))),
+                    Err(e) => return Err(fail(EngineError::call("cannot create its service", e).into())),
                 }
             }
         }
@@ -719,13 +673,13 @@ impl Runtime for SwarmRuntime {
     }
 
     async fn stop(&self, id: &InstanceId, _grace: Duration) -> Result<(), RuntimeError> {
-        let fail = |reason: String| RuntimeError::stop(id, reason);
+        let fail = |cause: Cause| RuntimeError::stop(id, cause);
         let service_id = self.service_of.lock().unwrap_or_else(PoisonError::into_inner).get(&id.0).cloned();
         let Some(service_id) = service_id else {
             // Never listed by us: nothing of ours to remove.
             return Ok(());
         };
-        let Some(service) = self.service(&service_id).await.map_err(fail)? else {
+        let Some(service) = self.service(&service_id).await.map_err(|e| fail(e.into()))? else {
             self.service_of.lock().unwrap_or_else(PoisonError::into_inner).retain(|_, s| *s != service_id);
             return Ok(());
         };
@@ -736,25 +690,27 @@ impl Runtime for SwarmRuntime {
         match self.docker.delete_service(&service_id).await {
             Ok(()) => {}
             Err(e) if status_of(&e) == Some(404) => {}
-            Err(e) => return Err(fail(format!("cannot remove its service: {}", describe(&e)))),
+            Err(e) => return Err(fail(EngineError::call("cannot remove its service", e).into())),
         }
         self.service_of.lock().unwrap_or_else(PoisonError::into_inner).retain(|_, s| *s != service_id);
         Ok(())
     }
 
     async fn replace(&self, id: &InstanceId, _grace: Duration) -> Result<(), RuntimeError> {
-        let fail = |reason: String| RuntimeError::stop(id, reason);
+        let fail = |cause: Cause| RuntimeError::stop(id, cause);
         let task = match self.docker.inspect_task(&id.0).await {
             Ok(task) => task,
             Err(e) if status_of(&e) == Some(404) => return Ok(()),
-            Err(e) => return Err(fail(format!("cannot inspect task: {}", describe(&e)))),
+            Err(e) => return Err(fail(EngineError::call("cannot inspect task", e).into())),
         };
         if task.desired_state != Some(TaskState::RUNNING) {
             // Swarm is already replacing it.
             return Ok(());
         }
         let Some(service_id) = task.service_id.clone() else { return Ok(()) };
-        let Some(service) = self.service(&service_id).await.map_err(fail)? else { return Ok(()) };
+        let Some(service) = self.service(&service_id).await.map_err(|e| fail(e.into()))? else {
+            return Ok(());
+        };
         let Some(mut spec) = service.spec.clone() else { return Ok(()) };
         if !self.is_ours(spec.labels.as_ref()) {
             return Err(fail("not a service of this cluster; left alone".into()));
@@ -773,29 +729,31 @@ impl Runtime for SwarmRuntime {
             .docker
             .list_tasks(Some(options))
             .await
-            .map_err(|e| fail(format!("cannot list tasks: {}", describe(&e))))?;
+            .map_err(|e| fail(EngineError::call("cannot list tasks", e).into()))?;
         if siblings.iter().any(|t| t.id != task.id && t.desired_state == Some(TaskState::RUNNING)) {
             // Two tasks of the current spec: the service was scaled by hand (Swarm picks the task
             // it removes), or an update is under way and Swarm retires the old one itself.
-            self.restore_one_task(&service).await.map_err(fail)?;
+            self.restore_one_task(&service).await.map_err(|e| fail(e.into()))?;
             return Ok(());
         }
         let name = spec.name.clone().unwrap_or_default();
         if let Some(template) = spec.task_template.as_mut() {
             template.force_update = Some(template.force_update.unwrap_or(0).wrapping_add(1));
         }
-        self.update(&service_id, spec, service.version.and_then(|v| v.index)).await.map_err(fail)?;
+        self.update(&service_id, spec, service.version.and_then(|v| v.index))
+            .await
+            .map_err(|e| fail(e.into()))?;
         tracing::warn!(event = "replica_force_updated", replica = %name, task = %id,
             "task {id} of replica {name} failed its heartbeats; forced an update of service {name} (Swarm starts a new task)");
         Ok(())
     }
 
     async fn kill(&self, id: &InstanceId) -> Result<(), RuntimeError> {
-        let fail = |reason: String| RuntimeError::stop(id, reason);
+        let fail = |cause: Cause| RuntimeError::stop(id, cause);
         let task = match self.docker.inspect_task(&id.0).await {
             Ok(task) => task,
             Err(e) if status_of(&e) == Some(404) => return Ok(()),
-            Err(e) => return Err(fail(format!("cannot inspect task: {}", describe(&e)))),
+            Err(e) => return Err(fail(EngineError::call("cannot inspect task", e).into())),
         };
         if task_labels(&task).get(LABEL_CLUSTER) != Some(&self.cluster) {
             return Ok(());
@@ -806,7 +764,7 @@ impl Runtime for SwarmRuntime {
         match self.docker.kill_container(&container, Some(options)).await {
             Ok(()) => Ok(()),
             Err(e) if matches!(status_of(&e), Some(404 | 409)) => Ok(()),
-            Err(e) => Err(fail(format!("cannot kill its container (on this node only): {}", describe(&e)))),
+            Err(e) => Err(fail(EngineError::call("cannot kill its container (on this node only)", e).into())),
         }
     }
 
@@ -849,7 +807,7 @@ impl Runtime for SwarmRuntime {
         match self.service(name).await {
             Ok(Some(service)) => Ok(!self.is_ours(service.spec.as_ref().and_then(|s| s.labels.as_ref()))),
             Ok(None) => Ok(false),
-            Err(reason) => Err(RuntimeError::unavailable(reason)),
+            Err(e) => Err(RuntimeError::unavailable(e)),
         }
     }
 }
