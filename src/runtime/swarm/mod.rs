@@ -40,6 +40,18 @@
 //!   registry; other nodes need the image loaded (`docker save | docker load`) or a registry.
 //! - **Managers only.** Services can only be managed through a Swarm manager; connecting to an
 //!   engine that is not one is an error saying so.
+//!
+//! This file holds the runtime and its calls; `view.rs` reads the engine's task list, `spec.rs`
+//! makes a replica's service spec, health check and spec hash, and `observe.rs` looks at the
+//! swarm and polls it. What it shares with the Docker runtime is in [`super::engine`].
+
+mod observe;
+mod spec;
+mod view;
+
+pub use super::engine::labels::LABEL_LOAD_BALANCER;
+pub use observe::POLL_EVERY;
+pub use spec::check_interval;
 
 use super::engine::api::EngineApi;
 use super::engine::events::{container_events, follow_events, service_events};
@@ -48,31 +60,20 @@ use super::engine::names::{ForeignName, Holder, is_ours};
 use super::engine::network::{NetworkKind, Networks};
 use super::engine::{self, EngineError, describe, status_of};
 use super::{Cause, Instance, InstanceId, Runtime, RuntimeError, StartRequest};
-use crate::manifest::{Health, Manifest, ReplicaSpec};
+use crate::manifest::Manifest;
 use crate::trigger::Trigger;
 use bollard::Docker;
 use bollard::models::{
-    EndpointSpec, EndpointSpecModeEnum, HealthConfig, LocalNodeState, NetworkAttachmentConfig, Service,
-    ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, ServiceSpecUpdateConfig,
-    ServiceSpecUpdateConfigFailureActionEnum, ServiceSpecUpdateConfigOrderEnum, Task, TaskSpec,
-    TaskSpecContainerSpec, TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum, TaskState,
+    LocalNodeState, Service, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, Task, TaskState,
 };
-use bollard::query_parameters::{
-    KillContainerOptionsBuilder, ListServicesOptionsBuilder, ListTasksOptionsBuilder, UpdateServiceOptions,
-};
-use serde::{Deserialize, Deserializer};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::net::{IpAddr, SocketAddr};
+use bollard::query_parameters::{KillContainerOptionsBuilder, ListTasksOptionsBuilder, UpdateServiceOptions};
+use observe::{observe, poll_tasks};
+use spec::{service_spec, spec_hash_of};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::task::JoinHandle;
-
-/// How often the task list is polled for changes (Swarm has no task events).
-pub const POLL_EVERY: Duration = Duration::from_millis(500);
-/// How long Swarm waits before restarting a task that exited.
-const RESTART_DELAY: Duration = Duration::from_millis(200);
-/// The label on ringlb's own service or container (not a replica): the cluster it serves.
-pub use super::engine::labels::LABEL_LOAD_BALANCER;
+use view::{parse_rfc3339_seconds, task_labels};
 
 /// Runs replicas as Swarm services of one cluster.
 pub struct SwarmRuntime {
@@ -98,115 +99,6 @@ impl Drop for SwarmRuntime {
         for watcher in &self.watchers {
             watcher.abort();
         }
-    }
-}
-
-/// A task as `GET /tasks` gives it: only what ringlb reads, `NetworksAttachments` included.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase", default)]
-struct TaskView {
-    #[serde(rename = "ID", deserialize_with = "null_as_default")]
-    id: String,
-    #[serde(rename = "ServiceID", deserialize_with = "null_as_default")]
-    service_id: String,
-    #[serde(deserialize_with = "null_as_default")]
-    created_at: String,
-    #[serde(deserialize_with = "null_as_default")]
-    desired_state: String,
-    #[serde(deserialize_with = "null_as_default")]
-    status: TaskStatusView,
-    #[serde(deserialize_with = "null_as_default")]
-    spec: TaskSpecView,
-    #[serde(deserialize_with = "null_as_default")]
-    networks_attachments: Vec<AttachmentView>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase", default)]
-struct TaskStatusView {
-    #[serde(deserialize_with = "null_as_default")]
-    state: String,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase", default)]
-struct TaskSpecView {
-    #[serde(deserialize_with = "null_as_default")]
-    container_spec: ContainerSpecView,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase", default)]
-struct ContainerSpecView {
-    /// The labels its container was given: they carry the spec the task was made from, which
-    /// differs from its service's while an update rolls.
-    #[serde(deserialize_with = "null_as_default")]
-    labels: HashMap<String, String>,
-}
-
-/// One network a task is attached to, with the addresses Swarm gave it there (`10.0.1.5/24`).
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase", default)]
-struct AttachmentView {
-    #[serde(deserialize_with = "null_as_default")]
-    network: NetworkView,
-    #[serde(deserialize_with = "null_as_default")]
-    addresses: Vec<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase", default)]
-struct NetworkView {
-    #[serde(deserialize_with = "null_as_default")]
-    spec: NetworkSpecView,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase", default)]
-struct NetworkSpecView {
-    #[serde(deserialize_with = "null_as_default")]
-    name: String,
-}
-
-/// A JSON `null` (which the engine writes for empty lists and maps) as the type's default.
-fn null_as_default<'de, D: Deserializer<'de>, T: Default + Deserialize<'de>>(d: D) -> Result<T, D::Error> {
-    Option::<T>::deserialize(d).map(Option::unwrap_or_default)
-}
-
-impl TaskView {
-    /// Swarm wants it running and its container runs: `starting` until its health check first
-    /// passes, then `running`.
-    fn is_live(&self) -> bool {
-        self.desired_state == "running" && matches!(self.status.state.as_str(), "starting" | "running")
-    }
-
-    /// Its address on the network named `network`.
-    fn address_on(&self, network: &str) -> Option<IpAddr> {
-        let attachment = self.networks_attachments.iter().find(|a| a.network.spec.name == network)?;
-        attachment.addresses.iter().find_map(|a| a.split('/').next()?.parse().ok())
-    }
-}
-
-/// What one look at the swarm found.
-#[derive(Debug, Default)]
-struct Observation {
-    /// Running tasks with an address, as instances.
-    instances: Vec<Instance>,
-    /// The service id of every running task (addressed or not).
-    service_of: HashMap<String, String>,
-    /// Running tasks whose address is not known yet: (task id, replica name, network).
-    unaddressed: Vec<(String, String, String)>,
-    /// Services with no running task: (service id, replica name).
-    idle: Vec<(String, String)>,
-}
-
-impl Observation {
-    /// What the poller compares between two looks.
-    fn fingerprint(&self) -> BTreeSet<(String, Option<SocketAddr>)> {
-        let mut seen: BTreeSet<(String, Option<SocketAddr>)> =
-            self.instances.iter().map(|i| (i.id.0.clone(), i.addr)).collect();
-        seen.extend(self.unaddressed.iter().map(|(task, _, _)| (task.clone(), None)));
-        seen
     }
 }
 
@@ -357,222 +249,10 @@ impl SwarmRuntime {
     }
 }
 
-/// The service spec of a replica.
-fn service_spec(cluster: &str, request: &StartRequest, image_id: String, force_update: u64) -> ServiceSpec {
-    let spec = &request.spec;
-    let name = &request.name;
-    let labels = labels::of_replica(cluster, request);
-    let nanos = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
-    ServiceSpec {
-        name: Some(name.clone()),
-        labels: Some(labels.clone()),
-        task_template: Some(TaskSpec {
-            container_spec: Some(TaskSpecContainerSpec {
-                image: Some(image_id),
-                labels: Some(labels),
-                args: Some(vec!["server".into(), "--port".into(), spec.port.to_string()]),
-                hostname: Some(name.clone()),
-                env: Some(vec![format!("SERVER_ID={name}")]),
-                stop_grace_period: Some(nanos(spec.stop_timeout.get())),
-                health_check: Some(health_check(spec, &request.health)),
-                ..Default::default()
-            }),
-            restart_policy: Some(TaskSpecRestartPolicy {
-                condition: Some(TaskSpecRestartPolicyConditionEnum::ANY),
-                delay: Some(nanos(RESTART_DELAY)),
-                max_attempts: Some(0),
-                window: None,
-            }),
-            networks: Some(vec![NetworkAttachmentConfig {
-                target: Some(spec.network.clone()),
-                aliases: Some(vec![name.clone()]),
-                driver_opts: None,
-            }]),
-            force_update: Some(force_update),
-            ..Default::default()
-        }),
-        mode: Some(ServiceSpecMode {
-            replicated: Some(ServiceSpecModeReplicated { replicas: Some(1) }),
-            ..Default::default()
-        }),
-        update_config: Some(ServiceSpecUpdateConfig {
-            parallelism: Some(1),
-            order: Some(ServiceSpecUpdateConfigOrderEnum::START_FIRST),
-            failure_action: Some(ServiceSpecUpdateConfigFailureActionEnum::CONTINUE),
-            ..Default::default()
-        }),
-        endpoint_spec: Some(EndpointSpec { mode: Some(EndpointSpecModeEnum::DNSRR), ports: None }),
-        ..Default::default()
-    }
-}
-
 /// The error for a replica name held by a service that is not ours.
 fn foreign(name: &str, cluster: &str) -> RuntimeError {
     let holder = ForeignName { holder: Holder::Service, name: name.to_owned(), cluster: cluster.to_owned() };
     RuntimeError::name_taken(name, holder)
-}
-
-/// How often a task's container health check runs. Only its first pass matters much (Swarm's
-/// start-first update stops the old task then), and it must come after ringlb saw the new task
-/// (a poll) and heard its first heartbeat, with room to spare. Each check is an exec in the
-/// container: 53 ms of CPU on engine 20.10 here, so not more often than every 5 s.
-pub fn check_interval(health: &Health) -> Duration {
-    Duration::from_secs(5).max((POLL_EVERY + health.interval.get()) * 2)
-}
-
-/// A replica's container health check: `ringlb probe` of its heartbeat path on its port.
-fn health_check(spec: &ReplicaSpec, health: &Health) -> HealthConfig {
-    let nanos = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
-    let timeout = health.timeout.get();
-    let test = [
-        "CMD",
-        "/ringlb",
-        "probe",
-        "--port",
-        &spec.port.to_string(),
-        "--path",
-        &health.path,
-        "--timeout-ms",
-        &timeout.as_millis().to_string(),
-    ];
-    HealthConfig {
-        test: Some(test.iter().map(|s| s.to_string()).collect()),
-        interval: Some(nanos(check_interval(health))),
-        // The probe gives up first, and says why in the check's log.
-        timeout: Some(nanos(timeout + Duration::from_secs(1))),
-        retries: Some(i64::from(health.replace_after.max(1))),
-        start_period: Some(nanos(spec.start_timeout.get())),
-        start_interval: None,
-    }
-}
-
-/// What shapes a replica's service: the image, the network, the port, and its health check.
-fn spec_hash_of(spec: &ReplicaSpec, health: &Health) -> u64 {
-    let check = health_check(spec, health);
-    let numbers = [check.interval, check.timeout, check.retries, check.start_period].map(|n| n.unwrap_or(0));
-    let text = format!(
-        "swarm\n{}\n{}\n{}\n{}\n{numbers:?}",
-        spec.image,
-        spec.network,
-        spec.port,
-        check.test.unwrap_or_default().join(" ")
-    );
-    xxhash_rust::xxh3::xxh3_64(text.as_bytes())
-}
-
-/// Seconds since the epoch of an RFC 3339 time as Docker writes it (`2026-11-25T12:00:00.5Z`);
-/// `None` if it is not one. Fractions and offsets other than `Z` are ignored.
-fn parse_rfc3339_seconds(text: &str) -> Option<u64> {
-    let number = |range: std::ops::Range<usize>| text.get(range)?.parse::<i64>().ok();
-    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
-    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
-        return None;
-    }
-    // Days from the civil date (proleptic Gregorian), Howard Hinnant's algorithm.
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let year_of_era = y - era * 400;
-    let shifted_month = (month + 9) % 12;
-    let day_of_year = (153 * shifted_month + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    let days = era * 146_097 + day_of_era - 719_468;
-    u64::try_from(days * 86_400 + hour * 3_600 + minute * 60 + second).ok()
-}
-
-/// Looks at the cluster's services and their live tasks.
-async fn observe(docker: &Docker, api: &EngineApi, cluster: &str) -> Result<Observation, EngineError> {
-    let options = ListServicesOptionsBuilder::new().filters(&labels::cluster_filter(cluster)).build();
-    let services = docker
-        .list_services(Some(options))
-        .await
-        .map_err(|e| EngineError::call("cannot list services", e))?;
-    // Service id -> replica name, for the services that are ours.
-    let ours: BTreeMap<String, String> = services
-        .iter()
-        .filter_map(|s| {
-            let labels = s.spec.as_ref().and_then(|spec| spec.labels.as_ref())?;
-            if !is_ours(Some(labels), cluster) {
-                return None;
-            }
-            Some((s.id.clone()?, labels::hostname(labels)))
-        })
-        .collect();
-    let mut observation = Observation::default();
-    if ours.is_empty() {
-        return Ok(observation);
-    }
-    let filters =
-        serde_json::json!({"desired-state": ["running"], "service": ours.keys().collect::<Vec<_>>()});
-    let tasks: Vec<TaskView> =
-        api.get("/tasks", &filters).await.map_err(|e| EngineError::api("cannot list tasks", e))?;
-    for task in tasks.into_iter().filter(|t| ours.contains_key(&t.service_id) && t.is_live()) {
-        let labels = &task.spec.container_spec.labels;
-        let name = labels::hostname(labels);
-        let network = labels::network(labels);
-        observation.service_of.insert(task.id.clone(), task.service_id.clone());
-        let port = labels::port(labels);
-        let Some(ip) = task.address_on(&network) else {
-            observation.unaddressed.push((task.id.clone(), name, network));
-            continue;
-        };
-        let started = parse_rfc3339_seconds(&task.created_at);
-        observation.instances.push(Instance {
-            id: InstanceId(task.id.clone()),
-            name,
-            replica_id: labels::replica_id(labels),
-            addr: Some(SocketAddr::new(ip, port)),
-            spec_hash: labels::spec_hash(labels),
-            running: true,
-            started_at: started.map_or_else(SystemTime::now, |s| UNIX_EPOCH + Duration::from_secs(s)),
-        });
-    }
-    // Services with no instance the controller could stop (their tasks never ran, or run without
-    // an address): removed by `remove_idle` once their replica is no longer wanted.
-    let busy: HashSet<&str> = observation
-        .instances
-        .iter()
-        .filter_map(|i| observation.service_of.get(&i.id.0))
-        .map(String::as_str)
-        .collect();
-    observation.idle = ours
-        .iter()
-        .filter(|(id, _)| !busy.contains(id.as_str()))
-        .map(|(id, name)| (id.clone(), name.clone()))
-        .collect();
-    Ok(observation)
-}
-
-/// The labels a task's container was given (see [`ContainerSpecView::labels`]).
-fn task_labels(task: &Task) -> HashMap<String, String> {
-    task.spec
-        .as_ref()
-        .and_then(|s| s.container_spec.as_ref())
-        .and_then(|c| c.labels.clone())
-        .unwrap_or_default()
-}
-
-/// Fires `trigger` whenever the cluster's running tasks or their addresses change.
-async fn poll_tasks(docker: Docker, api: EngineApi, cluster: String, trigger: Trigger) {
-    let mut last = None;
-    let mut ticker = tokio::time::interval(POLL_EVERY);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
-        match observe(&docker, &api, &cluster).await {
-            Ok(observation) => {
-                let now = observation.fingerprint();
-                if last.as_ref() != Some(&now) {
-                    if last.is_some() {
-                        tracing::debug!("the cluster's tasks changed");
-                        trigger.fire();
-                    }
-                    last = Some(now);
-                }
-            }
-            Err(error) => tracing::debug!(%error, "cannot poll the swarm's tasks"),
-        }
-    }
 }
 
 impl Runtime for SwarmRuntime {
@@ -815,138 +495,6 @@ impl Runtime for SwarmRuntime {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rfc3339_times_as_docker_writes_them() {
-        assert_eq!(parse_rfc3339_seconds("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(parse_rfc3339_seconds("2000-03-01T00:00:00.123456789Z"), Some(951_868_800));
-        assert_eq!(parse_rfc3339_seconds("2026-11-25T12:05:20.5Z"), Some(1_795_608_320));
-        assert_eq!(parse_rfc3339_seconds("not a time"), None);
-        assert_eq!(parse_rfc3339_seconds("2026-13-01T00:00:00Z"), None);
-        assert_eq!(parse_rfc3339_seconds(""), None);
-    }
-
-    #[test]
-    fn a_task_parses_with_its_network_attachments() {
-        // Trimmed from `GET /v1.41/tasks` of engine 20.10 (a task whose health check has not
-        // passed yet, and nulls where the engine writes them).
-        let value = serde_json::json!({
-            "ID": "vh7d92yffhxpqa7lgw9oeavhu", "Version": {"Index": 12},
-            "CreatedAt": "2026-12-02T01:31:22.5Z", "Labels": {},
-            "Spec": {"ContainerSpec": {"Image": "sha256:33aa", "Labels": {"ringlb.hostname": "s1", "ringlb.network": "net"},
-                     "Args": ["server"], "Healthcheck": {"Test": ["CMD", "/ringlb", "probe"]}},
-                     "Networks": [{"Target": "k1"}], "ForceUpdate": 0},
-            "ServiceID": "v60x89dqjw1gn7i635bdhghlu", "Slot": 1, "NodeID": "n1",
-            "Status": {"Timestamp": "2026-12-02T01:31:23Z", "State": "starting", "Message": "starting",
-                       "ContainerStatus": {"ContainerID": "6b36", "PID": 4242, "ExitCode": 0}, "PortStatus": {}},
-            "DesiredState": "running",
-            "NetworksAttachments": [
-                {"Network": {"ID": "i0", "Spec": {"Name": "ingress"}}, "Addresses": ["10.0.0.7/24"]},
-                {"Network": {"ID": "k1", "Spec": {"Name": "net", "Labels": null}}, "Addresses": ["10.0.1.2/24"]}
-            ]
-        });
-        let task: TaskView = serde_json::from_value(value).unwrap();
-        assert!(task.is_live());
-        assert_eq!(task.address_on("net"), Some("10.0.1.2".parse().unwrap()));
-        assert_eq!(task.address_on("other"), None);
-        assert_eq!(task.spec.container_spec.labels.get("ringlb.hostname").map(String::as_str), Some("s1"));
-        assert_eq!(parse_rfc3339_seconds(&task.created_at), Some(1_796_175_082));
-        let bare: TaskView = serde_json::from_value(serde_json::json!({
-            "ID": "t", "Spec": {"ContainerSpec": {"Labels": null}}, "NetworksAttachments": null,
-            "Status": {"State": "running"}, "DesiredState": "shutdown"
-        }))
-        .unwrap();
-        assert!(!bare.is_live(), "a task Swarm is stopping is not routed to");
-        assert!(bare.spec.container_spec.labels.is_empty() && bare.address_on("net").is_none());
-    }
-
-    #[test]
-    fn the_health_check_probes_the_heartbeat_after_ringlb_would_have() {
-        let manifest = Manifest::parse("name: d\nreplica: {port: 5001}\nhealth: {timeout: 250ms}\n").unwrap();
-        let check = health_check(&manifest.replica, &manifest.health);
-        let test = check.test.unwrap().join(" ");
-        assert_eq!(test, "CMD /ringlb probe --port 5001 --path /heartbeat --timeout-ms 250");
-        assert_eq!(check.timeout, Some(1_250_000_000));
-        assert_eq!(check.retries, Some(i64::from(manifest.health.replace_after)));
-        // Never more often than every 5 s; later than a poll and two heartbeats.
-        assert_eq!(check_interval(&manifest.health), Duration::from_secs(5));
-        let slow = Manifest::parse("name: d\nhealth: {interval: 4s, timeout: 1s}\n").unwrap();
-        assert_eq!(check_interval(&slow.health), Duration::from_secs(9));
-    }
-
-    #[test]
-    fn the_spec_hash_follows_the_image_and_the_health_check() {
-        let hash = |text: &str| {
-            let manifest = Manifest::parse(text).unwrap();
-            spec_hash_of(&manifest.replica, &manifest.health)
-        };
-        let base = hash("name: d\n");
-        assert_ne!(base, hash("name: d\nreplica: {image: 'ringlb:v2'}\n"));
-        assert_ne!(base, hash("name: d\nhealth: {path: /ok}\n"), "the check must probe the new path");
-        assert_eq!(base, hash("name: d\nreplicas: 7\n"));
-        assert_eq!(base, hash("name: d\nhealth: {interval: 2s}\n"), "the same check every 5 s");
-    }
-
-    #[test]
-    fn the_spec_hash_of_a_fixed_manifest_never_changes() {
-        // A changed hash would roll every user's replicas on upgrade: these are the values of
-        // ringlb before the runtime code moved (issue 17), and must stay bit-for-bit.
-        let hash = |text: &str| {
-            let manifest = Manifest::parse(text).unwrap();
-            spec_hash_of(&manifest.replica, &manifest.health)
-        };
-        assert_eq!(hash("name: d\n"), 0xf394_c24c_5039_0931);
-        assert_eq!(
-            hash(
-                "name: d\nreplica: {image: 'ringlb:v2', network: blue, port: 5001, start_timeout: 12s}\n\
-                 health: {path: /ok, interval: 4s, timeout: 700ms, replace_after: 5}\n"
-            ),
-            0xa29d_0c49_d4c1_4788
-        );
-    }
-
-    #[test]
-    fn a_replica_service_is_specified_as_before() {
-        // Golden: what ringlb asked Swarm for before the runtime code moved (issue 17).
-        let manifest = Manifest::parse(
-            "name: d\nreplica: {image: 'ringlb:v2', network: blue, port: 5001, stop_timeout: 3s, start_timeout: 12s}\n\
-             health: {path: /ok, interval: 4s, timeout: 700ms, replace_after: 5}\n",
-        )
-        .unwrap();
-        let request = StartRequest {
-            name: "s1".into(),
-            replica_id: 7,
-            spec_hash: 0x0123_4567_89ab_cdef,
-            spec: manifest.replica,
-            health: manifest.health,
-        };
-        let labels = serde_json::json!({
-            "ringlb.cluster": "demo", "ringlb.hostname": "s1", "ringlb.id": "7",
-            "ringlb.network": "blue", "ringlb.port": "5001", "ringlb.spec": "0123456789abcdef"
-        });
-        let expected = serde_json::json!({
-            "Name": "s1", "Labels": labels,
-            "TaskTemplate": {
-                "ContainerSpec": {
-                    "Image": "sha256:33aa", "Labels": labels, "Args": ["server", "--port", "5001"],
-                    "Hostname": "s1", "Env": ["SERVER_ID=s1"], "StopGracePeriod": 3_000_000_000_u64,
-                    "HealthCheck": {
-                        "Test": ["CMD", "/ringlb", "probe", "--port", "5001", "--path", "/ok", "--timeout-ms", "700"],
-                        "Interval": 9_000_000_000_u64, "Timeout": 1_700_000_000_u64, "Retries": 5,
-                        "StartPeriod": 12_000_000_000_u64
-                    }
-                },
-                "RestartPolicy": {"Condition": "any", "Delay": 200_000_000, "MaxAttempts": 0},
-                "ForceUpdate": 4,
-                "Networks": [{"Target": "blue", "Aliases": ["s1"]}]
-            },
-            "Mode": {"Replicated": {"Replicas": 1}},
-            "UpdateConfig": {"Parallelism": 1, "FailureAction": "continue", "Order": "start-first"},
-            "EndpointSpec": {"Mode": "dnsrr"}
-        });
-        let spec = service_spec("demo", &request, "sha256:33aa".into(), 4);
-        assert_eq!(serde_json::to_value(spec).unwrap(), expected);
-    }
 
     #[test]
     fn a_foreign_service_error_says_what_to_do() {

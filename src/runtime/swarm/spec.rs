@@ -1,0 +1,217 @@
+//! What a replica's service is made of: its spec (one replicated task, `dnsrr`, restart `any`,
+//! start-first updates, on the overlay network), its container health check (`ringlb probe`), and
+//! the spec hash that says when a running service is outdated.
+//!
+//! The hash of the same manifest must never change: a changed hash rolls every replica on
+//! upgrade. The tests pin today's values.
+
+use super::observe::POLL_EVERY;
+use crate::manifest::{Health, ReplicaSpec};
+use crate::runtime::StartRequest;
+use crate::runtime::engine::labels;
+use bollard::models::{
+    EndpointSpec, EndpointSpecModeEnum, HealthConfig, NetworkAttachmentConfig, ServiceSpec, ServiceSpecMode,
+    ServiceSpecModeReplicated, ServiceSpecUpdateConfig, ServiceSpecUpdateConfigFailureActionEnum,
+    ServiceSpecUpdateConfigOrderEnum, TaskSpec, TaskSpecContainerSpec, TaskSpecRestartPolicy,
+    TaskSpecRestartPolicyConditionEnum,
+};
+use std::time::Duration;
+
+/// How long Swarm waits before restarting a task that exited.
+const RESTART_DELAY: Duration = Duration::from_millis(200);
+
+/// The service spec of a replica.
+pub(super) fn service_spec(
+    cluster: &str,
+    request: &StartRequest,
+    image_id: String,
+    force_update: u64,
+) -> ServiceSpec {
+    let spec = &request.spec;
+    let name = &request.name;
+    let labels = labels::of_replica(cluster, request);
+    let nanos = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+    ServiceSpec {
+        name: Some(name.clone()),
+        labels: Some(labels.clone()),
+        task_template: Some(TaskSpec {
+            container_spec: Some(TaskSpecContainerSpec {
+                image: Some(image_id),
+                labels: Some(labels),
+                args: Some(vec!["server".into(), "--port".into(), spec.port.to_string()]),
+                hostname: Some(name.clone()),
+                env: Some(vec![format!("SERVER_ID={name}")]),
+                stop_grace_period: Some(nanos(spec.stop_timeout.get())),
+                health_check: Some(health_check(spec, &request.health)),
+                ..Default::default()
+            }),
+            restart_policy: Some(TaskSpecRestartPolicy {
+                condition: Some(TaskSpecRestartPolicyConditionEnum::ANY),
+                delay: Some(nanos(RESTART_DELAY)),
+                max_attempts: Some(0),
+                window: None,
+            }),
+            networks: Some(vec![NetworkAttachmentConfig {
+                target: Some(spec.network.clone()),
+                aliases: Some(vec![name.clone()]),
+                driver_opts: None,
+            }]),
+            force_update: Some(force_update),
+            ..Default::default()
+        }),
+        mode: Some(ServiceSpecMode {
+            replicated: Some(ServiceSpecModeReplicated { replicas: Some(1) }),
+            ..Default::default()
+        }),
+        update_config: Some(ServiceSpecUpdateConfig {
+            parallelism: Some(1),
+            order: Some(ServiceSpecUpdateConfigOrderEnum::START_FIRST),
+            failure_action: Some(ServiceSpecUpdateConfigFailureActionEnum::CONTINUE),
+            ..Default::default()
+        }),
+        endpoint_spec: Some(EndpointSpec { mode: Some(EndpointSpecModeEnum::DNSRR), ports: None }),
+        ..Default::default()
+    }
+}
+
+/// How often a task's container health check runs. Only its first pass matters much (Swarm's
+/// start-first update stops the old task then), and it must come after ringlb saw the new task
+/// (a poll) and heard its first heartbeat, with room to spare. Each check is an exec in the
+/// container: 53 ms of CPU on engine 20.10 here, so not more often than every 5 s.
+pub fn check_interval(health: &Health) -> Duration {
+    Duration::from_secs(5).max((POLL_EVERY + health.interval.get()) * 2)
+}
+
+/// A replica's container health check: `ringlb probe` of its heartbeat path on its port.
+fn health_check(spec: &ReplicaSpec, health: &Health) -> HealthConfig {
+    let nanos = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+    let timeout = health.timeout.get();
+    let test = [
+        "CMD",
+        "/ringlb",
+        "probe",
+        "--port",
+        &spec.port.to_string(),
+        "--path",
+        &health.path,
+        "--timeout-ms",
+        &timeout.as_millis().to_string(),
+    ];
+    HealthConfig {
+        test: Some(test.iter().map(|s| s.to_string()).collect()),
+        interval: Some(nanos(check_interval(health))),
+        // The probe gives up first, and says why in the check's log.
+        timeout: Some(nanos(timeout + Duration::from_secs(1))),
+        retries: Some(i64::from(health.replace_after.max(1))),
+        start_period: Some(nanos(spec.start_timeout.get())),
+        start_interval: None,
+    }
+}
+
+/// What shapes a replica's service: the image, the network, the port, and its health check.
+pub(super) fn spec_hash_of(spec: &ReplicaSpec, health: &Health) -> u64 {
+    let check = health_check(spec, health);
+    let numbers = [check.interval, check.timeout, check.retries, check.start_period].map(|n| n.unwrap_or(0));
+    let text = format!(
+        "swarm\n{}\n{}\n{}\n{}\n{numbers:?}",
+        spec.image,
+        spec.network,
+        spec.port,
+        check.test.unwrap_or_default().join(" ")
+    );
+    xxhash_rust::xxh3::xxh3_64(text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::Manifest;
+
+    #[test]
+    fn the_health_check_probes_the_heartbeat_after_ringlb_would_have() {
+        let manifest = Manifest::parse("name: d\nreplica: {port: 5001}\nhealth: {timeout: 250ms}\n").unwrap();
+        let check = health_check(&manifest.replica, &manifest.health);
+        let test = check.test.unwrap().join(" ");
+        assert_eq!(test, "CMD /ringlb probe --port 5001 --path /heartbeat --timeout-ms 250");
+        assert_eq!(check.timeout, Some(1_250_000_000));
+        assert_eq!(check.retries, Some(i64::from(manifest.health.replace_after)));
+        // Never more often than every 5 s; later than a poll and two heartbeats.
+        assert_eq!(check_interval(&manifest.health), Duration::from_secs(5));
+        let slow = Manifest::parse("name: d\nhealth: {interval: 4s, timeout: 1s}\n").unwrap();
+        assert_eq!(check_interval(&slow.health), Duration::from_secs(9));
+    }
+
+    #[test]
+    fn the_spec_hash_follows_the_image_and_the_health_check() {
+        let hash = |text: &str| {
+            let manifest = Manifest::parse(text).unwrap();
+            spec_hash_of(&manifest.replica, &manifest.health)
+        };
+        let base = hash("name: d\n");
+        assert_ne!(base, hash("name: d\nreplica: {image: 'ringlb:v2'}\n"));
+        assert_ne!(base, hash("name: d\nhealth: {path: /ok}\n"), "the check must probe the new path");
+        assert_eq!(base, hash("name: d\nreplicas: 7\n"));
+        assert_eq!(base, hash("name: d\nhealth: {interval: 2s}\n"), "the same check every 5 s");
+    }
+
+    #[test]
+    fn the_spec_hash_of_a_fixed_manifest_never_changes() {
+        // A changed hash would roll every user's replicas on upgrade: these are the values of
+        // ringlb before the runtime code moved (issue 17), and must stay bit-for-bit.
+        let hash = |text: &str| {
+            let manifest = Manifest::parse(text).unwrap();
+            spec_hash_of(&manifest.replica, &manifest.health)
+        };
+        assert_eq!(hash("name: d\n"), 0xf394_c24c_5039_0931);
+        assert_eq!(
+            hash(
+                "name: d\nreplica: {image: 'ringlb:v2', network: blue, port: 5001, start_timeout: 12s}\n\
+                 health: {path: /ok, interval: 4s, timeout: 700ms, replace_after: 5}\n"
+            ),
+            0xa29d_0c49_d4c1_4788
+        );
+    }
+
+    #[test]
+    fn a_replica_service_is_specified_as_before() {
+        // Golden: what ringlb asked Swarm for before the runtime code moved (issue 17).
+        let manifest = Manifest::parse(
+            "name: d\nreplica: {image: 'ringlb:v2', network: blue, port: 5001, stop_timeout: 3s, start_timeout: 12s}\n\
+             health: {path: /ok, interval: 4s, timeout: 700ms, replace_after: 5}\n",
+        )
+        .unwrap();
+        let request = StartRequest {
+            name: "s1".into(),
+            replica_id: 7,
+            spec_hash: 0x0123_4567_89ab_cdef,
+            spec: manifest.replica,
+            health: manifest.health,
+        };
+        let labels = serde_json::json!({
+            "ringlb.cluster": "demo", "ringlb.hostname": "s1", "ringlb.id": "7",
+            "ringlb.network": "blue", "ringlb.port": "5001", "ringlb.spec": "0123456789abcdef"
+        });
+        let expected = serde_json::json!({
+            "Name": "s1", "Labels": labels,
+            "TaskTemplate": {
+                "ContainerSpec": {
+                    "Image": "sha256:33aa", "Labels": labels, "Args": ["server", "--port", "5001"],
+                    "Hostname": "s1", "Env": ["SERVER_ID=s1"], "StopGracePeriod": 3_000_000_000_u64,
+                    "HealthCheck": {
+                        "Test": ["CMD", "/ringlb", "probe", "--port", "5001", "--path", "/ok", "--timeout-ms", "700"],
+                        "Interval": 9_000_000_000_u64, "Timeout": 1_700_000_000_u64, "Retries": 5,
+                        "StartPeriod": 12_000_000_000_u64
+                    }
+                },
+                "RestartPolicy": {"Condition": "any", "Delay": 200_000_000, "MaxAttempts": 0},
+                "ForceUpdate": 4,
+                "Networks": [{"Target": "blue", "Aliases": ["s1"]}]
+            },
+            "Mode": {"Replicated": {"Replicas": 1}},
+            "UpdateConfig": {"Parallelism": 1, "FailureAction": "continue", "Order": "start-first"},
+            "EndpointSpec": {"Mode": "dnsrr"}
+        });
+        let spec = service_spec("demo", &request, "sha256:33aa".into(), 4);
+        assert_eq!(serde_json::to_value(spec).unwrap(), expected);
+    }
+}
