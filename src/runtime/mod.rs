@@ -9,7 +9,8 @@
 pub mod docker;
 pub mod engine;
 mod error;
-pub mod fake;
+#[cfg(test)]
+pub(crate) mod fake;
 pub mod process;
 pub mod static_endpoints;
 pub mod swarm;
