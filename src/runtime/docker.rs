@@ -27,7 +27,7 @@ use super::engine::labels;
 use super::engine::names::{ForeignName, Holder, is_ours};
 use super::engine::network::{self, NetworkKind, Networks};
 use super::engine::{self, EngineError, status_of};
-use super::{Cause, Instance, InstanceId, Runtime, RuntimeError, StartRequest};
+use super::{Instance, InstanceId, Runtime, RuntimeError, StartRequest};
 use crate::manifest::Manifest;
 use crate::trigger::Trigger;
 use bollard::Docker;
@@ -237,9 +237,11 @@ impl Runtime for DockerRuntime {
 
     async fn start(&self, request: StartRequest) -> Result<Option<Instance>, RuntimeError> {
         let name = request.name.clone();
-        let fail = |cause: Cause| RuntimeError::start(&name, cause);
         let spec = &request.spec;
-        self.networks.ensure(&self.docker, &self.cluster, &spec.network).await.map_err(|e| fail(e.into()))?;
+        self.networks
+            .ensure(&self.docker, &self.cluster, &spec.network)
+            .await
+            .map_err(|e| RuntimeError::start(&name, e))?;
         self.free_name(&name).await?;
 
         let labels = labels::of_replica(&self.cluster, &request);
@@ -248,12 +250,12 @@ impl Runtime for DockerRuntime {
         let created = match self.docker.create_container(Some(options.clone()), body.clone()).await {
             Ok(created) => created,
             Err(e) if status_of(&e) == Some(404) => {
-                return Err(fail(
+                return Err(RuntimeError::start(
+                    &name,
                     EngineError::Unsuitable(format!(
                         "image {} not found; build it with `make image` (ringlb never pulls images)",
                         spec.image
-                    ))
-                    .into(),
+                    )),
                 ));
             }
             Err(e) if status_of(&e) == Some(409) => {
@@ -262,20 +264,21 @@ impl Runtime for DockerRuntime {
                 self.docker
                     .create_container(Some(options), body)
                     .await
-                    .map_err(|e| fail(EngineError::Docker(e).into()))?
+                    .map_err(|e| RuntimeError::start(&name, EngineError::Docker(e)))?
             }
-            Err(e) => return Err(fail(EngineError::call("cannot create its container", e).into())),
+            Err(e) => {
+                return Err(RuntimeError::start(&name, EngineError::call("cannot create its container", e)));
+            }
         };
         if let Err(e) = self.docker.start_container(&created.id, None).await {
             let remove = RemoveContainerOptionsBuilder::new().force(true).build();
             let _ = self.docker.remove_container(&created.id, Some(remove)).await;
-            return Err(fail(EngineError::call("cannot start its container", e).into()));
+            return Err(RuntimeError::start(&name, EngineError::call("cannot start its container", e)));
         }
-        let details = self
-            .docker
-            .inspect_container(&created.id, None::<InspectContainerOptions>)
-            .await
-            .map_err(|e| fail(EngineError::call("cannot inspect its container", e).into()))?;
+        let details =
+            self.docker.inspect_container(&created.id, None::<InspectContainerOptions>).await.map_err(
+                |e| RuntimeError::start(&name, EngineError::call("cannot inspect its container", e)),
+            )?;
         let ip = details
             .network_settings
             .and_then(|s| s.networks)
@@ -283,7 +286,10 @@ impl Runtime for DockerRuntime {
             .and_then(|e| e.ip_address)
             .and_then(|ip| ip.parse::<IpAddr>().ok());
         let Some(ip) = ip else {
-            return Err(fail(format!("its container has no address on network {}", spec.network).into()));
+            return Err(RuntimeError::start(
+                &name,
+                format!("its container has no address on network {}", spec.network),
+            ));
         };
         let running = details.state.and_then(|s| s.running).unwrap_or(false);
         let created_at = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);

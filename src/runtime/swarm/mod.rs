@@ -59,7 +59,7 @@ use super::engine::labels::{self, LABEL_CLUSTER, LABEL_SPEC};
 use super::engine::names::{ForeignName, Holder, is_ours};
 use super::engine::network::{NetworkKind, Networks};
 use super::engine::{self, EngineError, describe, status_of};
-use super::{Cause, Instance, InstanceId, Runtime, RuntimeError, StartRequest};
+use super::{Instance, InstanceId, Runtime, RuntimeError, StartRequest};
 use crate::manifest::Manifest;
 use crate::trigger::Trigger;
 use bollard::Docker;
@@ -293,8 +293,7 @@ impl Runtime for SwarmRuntime {
 
     async fn start(&self, request: StartRequest) -> Result<Option<Instance>, RuntimeError> {
         let name = request.name.clone();
-        let fail = |cause: Cause| RuntimeError::start(&name, cause);
-        let existing = self.service(&name).await.map_err(|e| fail(e.into()))?;
+        let existing = self.service(&name).await.map_err(|e| RuntimeError::start(&name, e))?;
         let current = existing.as_ref().and_then(|s| s.spec.as_ref());
         if let Some(spec) = current {
             if !self.is_ours(spec.labels.as_ref()) {
@@ -303,21 +302,24 @@ impl Runtime for SwarmRuntime {
             let wanted = labels::spec_label(request.spec_hash);
             if spec.labels.as_ref().and_then(|l| l.get(LABEL_SPEC)) == Some(&wanted) {
                 if let Some(service) = &existing
-                    && self.restore_one_task(service).await.map_err(|e| fail(e.into()))?
+                    && self.restore_one_task(service).await.map_err(|e| RuntimeError::start(&name, e))?
                 {
                     return Ok(None);
                 }
                 // Swarm has it in hand: its task runs, starts, or is being restarted. Say so when
                 // its tasks keep failing, so that the status shows why the replica is missing.
                 return match self.task_failure(&name).await {
-                    Some(why) => Err(fail(why.into())),
+                    Some(why) => Err(RuntimeError::start(&name, why)),
                     None => Ok(None),
                 };
             }
         }
         let network = &request.spec.network;
-        self.networks.ensure(&self.docker, &self.cluster, network).await.map_err(|e| fail(e.into()))?;
-        let image = self.image_id(&request.spec.image).await.map_err(|e| fail(e.into()))?;
+        self.networks
+            .ensure(&self.docker, &self.cluster, network)
+            .await
+            .map_err(|e| RuntimeError::start(&name, e))?;
+        let image = self.image_id(&request.spec.image).await.map_err(|e| RuntimeError::start(&name, e))?;
         match existing {
             Some(service) => {
                 let force = service
@@ -329,7 +331,7 @@ impl Runtime for SwarmRuntime {
                 let spec = service_spec(&self.cluster, &request, image, force.wrapping_add(1));
                 self.update(&name, spec, service.version.and_then(|v| v.index))
                     .await
-                    .map_err(|e| fail(e.into()))?;
+                    .map_err(|e| RuntimeError::start(&name, e))?;
                 tracing::info!(event = "replica_rolling", replica = %name,
                     "updating service {name} to the current spec; Swarm starts its new task beside the old one");
             }
@@ -343,9 +345,17 @@ impl Runtime for SwarmRuntime {
                     // Created since we looked: by us (an earlier pass) or by someone else; the
                     // next pass finds out which.
                     Err(e) if status_of(&e) == Some(409) => {
-                        return Err(fail(EngineError::call("its service was created meanwhile", e).into()));
+                        return Err(RuntimeError::start(
+                            &name,
+                            EngineError::call("its service was created meanwhile", e),
+                        ));
                     }
-                    Err(e) => return Err(fail(EngineError::call("cannot create its service", e).into())),
+                    Err(e) => {
+                        return Err(RuntimeError::start(
+                            &name,
+                            EngineError::call("cannot create its service", e),
+                        ));
+                    }
                 }
             }
         }
@@ -353,47 +363,45 @@ impl Runtime for SwarmRuntime {
     }
 
     async fn stop(&self, id: &InstanceId, _grace: Duration) -> Result<(), RuntimeError> {
-        let fail = |cause: Cause| RuntimeError::stop(id, cause);
         let service_id = self.service_of.lock().unwrap_or_else(PoisonError::into_inner).get(&id.0).cloned();
         let Some(service_id) = service_id else {
             // Never listed by us: nothing of ours to remove.
             return Ok(());
         };
-        let Some(service) = self.service(&service_id).await.map_err(|e| fail(e.into()))? else {
+        let Some(service) = self.service(&service_id).await.map_err(|e| RuntimeError::stop(id, e))? else {
             self.service_of.lock().unwrap_or_else(PoisonError::into_inner).retain(|_, s| *s != service_id);
             return Ok(());
         };
         if !self.is_ours(service.spec.as_ref().and_then(|s| s.labels.as_ref())) {
-            return Err(fail("not a service of this cluster; left alone".into()));
+            return Err(RuntimeError::stop(id, "not a service of this cluster; left alone"));
         }
         // Swarm stops the task with the stop grace period of its spec (replica.stop_timeout).
         match self.docker.delete_service(&service_id).await {
             Ok(()) => {}
             Err(e) if status_of(&e) == Some(404) => {}
-            Err(e) => return Err(fail(EngineError::call("cannot remove its service", e).into())),
+            Err(e) => return Err(RuntimeError::stop(id, EngineError::call("cannot remove its service", e))),
         }
         self.service_of.lock().unwrap_or_else(PoisonError::into_inner).retain(|_, s| *s != service_id);
         Ok(())
     }
 
     async fn replace(&self, id: &InstanceId, _grace: Duration) -> Result<(), RuntimeError> {
-        let fail = |cause: Cause| RuntimeError::stop(id, cause);
         let task = match self.docker.inspect_task(&id.0).await {
             Ok(task) => task,
             Err(e) if status_of(&e) == Some(404) => return Ok(()),
-            Err(e) => return Err(fail(EngineError::call("cannot inspect task", e).into())),
+            Err(e) => return Err(RuntimeError::stop(id, EngineError::call("cannot inspect task", e))),
         };
         if task.desired_state != Some(TaskState::RUNNING) {
             // Swarm is already replacing it.
             return Ok(());
         }
         let Some(service_id) = task.service_id.clone() else { return Ok(()) };
-        let Some(service) = self.service(&service_id).await.map_err(|e| fail(e.into()))? else {
+        let Some(service) = self.service(&service_id).await.map_err(|e| RuntimeError::stop(id, e))? else {
             return Ok(());
         };
         let Some(mut spec) = service.spec.clone() else { return Ok(()) };
         if !self.is_ours(spec.labels.as_ref()) {
-            return Err(fail("not a service of this cluster; left alone".into()));
+            return Err(RuntimeError::stop(id, "not a service of this cluster; left alone"));
         }
         // An outdated task, or one with a sibling: an update is under way and Swarm retires it.
         let current = spec.labels.as_ref().and_then(|l| l.get(LABEL_SPEC));
@@ -409,11 +417,11 @@ impl Runtime for SwarmRuntime {
             .docker
             .list_tasks(Some(options))
             .await
-            .map_err(|e| fail(EngineError::call("cannot list tasks", e).into()))?;
+            .map_err(|e| RuntimeError::stop(id, EngineError::call("cannot list tasks", e)))?;
         if siblings.iter().any(|t| t.id != task.id && t.desired_state == Some(TaskState::RUNNING)) {
             // Two tasks of the current spec: the service was scaled by hand (Swarm picks the task
             // it removes), or an update is under way and Swarm retires the old one itself.
-            self.restore_one_task(&service).await.map_err(|e| fail(e.into()))?;
+            self.restore_one_task(&service).await.map_err(|e| RuntimeError::stop(id, e))?;
             return Ok(());
         }
         let name = spec.name.clone().unwrap_or_default();
@@ -422,18 +430,17 @@ impl Runtime for SwarmRuntime {
         }
         self.update(&service_id, spec, service.version.and_then(|v| v.index))
             .await
-            .map_err(|e| fail(e.into()))?;
+            .map_err(|e| RuntimeError::stop(id, e))?;
         tracing::warn!(event = "replica_force_updated", replica = %name, task = %id,
             "task {id} of replica {name} failed its heartbeats; forced an update of service {name} (Swarm starts a new task)");
         Ok(())
     }
 
     async fn kill(&self, id: &InstanceId) -> Result<(), RuntimeError> {
-        let fail = |cause: Cause| RuntimeError::stop(id, cause);
         let task = match self.docker.inspect_task(&id.0).await {
             Ok(task) => task,
             Err(e) if status_of(&e) == Some(404) => return Ok(()),
-            Err(e) => return Err(fail(EngineError::call("cannot inspect task", e).into())),
+            Err(e) => return Err(RuntimeError::stop(id, EngineError::call("cannot inspect task", e))),
         };
         if task_labels(&task).get(LABEL_CLUSTER) != Some(&self.cluster) {
             return Ok(());
@@ -444,7 +451,10 @@ impl Runtime for SwarmRuntime {
         match self.docker.kill_container(&container, Some(options)).await {
             Ok(()) => Ok(()),
             Err(e) if matches!(status_of(&e), Some(404 | 409)) => Ok(()),
-            Err(e) => Err(fail(EngineError::call("cannot kill its container (on this node only)", e).into())),
+            Err(e) => Err(RuntimeError::stop(
+                id,
+                EngineError::call("cannot kill its container (on this node only)", e),
+            )),
         }
     }
 
