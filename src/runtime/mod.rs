@@ -5,6 +5,10 @@
 //! replicas should exist is the controller's business. When something happens on its side (a
 //! replica exited) it fires the [`Trigger`](crate::trigger::Trigger) it was built with, and the
 //! controller looks again.
+//!
+//! One runtime per file or folder ([`docker`], [`swarm`], [`process`], [`static_endpoints`], and a
+//! fake for the controller's unit tests); none imports another. What the two Docker runtimes share
+//! is in [`engine`]; why a call failed is a [`RuntimeError`] with a [`Cause`].
 
 pub mod docker;
 pub mod engine;
