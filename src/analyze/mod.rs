@@ -25,7 +25,7 @@ pub mod stats;
 
 use crate::manifest::{Hashing, Manifest};
 use crate::ring::{Algorithm, HashFunction, Probing};
-use crate::runtime::{InstanceId, Runtime};
+use crate::runtime::{AnyRuntime, InstanceId, Runtime, Setup};
 use crate::trigger::Trigger;
 use cluster::Cluster;
 use load::{Exchange, Load, Sample};
@@ -64,6 +64,9 @@ pub enum AnalyzeError {
         #[source]
         source: crate::manifest::ManifestError,
     },
+    /// The manifest the analysis wrote for one of its clusters was refused (a bug of the analysis).
+    #[error("the analysis manifest: {0}")]
+    GeneratedManifest(#[source] crate::manifest::ManifestError),
     /// An analysis cluster's load balancer could not start.
     #[error(transparent)]
     Bind(#[from] crate::balancer::BindError),
@@ -471,39 +474,33 @@ async fn with_cluster<T>(
     names: &[String],
     body: impl AsyncFnOnce(String, Killer<'_>) -> Result<T, AnalyzeError>,
 ) -> Result<T, AnalyzeError> {
-    match options.runtime {
-        RuntimeChoice::Process => {
-            let trigger = Trigger::new();
-            let exe = std::env::current_exe().map_err(AnalyzeError::Executable)?;
-            // Replicas log only their warnings: the analysis prints its own figures.
-            let quiet = vec!["--log-level".to_string(), "warn".to_string()];
-            let runtime = Arc::new(crate::runtime::process::ProcessRuntime::new(exe, quiet, trigger.clone()));
-            run_on(runtime, trigger, "analysis", config, names, options.runtime, body).await
-        }
-        RuntimeChoice::Docker => {
-            let trigger = Trigger::new();
-            let cluster = format!("analysis{}", std::process::id());
-            let runtime = crate::runtime::docker::DockerRuntime::connect(&cluster, trigger.clone()).await?;
-            let runtime = Arc::new(runtime);
-            let result =
-                run_on(Arc::clone(&runtime), trigger, &cluster, config, names, options.runtime, body).await;
-            runtime.remove_own_networks().await;
-            result
-        }
-    }
+    let cluster = match options.runtime {
+        RuntimeChoice::Process => "analysis".to_owned(),
+        RuntimeChoice::Docker => format!("analysis{}", std::process::id()),
+    };
+    let text = manifest_text(&cluster, config, names, options.runtime);
+    let manifest = Manifest::parse(&text).map_err(AnalyzeError::GeneratedManifest)?;
+    let trigger = Trigger::new();
+    let setup = Setup {
+        trigger: trigger.clone(),
+        executable: std::env::current_exe().map_err(AnalyzeError::Executable)?,
+        // Replicas log only their warnings: the analysis prints its own figures.
+        replica_args: vec!["--log-level".to_string(), "warn".to_string()],
+    };
+    let runtime = Arc::new(AnyRuntime::for_manifest(&manifest, setup).await?);
+    let result = run_on(Arc::clone(&runtime), trigger, &text, names, body).await;
+    runtime.remove_own_networks().await;
+    result
 }
 
-async fn run_on<R: Runtime, T>(
-    runtime: Arc<R>,
+async fn run_on<T>(
+    runtime: Arc<AnyRuntime>,
     trigger: Trigger,
-    cluster: &str,
-    config: &Config,
+    text: &str,
     names: &[String],
-    choice: RuntimeChoice,
     body: impl AsyncFnOnce(String, Killer<'_>) -> Result<T, AnalyzeError>,
 ) -> Result<T, AnalyzeError> {
-    let text = manifest_text(cluster, config, names, choice);
-    let cluster = Cluster::start(runtime, trigger, &text, names.len()).await?;
+    let cluster = Cluster::start(runtime, trigger, text, names.len()).await?;
     let runtime = Arc::clone(&cluster.runtime);
     let killer = Killer {
         kill: Box::new(move |instance: String| {

@@ -6,12 +6,8 @@ use crate::cli::RunArgs;
 use anyhow::{Context, Result};
 use ringlb::admin;
 use ringlb::balancer::{self, Balancer};
-use ringlb::manifest::RuntimeKind;
 use ringlb::manifest::source::ManifestSource;
-use ringlb::runtime::Runtime;
-use ringlb::runtime::docker::DockerRuntime;
-use ringlb::runtime::process::ProcessRuntime;
-use ringlb::runtime::swarm::SwarmRuntime;
+use ringlb::runtime::{AnyRuntime, Runtime, Setup};
 use ringlb::trigger::Trigger;
 use std::path::Path;
 use std::sync::Arc;
@@ -33,30 +29,18 @@ pub async fn run(args: RunArgs, child_args: Vec<String>) -> Result<()> {
         Err(error) => tracing::warn!(%error, "cannot look for temporary files left next to the manifest"),
     }
     let trigger = Trigger::new();
-    match manifest.replica.runtime {
-        RuntimeKind::Process => {
-            let exe = std::env::current_exe().context("cannot find the ringlb executable")?;
-            let runtime = Arc::new(ProcessRuntime::new(exe, child_args, trigger.clone()));
-            serve(runtime, source, trigger, ready_file, termination).await
-        }
-        RuntimeKind::Static => {
-            let runtime = ringlb::runtime::static_endpoints::StaticRuntime::new(&manifest)?;
-            serve(Arc::new(runtime), source, trigger, ready_file, termination).await
-        }
-        RuntimeKind::Docker => {
-            let runtime = DockerRuntime::connect(&manifest.name, trigger.clone()).await?;
-            serve(Arc::new(runtime), source, trigger, ready_file, termination).await
-        }
-        RuntimeKind::Swarm => {
-            let runtime = SwarmRuntime::connect(&manifest.name, trigger.clone()).await?;
-            serve(Arc::new(runtime), source, trigger, ready_file, termination).await
-        }
-    }
+    let setup = Setup {
+        trigger: trigger.clone(),
+        executable: std::env::current_exe().context("cannot find the ringlb executable")?,
+        replica_args: child_args,
+    };
+    let runtime = Arc::new(AnyRuntime::for_manifest(&manifest, setup).await?);
+    serve(runtime, source, trigger, ready_file, termination).await
 }
 
 /// Runs the load balancer over `runtime` until SIGTERM or SIGINT.
-async fn serve<R: Runtime>(
-    runtime: Arc<R>,
+async fn serve(
+    runtime: Arc<AnyRuntime>,
     source: Arc<ManifestSource>,
     trigger: Trigger,
     ready_file: Option<&Path>,

@@ -8,8 +8,10 @@
 //!
 //! One runtime per file or folder ([`docker`], [`swarm`], [`process`], [`static_endpoints`], and a
 //! fake for the controller's unit tests); none imports another. What the two Docker runtimes share
-//! is in [`engine`]; why a call failed is a [`RuntimeError`] with a [`Cause`].
+//! is in [`engine`]; why a call failed is a [`RuntimeError`] with a [`Cause`]. [`AnyRuntime`] is the
+//! one place that turns the manifest's `replica.runtime` into one of them.
 
+mod any;
 pub mod docker;
 pub mod engine;
 mod error;
@@ -21,6 +23,7 @@ pub mod swarm;
 
 pub use crate::ids::InstanceId;
 use crate::manifest::{Health, Manifest, ReplicaSpec};
+pub use any::{AnyRuntime, Setup};
 pub use error::{Cause, RuntimeError};
 use std::future::Future;
 use std::net::SocketAddr;
