@@ -2,42 +2,68 @@
 //! over them with a consistent hash, replaces replicas that stop answering their heartbeat, and
 //! follows a watched YAML manifest.
 //!
-//! # Layout
-//! - [`manifest`]: the desired state: types, validation, the watched file, atomic edits.
-//! - [`controller`]: the reconcile loop; [`controller::plan`] is its pure core,
-//!   [`controller::health`] the heartbeats.
-//! - [`runtime`]: what runs replicas (child processes now), behind one trait.
-//! - [`snapshot`]: the immutable routing state the controller publishes and the proxy reads.
-//! - [`ring`]: the hash rings (Maglev, and the exercise's slot ring).
-//! - [`listener`], [`proxy`], [`admin`]: the front door, the data plane, the admin API;
-//!   [`balancer`] starts and stops them together with the controller.
-//! - [`replica`]: the replica server (`ringlb server`); [`probe`]: its container health check.
-//! - [`status`]: the `ringlb status` client.
-//! - [`telemetry`]: Prometheus metrics; [`json`], [`trigger`], [`logging`]: small shared pieces.
+//! # Layout, from the bottom up
+//! - `ring/`: the hash rings, one file per algorithm behind one trait; pure data.
+//! - `manifest/`: the desired state: types, defaults, validation, the watched file, atomic edits.
+//! - `runtime/`: what runs replicas (Docker, Swarm, local processes, static endpoints) behind one
+//!   trait; the only code that talks to Docker or spawns processes.
+//! - `controller/`: the reconcile loop in parts (inventory, execution, scaling, publishing);
+//!   `plan.rs` is its pure core, `health.rs` the heartbeats.
+//! - `snapshot`: the immutable routing state the controller publishes and the proxy reads.
+//! - `proxy/`: the data plane: the rules both engines share (candidates, retries, headers,
+//!   errors) and the engines as siblings (`hyper/`, `fast/`).
+//! - `listener`: the front door; `reserved`: which paths are ringlb's own; `admin/`: `/rep`,
+//!   `/add`, `/rm`, the status JSON, the metrics endpoint and the dashboard.
+//! - `balancer`: starts and stops all of the above together.
+//! - `replica`: the replica server (`ringlb server`); `probe`: its container health check.
+//! - `telemetry` (Prometheus metrics), `logging` and `events` (log lines and the recent events),
+//!   `trigger`, `json`, `ids`: small shared pieces. `analyze/`: the exercise's analysis (the
+//!   `analyze` feature).
+//!
+//! The binary (`main.rs`, `cli.rs`, `commands/`) is the edge: it parses the command line and turns
+//! errors into exit codes. The public API below is what it, the tests, the benchmarks and the fuzz
+//! targets use; the rest is private to the crate.
 
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
-pub mod admin;
+mod admin;
 #[cfg(feature = "analyze")]
 pub mod analyze;
-pub mod balancer;
-pub mod controller;
-pub mod events;
-pub mod ids;
-pub mod json;
-pub mod listener;
+mod balancer;
+mod controller;
+mod events;
+mod ids;
+mod json;
+mod listener;
 pub mod logging;
 pub mod manifest;
 pub mod probe;
-pub mod proxy;
+mod proxy;
 pub mod replica;
-pub mod reserved;
+mod reserved;
 pub mod ring;
 pub mod runtime;
-pub mod snapshot;
+mod snapshot;
 pub mod telemetry;
 pub mod trigger;
+
+pub use admin::TOKEN_ENV as ADMIN_TOKEN_ENV;
+pub use balancer::{Balancer, BindError, Options as BalancerOptions};
+
+/// What the fuzz targets (`fuzz/`) drive directly: the fast path's parsers and the admin API's
+/// body checks, which are private otherwise. Not an API for anything else.
+pub mod fuzzing {
+    pub use crate::admin::{
+        ScaleBodyError, ScaleCheckError, ScaleRequest, check_scale_request, parse_scale_body,
+    };
+    pub use crate::controller::plan::generate_name;
+    pub use crate::proxy::fast::chunked::ChunkedScanner;
+    pub use crate::proxy::fast::wire::has_bare_lf;
+    pub use crate::proxy::fast::{request, response};
+    pub use crate::proxy::headers::is_hop_by_hop;
+    pub use crate::reserved::is_reserved;
+}
 
 /// An error and its chain of sources on one line (`outer: inner: root`).
 pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {

@@ -12,8 +12,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ringlb::admin::{ScaleRequest, check_scale_request, parse_scale_body};
-use ringlb::controller::plan::generate_name;
+use ringlb::fuzzing::{ScaleRequest, check_scale_request, generate_name, parse_scale_body};
 use ringlb::manifest::edit::rewrite_scale;
 use ringlb::manifest::{Manifest, is_valid_name};
 use serde_json::{Value, json};

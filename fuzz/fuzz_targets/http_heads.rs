@@ -14,11 +14,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use ringlb::manifest::KeySource;
-use ringlb::proxy::fast::chunked::ChunkedScanner;
-use ringlb::proxy::fast::request::{self, Parsed};
-use ringlb::proxy::fast::wire::has_bare_lf;
-use ringlb::proxy::headers::is_hop_by_hop;
-use ringlb::proxy::fast::response;
+use ringlb::fuzzing::request::{self, Parsed};
+use ringlb::fuzzing::{ChunkedScanner, has_bare_lf, is_hop_by_hop, response};
 
 fuzz_target!(|data: &[u8]| {
     check_request(data);
@@ -31,7 +28,7 @@ fn check_request(data: &[u8]) {
     let context = request::Context {
         key: &key,
         client: "10.1.2.3".parse().expect("an address"),
-        is_reserved: ringlb::reserved::is_reserved,
+        is_reserved: ringlb::fuzzing::is_reserved,
     };
     let mut out = Vec::new();
     let Parsed::Forward(head) = request::parse(data, &context, &mut out) else { return };

@@ -10,10 +10,7 @@ mod scale;
 mod status;
 
 pub use auth::TOKEN_ENV;
-pub use scale::{
-    MAX_BODY, ScaleBodyError, ScaleCheckError, ScaleRequest, check_scale_request, parse_scale_body,
-};
-pub use status::{Status, status};
+pub use scale::{ScaleBodyError, ScaleCheckError, ScaleRequest, check_scale_request, parse_scale_body};
 
 use crate::json;
 use crate::manifest::source::ManifestSource;

@@ -120,8 +120,7 @@ pub enum ScaleCheckError {
 }
 
 /// Parses the JSON body of `/add` or `/rm`, `{"n": <positive integer>, "hostnames": [<names>]}`
-/// (`hostnames` optional). Pure: what the handlers do with the bytes they read (at most
-/// [`MAX_BODY`]).
+/// (`hostnames` optional). Pure: what the handlers do with the bytes they read (at most 64 KiB).
 ///
 /// # Errors
 /// Not JSON, not an object, an unknown field, `n` missing or not a positive `u32`, `hostnames`

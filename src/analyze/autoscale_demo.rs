@@ -10,7 +10,8 @@ use super::AnalyzeError;
 use super::charts::{self, ChartError};
 use super::cluster::Cluster;
 use super::load::Load;
-use crate::runtime::process::ProcessRuntime;
+use crate::manifest::Manifest;
+use crate::runtime::{AnyRuntime, Setup};
 use crate::trigger::Trigger;
 use plotters::prelude::*;
 use serde::Serialize;
@@ -71,13 +72,18 @@ fn manifest() -> String {
 /// The cluster cannot start, or the files cannot be written.
 pub async fn run(options: &Options) -> Result<Vec<Second>, AnalyzeError> {
     let trigger = Trigger::new();
-    let exe = std::env::current_exe().map_err(AnalyzeError::Executable)?;
-    let quiet = vec!["--log-level".to_string(), "warn".to_string()];
-    // Each replica has as many /work workers as the autoscaler's target: beyond that, requests
-    // queue, as on a real server, and latency shows when the cluster is short of replicas.
-    let slots = vec!["--work-slots".to_string(), WORK_SLOTS.to_string()];
-    let runtime = Arc::new(ProcessRuntime::new(exe, quiet, trigger.clone()).with_server_args(slots));
-    let cluster = Cluster::start(runtime, trigger, &manifest(), 1).await?;
+    let text = manifest();
+    let setup = Setup {
+        trigger: trigger.clone(),
+        executable: std::env::current_exe().map_err(AnalyzeError::Executable)?,
+        replica_args: vec!["--log-level".to_string(), "warn".to_string()],
+        // Each replica has as many /work workers as the autoscaler's target: beyond that, requests
+        // queue, as on a real server, and latency shows when the cluster is short of replicas.
+        server_args: vec!["--work-slots".to_string(), WORK_SLOTS.to_string()],
+    };
+    let manifest = Manifest::parse(&text).map_err(AnalyzeError::GeneratedManifest)?;
+    let runtime = Arc::new(AnyRuntime::for_manifest(&manifest, setup).await?);
+    let cluster = Cluster::start(runtime, trigger, &text, 1).await?;
     let load = Load::new(&cluster.base());
     let path = format!("/work?ms={}", options.work_ms);
     let samples: Arc<Mutex<Vec<Sent>>> = Arc::default();

@@ -486,6 +486,7 @@ async fn with_cluster<T>(
         executable: std::env::current_exe().map_err(AnalyzeError::Executable)?,
         // Replicas log only their warnings: the analysis prints its own figures.
         replica_args: vec!["--log-level".to_string(), "warn".to_string()],
+        server_args: Vec::new(),
     };
     let runtime = Arc::new(AnyRuntime::for_manifest(&manifest, setup).await?);
     let result = run_on(Arc::clone(&runtime), trigger, &text, names, body).await;

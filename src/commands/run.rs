@@ -4,11 +4,10 @@
 use super::termination::Termination;
 use crate::cli::RunArgs;
 use anyhow::{Context, Result};
-use ringlb::admin;
-use ringlb::balancer::{self, Balancer};
 use ringlb::manifest::source::ManifestSource;
 use ringlb::runtime::{AnyRuntime, Runtime, Setup};
 use ringlb::trigger::Trigger;
+use ringlb::{ADMIN_TOKEN_ENV, Balancer};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -33,6 +32,7 @@ pub async fn run(args: RunArgs, child_args: Vec<String>) -> Result<()> {
         trigger: trigger.clone(),
         executable: std::env::current_exe().context("cannot find the ringlb executable")?,
         replica_args: child_args,
+        server_args: Vec::new(),
     };
     let runtime = Arc::new(AnyRuntime::for_manifest(&manifest, setup).await?);
     serve(runtime, source, trigger, ready_file, termination).await
@@ -54,8 +54,8 @@ async fn serve(
             None
         }
     };
-    let options = balancer::Options {
-        admin_token: std::env::var(admin::TOKEN_ENV).ok().filter(|t| !t.is_empty()),
+    let options = ringlb::BalancerOptions {
+        admin_token: std::env::var(ADMIN_TOKEN_ENV).ok().filter(|t| !t.is_empty()),
         drain: super::SHUTDOWN_DRAIN,
         metrics,
     };

@@ -32,6 +32,8 @@ pub struct Setup {
     pub executable: PathBuf,
     /// Options every replica of the process runtime gets before `server` (its log settings).
     pub replica_args: Vec<String>,
+    /// Options every replica of the process runtime gets after `server` (`--work-slots`, say).
+    pub server_args: Vec<String>,
 }
 
 impl AnyRuntime {
@@ -41,11 +43,11 @@ impl AnyRuntime {
     /// The Docker engine cannot be reached (docker, swarm), the engine is no swarm manager
     /// (swarm), the endpoints do not fit the manifest (static).
     pub async fn for_manifest(manifest: &Manifest, setup: Setup) -> Result<AnyRuntime, RuntimeError> {
-        let Setup { trigger, executable, replica_args } = setup;
+        let Setup { trigger, executable, replica_args, server_args } = setup;
         Ok(match manifest.replica.runtime {
-            RuntimeKind::Process => {
-                AnyRuntime::Process(ProcessRuntime::new(executable, replica_args, trigger))
-            }
+            RuntimeKind::Process => AnyRuntime::Process(
+                ProcessRuntime::new(executable, replica_args, trigger).with_server_args(server_args),
+            ),
             RuntimeKind::Static => AnyRuntime::Static(StaticRuntime::new(manifest)?),
             RuntimeKind::Docker => AnyRuntime::Docker(DockerRuntime::connect(&manifest.name, trigger).await?),
             RuntimeKind::Swarm => AnyRuntime::Swarm(SwarmRuntime::connect(&manifest.name, trigger).await?),
@@ -124,6 +126,7 @@ mod tests {
             trigger: Trigger::new(),
             executable: PathBuf::from("/nonexistent/ringlb"),
             replica_args: Vec::new(),
+            server_args: Vec::new(),
         }
     }
 

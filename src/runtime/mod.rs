@@ -6,20 +6,20 @@
 //! replica exited) it fires the [`Trigger`](crate::trigger::Trigger) it was built with, and the
 //! controller looks again.
 //!
-//! One runtime per file or folder ([`docker`], [`swarm`], [`process`], [`static_endpoints`], and a
-//! fake for the controller's unit tests); none imports another. What the two Docker runtimes share
-//! is in [`engine`]; why a call failed is a [`RuntimeError`] with a [`Cause`]. [`AnyRuntime`] is the
+//! One runtime per file or folder (`docker.rs`, `swarm/`, `process.rs`, `static_endpoints.rs`, and
+//! a fake for the controller's unit tests); none imports another. What the two Docker runtimes
+//! share is in `engine/`; why a call failed is a [`RuntimeError`] with a [`Cause`]. [`AnyRuntime`] is the
 //! one place that turns the manifest's `replica.runtime` into one of them.
 
 mod any;
-pub mod docker;
-pub mod engine;
+mod docker;
+mod engine;
 mod error;
 #[cfg(test)]
 pub(crate) mod fake;
-pub mod process;
-pub mod static_endpoints;
-pub mod swarm;
+mod process;
+mod static_endpoints;
+mod swarm;
 
 pub use crate::ids::InstanceId;
 use crate::manifest::{Health, Manifest, ReplicaSpec};

@@ -68,11 +68,6 @@ impl Engine {
     pub fn new(proxy: Arc<Proxy>) -> Engine {
         Engine { proxy, pool: pool::Pool::default() }
     }
-
-    /// Idle replica connections in the pool.
-    pub fn idle_connections(&self) -> usize {
-        self.pool.idle()
-    }
 }
 
 /// How a client connection served by the fast path ended.

@@ -131,8 +131,9 @@ impl Pool {
         }
     }
 
-    /// Idle connections in the pool (for tests and status).
-    pub fn idle(&self) -> usize {
+    /// Idle connections in the pool.
+    #[cfg(test)]
+    fn idle(&self) -> usize {
         self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).by_addr.values().map(Vec::len).sum()
     }
 }

@@ -164,7 +164,7 @@ fn named_in(connection_values: &[&[u8]], name: &[u8]) -> bool {
 }
 
 /// Writes a complete JSON error answer into `out` (cleared first): the exercise's failure
-/// envelope, as the hyper path sends it, with `Retry-After: 1` when [`asks_to_retry`].
+/// envelope, as the hyper path sends it, with `Retry-After: 1` on a 503.
 pub fn error(out: &mut Vec<u8>, status: StatusCode, message: &str, close: bool) {
     let message = crate::json::failure_message(message);
     let body = crate::json::to_python_json(&crate::json::Envelope { message, status: "failure" });

@@ -19,8 +19,8 @@ pub const LABEL_NETWORK: &str = "ringlb.network";
 pub const LABEL_SPEC: &str = "ringlb.spec";
 /// The port the replica listens on.
 pub const LABEL_PORT: &str = "ringlb.port";
-/// The label on ringlb's own service or container (not a replica): the cluster it serves.
-pub const LABEL_LOAD_BALANCER: &str = "ringlb.load-balancer";
+// ringlb's own service or container (not a replica) carries `ringlb.load-balancer=<cluster>`:
+// `make run-swarm` sets it, and `make stop-swarm` finds it by it. No code here reads it.
 
 /// The port a replica listens on when its label does not say.
 const DEFAULT_PORT: u16 = 5000;

@@ -18,7 +18,7 @@
 //!   `health.replace_after` heartbeats in a row is force-updated ([`replace`](Runtime::replace)):
 //!   Swarm starts a fresh one.
 //! - **Health check.** Each task also has a container health check (`ringlb probe`, the same
-//!   heartbeat from inside the container, every [`check_interval`]). Swarm calls a task
+//!   heartbeat from inside the container, every [`check_interval`](spec::check_interval)). Swarm calls a task
 //!   `running` only once it passes, and a start-first update stops the old task only then: by
 //!   that time ringlb, which probes `starting` tasks itself, has the new one in its ring and the
 //!   old one out of it. So a roll never leaves a name out of the ring. (A new spec whose tasks
@@ -32,7 +32,7 @@
 //!   ringlb must be attached to the overlay network to reach it (it runs as a container or
 //!   service on it).
 //! - **Watching.** Container events with the cluster label (local tasks dying), service events,
-//!   and a poll of the task list every [`POLL_EVERY`] (Swarm has no task events) fire the
+//!   and a poll of the task list every [`POLL_EVERY`](observe::POLL_EVERY) (Swarm has no task events) fire the
 //!   controller's trigger.
 //! - **Only ours**, as with containers: a service without the cluster label is never updated or
 //!   removed; a foreign service holding a replica's name is reported and left alone.
@@ -48,10 +48,6 @@
 mod observe;
 mod spec;
 mod view;
-
-pub use super::engine::labels::LABEL_LOAD_BALANCER;
-pub use observe::POLL_EVERY;
-pub use spec::check_interval;
 
 use super::engine::api::EngineApi;
 use super::engine::events::{container_events, follow_events, service_events};
