@@ -2,11 +2,7 @@
 //! What each command does is in `commands/`.
 
 use clap::{Args, Parser, Subcommand};
-#[cfg(feature = "analyze")]
-use ringlb::analyze::{Experiment, RuntimeChoice};
 use ringlb::logging::LogFormat;
-#[cfg(feature = "analyze")]
-use ringlb::ring::{HashFunction, Probing};
 use std::net::IpAddr;
 use std::path::PathBuf;
 
@@ -36,11 +32,11 @@ pub enum Command {
     Server(ServerArgs),
     /// Reproduce the exercise's analysis on real clusters and write a report with charts.
     #[cfg(feature = "analyze")]
-    Analyze(AnalyzeArgs),
+    Analyze(ringlb::analyze::Options),
     /// Run a fixed-rate load ramp against an autoscaled cluster of local processes; print per second
     /// the offered rate, replicas and p99 latency, and write ramp.csv, ramp.svg and README.md.
     #[cfg(feature = "analyze")]
-    DemoAutoscale(DemoAutoscaleArgs),
+    DemoAutoscale(ringlb::analyze::autoscale_demo::Options),
     /// Show a running load balancer's state in one line; optionally wait until it is ready.
     Status(StatusArgs),
     /// One heartbeat to a replica on this host (a container health check): exit 0 when
@@ -86,63 +82,6 @@ pub struct ServerArgs {
     pub work_slots: usize,
 }
 
-/// The arguments of `ringlb analyze`.
-#[cfg(feature = "analyze")]
-#[derive(Args)]
-pub struct AnalyzeArgs {
-    /// Requests per measurement.
-    #[arg(long, default_value_t = 10_000)]
-    pub requests: usize,
-    /// Seed of the request ids (the same seed gives the same ids, and the same counts).
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
-    /// Where the report (README.md), the charts (SVG) and results.json go.
-    #[arg(long, default_value = "docs/analysis")]
-    pub out: PathBuf,
-    /// Requests in flight at once.
-    #[arg(long, default_value_t = 64)]
-    pub concurrency: usize,
-    /// Compute the distributions from the ring alone, in milliseconds; start nothing.
-    #[arg(long)]
-    pub offline: bool,
-    /// What runs the analysis clusters' replicas.
-    #[arg(long, value_enum, default_value_t = RuntimeChoice::Process)]
-    pub runtime: RuntimeChoice,
-    /// Analyse this manifest's hashing instead of the exercise's (maglev stays the comparison).
-    #[arg(long)]
-    pub manifest: Option<PathBuf>,
-    /// Run only these experiments [default: all].
-    #[arg(long, value_enum, value_delimiter = ',')]
-    pub experiments: Vec<Experiment>,
-    /// Override M (the ring's slots) of the first hashing, e.g. with --offline.
-    #[arg(long)]
-    pub slots: Option<u32>,
-    /// Override K (virtual nodes per replica) of the first hashing.
-    #[arg(long)]
-    pub virtual_nodes: Option<u32>,
-    /// Override the probing of the first hashing.
-    #[arg(long, value_parser = by_manifest_name::<Probing>)]
-    pub probing: Option<Probing>,
-    /// Override the hash function of the first hashing.
-    #[arg(long, value_parser = by_manifest_name::<HashFunction>)]
-    pub function: Option<HashFunction>,
-}
-
-/// The arguments of `ringlb demo-autoscale`.
-#[cfg(feature = "analyze")]
-#[derive(Args)]
-pub struct DemoAutoscaleArgs {
-    /// Where the CSV, the chart and the table go.
-    #[arg(long, default_value = "docs/autoscale")]
-    pub out: PathBuf,
-    /// Milliseconds each request keeps its replica busy (GET /work?ms=...).
-    #[arg(long, default_value_t = 200)]
-    pub work_ms: u64,
-    /// Seconds per step of the ramp (10, 40, 80, 160, 240, 160, 80, 10, 0 requests/s).
-    #[arg(long, default_value_t = 8)]
-    pub step_seconds: u64,
-}
-
 /// The arguments of `ringlb status`.
 #[derive(Args)]
 pub struct StatusArgs {
@@ -177,10 +116,4 @@ pub struct CheckArgs {
     /// The manifest to check.
     #[arg(long, short, default_value = "manifests/cluster.yaml")]
     pub manifest: PathBuf,
-}
-
-/// Parses a CLI value by the name the manifest uses for it (`linear`, `xxh3`, ...).
-#[cfg(feature = "analyze")]
-fn by_manifest_name<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
-    serde_json::from_value(serde_json::Value::String(text.to_owned())).map_err(|e| e.to_string())
 }

@@ -20,14 +20,17 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-/// The demo's options.
-#[derive(Clone, Debug)]
+/// The demo's options (`ringlb demo-autoscale --help`).
+#[derive(Clone, Debug, clap::Args)]
 pub struct Options {
-    /// Where ramp.csv, ramp.svg and README.md go.
+    /// Where the CSV, the chart and the table go.
+    #[arg(long, default_value = "docs/autoscale")]
     pub out: PathBuf,
-    /// Milliseconds of work per request.
+    /// Milliseconds each request keeps its replica busy (GET /work?ms=...).
+    #[arg(long, default_value_t = 200)]
     pub work_ms: u64,
-    /// Seconds per step of the ramp.
+    /// Seconds per step of the ramp (10, 40, 80, 160, 240, 160, 80, 10, 0 requests/s).
+    #[arg(long, default_value_t = 8)]
     pub step_seconds: u64,
 }
 

@@ -134,33 +134,50 @@ pub enum Experiment {
     A4,
 }
 
-/// The command's options.
-#[derive(Clone, Debug)]
+/// The command's options (`ringlb analyze --help`).
+#[derive(Clone, Debug, clap::Args)]
 pub struct Options {
     /// Requests per measurement.
+    #[arg(long, default_value_t = 10_000)]
     pub requests: usize,
-    /// Seed of the request ids.
+    /// Seed of the request ids (the same seed gives the same ids, and the same counts).
+    #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Where the report, charts and results go.
+    /// Where the report (README.md), the charts (SVG) and results.json go.
+    #[arg(long, default_value = "docs/analysis")]
     pub out: PathBuf,
     /// Requests in flight at once.
+    #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
-    /// Compute from the ring alone, start nothing.
+    /// Compute the distributions from the ring alone, in milliseconds; start nothing.
+    #[arg(long)]
     pub offline: bool,
-    /// What runs replicas.
+    /// What runs the analysis clusters' replicas.
+    #[arg(long, value_enum, default_value_t = RuntimeChoice::Process)]
     pub runtime: RuntimeChoice,
-    /// A manifest whose hashing replaces the exercise's as the first algorithm.
+    /// Analyse this manifest's hashing instead of the exercise's (maglev stays the comparison).
+    #[arg(long)]
     pub manifest: Option<PathBuf>,
-    /// Which experiments (all when empty).
+    /// Run only these experiments [default: all].
+    #[arg(long, value_enum, value_delimiter = ',')]
     pub experiments: Vec<Experiment>,
-    /// Offline: override the first algorithm's M.
+    /// Override M (the ring's slots) of the first hashing, e.g. with --offline.
+    #[arg(long)]
     pub slots: Option<u32>,
-    /// Offline: override the first algorithm's K.
+    /// Override K (virtual nodes per replica) of the first hashing.
+    #[arg(long)]
     pub virtual_nodes: Option<u32>,
-    /// Offline: override the first algorithm's probing.
+    /// Override the probing of the first hashing.
+    #[arg(long, value_parser = by_manifest_name::<Probing>)]
     pub probing: Option<Probing>,
-    /// Offline: override the first algorithm's function.
+    /// Override the hash function of the first hashing.
+    #[arg(long, value_parser = by_manifest_name::<HashFunction>)]
     pub function: Option<HashFunction>,
+}
+
+/// Parses a command-line value by the name the manifest uses for it (`linear`, `xxh3`, ...).
+fn by_manifest_name<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, serde_json::Error> {
+    serde_json::from_value(serde_json::Value::String(text.to_owned()))
 }
 
 /// One hashing configuration under test.

@@ -1,51 +1,24 @@
 //! `ringlb analyze` and `ringlb demo-autoscale`: the exercise's analysis and an autoscaling ramp,
 //! with their tables on stdout (the `analyze` feature; the image is built without it).
 
-use crate::cli::{AnalyzeArgs, DemoAutoscaleArgs};
 use anyhow::Result;
 use ringlb::analyze;
 
 /// `ringlb analyze`.
-pub async fn run(args: AnalyzeArgs) -> Result<()> {
-    let AnalyzeArgs {
-        requests,
-        seed,
-        out,
-        concurrency,
-        offline,
-        runtime,
-        manifest,
-        experiments,
-        slots,
-        virtual_nodes,
-        probing,
-        function,
-    } = args;
-    let options = analyze::Options {
-        requests,
-        seed,
-        out: out.clone(),
-        concurrency,
-        offline,
-        runtime,
-        manifest,
-        experiments,
-        slots,
-        virtual_nodes,
-        probing,
-        function,
-    };
+pub async fn run(options: analyze::Options) -> Result<()> {
     let started = std::time::Instant::now();
     let results = analyze::run(&options).await?;
     print_summary(&results);
-    println!("report written to {}/README.md in {:.1} s", out.display(), started.elapsed().as_secs_f64());
+    println!(
+        "report written to {}/README.md in {:.1} s",
+        options.out.display(),
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
 /// `ringlb demo-autoscale`.
-pub async fn demo_autoscale(args: DemoAutoscaleArgs) -> Result<()> {
-    let DemoAutoscaleArgs { out, work_ms, step_seconds } = args;
-    let options = analyze::autoscale_demo::Options { out: out.clone(), work_ms, step_seconds };
+pub async fn demo_autoscale(options: analyze::autoscale_demo::Options) -> Result<()> {
     let seconds = analyze::autoscale_demo::run(&options).await?;
     println!("second  offered/s  answered  failed  replicas  p99 ms");
     for s in &seconds {
@@ -54,7 +27,7 @@ pub async fn demo_autoscale(args: DemoAutoscaleArgs) -> Result<()> {
             s.t, s.offered, s.answered, s.failed, s.replicas, s.p99_ms
         );
     }
-    println!("written to {}/ (ramp.csv, ramp.svg, README.md)", out.display());
+    println!("written to {}/ (ramp.csv, ramp.svg, README.md)", options.out.display());
     Ok(())
 }
 
