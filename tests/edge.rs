@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::Lb;
+use common::{Lb, until};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -81,17 +81,19 @@ async fn connections_over_the_limit_get_a_503() {
         assert!(text.contains("retry-after: 1"), "{engine}: {text}");
         // Once they close, a new connection is served.
         drop(held);
-        let served = common::eventually(Duration::from_secs(5), || async {
-            let Ok(mut stream) = TcpStream::connect(lb.addr).await else { return false };
-            if stream.write_all(b"GET /home HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n").await.is_err()
-            {
-                return false;
-            }
-            let answer = until_closed(&mut stream, Duration::from_secs(2)).await.unwrap_or_default();
-            answer.starts_with(b"HTTP/1.1 200 ")
-        })
-        .await;
-        assert!(served, "{engine}: no connection was served after one closed");
+        until!(
+            Duration::from_secs(5),
+            || async {
+                let Ok(mut stream) = TcpStream::connect(lb.addr).await else { return false };
+                let request = b"GET /home HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n";
+                if stream.write_all(request).await.is_err() {
+                    return false;
+                }
+                let answer = until_closed(&mut stream, Duration::from_secs(2)).await.unwrap_or_default();
+                answer.starts_with(b"HTTP/1.1 200 ")
+            },
+            "{engine}: no connection was served after one closed"
+        );
     }
 }
 

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Lb, Load, eventually, manifest};
+use common::{Lb, Load, eventually, manifest, until};
 use nix::sys::signal::Signal;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -53,10 +53,12 @@ async fn a_sigkilled_load_balancer_leaves_no_replica_behind() {
     let replicas = common::replicas_started_by(parent);
     assert_eq!(replicas.len(), 3, "{replicas:?}");
     lb.kill();
-    let gone =
-        eventually(Duration::from_secs(10), || async { replicas.iter().all(|pid| !common::alive(*pid)) })
-            .await;
-    assert!(gone, "replicas outlived the load balancer: {:?}", common::replicas_started_by(parent));
+    until!(
+        Duration::from_secs(10),
+        || async { replicas.iter().all(|pid| !common::alive(*pid)) },
+        "replicas outlived the load balancer: {:?}",
+        common::replicas_started_by(parent)
+    );
 }
 
 #[tokio::test]
@@ -86,15 +88,18 @@ async fn a_removed_replica_finishes_its_requests_before_it_is_stopped() {
         let (lb, id) = (Arc::clone(&lb), id.to_string());
         tokio::spawn(async move { lb.request("GET", "/work?ms=1500", "", &[("x-request-id", &id)]).await })
     };
-    let in_flight = eventually(Duration::from_secs(5), || async {
-        lb.status().await["members"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|m| m["name"] == "server2" && m["inflight"] == 1)
-    })
-    .await;
-    assert!(in_flight, "the slow request never reached server2: {}", lb.status().await);
+    until!(
+        Duration::from_secs(5),
+        || async {
+            lb.status().await["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["name"] == "server2" && m["inflight"] == 1)
+        },
+        "the slow request never reached server2: {}",
+        lb.status().await
+    );
 
     let removed = lb.request("DELETE", "/rm", r#"{"n": 1, "hostnames": ["server2"]}"#, &[]).await;
     assert_eq!(removed.status, 200, "{}", removed.body);
@@ -103,8 +108,11 @@ async fn a_removed_replica_finishes_its_requests_before_it_is_stopped() {
 
     let answer = slow.await.unwrap();
     assert_eq!((answer.status, answer.replica().as_str()), (200, "server2"), "{}", answer.body);
-    let stopped = eventually(Duration::from_secs(10), || async { !common::alive(victim) }).await;
-    assert!(stopped, "server2 still runs after its last request");
+    until!(
+        Duration::from_secs(10),
+        || async { !common::alive(victim) },
+        "server2 still runs after its last request"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -133,9 +141,13 @@ async fn a_hung_replica_leaves_the_ring_within_a_heartbeat_and_is_replaced() {
             tokio::spawn(async move { lb.request("GET", "/home", "", &[("x-request-id", &pinned)]).await })
         })
         .collect();
-    let out = eventually(Duration::from_secs(5), || async { lb.ring().await == ["server2"] }).await;
+    until!(
+        Duration::from_secs(5),
+        || async { lb.ring().await == ["server2"] },
+        "a hung server1 stayed in the ring: {}",
+        lb.status().await
+    );
     let out_after = hung_at.elapsed();
-    assert!(out, "a hung server1 stayed in the ring: {}", lb.status().await);
     let replaced = eventually(Duration::from_secs(10), || async {
         lb.ring().await.len() == 2
             && lb.replica_pids().iter().any(|(pid, n)| n == "server1" && *pid != victim)

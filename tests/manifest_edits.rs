@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Lb, eventually, manifest};
+use common::{Lb, eventually, manifest, until};
 use std::time::Duration;
 
 async fn wait_for_ring(lb: &Lb, count: usize) -> bool {
@@ -28,11 +28,12 @@ async fn editing_replicas_moves_the_live_set_and_an_invalid_edit_changes_nothing
 
     // An invalid edit: nothing changes, the error is reported with its line.
     lb.write_manifest(&original.replace("replicas: 3", "replicas: three"));
-    let reported = eventually(Duration::from_secs(10), || async {
-        lb.status().await["last_manifest_error"].as_str().is_some_and(|e| e.contains("line 3"))
-    })
-    .await;
-    assert!(reported, "no error reported: {}", lb.status().await);
+    until!(
+        Duration::from_secs(10),
+        || async { lb.status().await["last_manifest_error"].as_str().is_some_and(|e| e.contains("line 3")) },
+        "no error reported: {}",
+        lb.status().await
+    );
     assert_eq!(lb.ring().await.len(), 2);
     assert_eq!(lb.get("/home").await.status, 200);
     assert_eq!(

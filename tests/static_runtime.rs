@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Lb, eventually};
+use common::{Lb, eventually, until};
 use std::io::BufRead;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -50,8 +50,12 @@ async fn static_endpoints_are_balanced_checked_and_never_managed() {
     // beta dies: out of the ring, every request still answered by alpha; nothing is restarted.
     let _ = b.kill();
     let _ = b.wait();
-    let out = eventually(Duration::from_secs(5), || async { lb.ring().await == ["alpha"] }).await;
-    assert!(out, "beta stayed in the ring: {}", lb.status().await);
+    until!(
+        Duration::from_secs(5),
+        || async { lb.ring().await == ["alpha"] },
+        "beta stayed in the ring: {}",
+        lb.status().await
+    );
     for _ in 0..20 {
         assert_eq!(lb.get("/home").await.replica(), "alpha");
     }

@@ -79,11 +79,11 @@ impl Lb {
     pub async fn adopt(child: Child, dir: tempfile::TempDir, manifest: PathBuf, addr: SocketAddr) -> Lb {
         let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
         let lb = Lb { child, dir, manifest, addr, client, envs: Vec::new() };
-        let answers = eventually(Duration::from_secs(60), || async {
-            lb.try_request("GET", "/_ringlb/status", "", &[]).await.is_ok()
-        })
-        .await;
-        assert!(answers, "the load balancer at {addr} does not answer");
+        until!(
+            Duration::from_secs(60),
+            || async { lb.try_request("GET", "/_ringlb/status", "", &[]).await.is_ok() },
+            "the load balancer at {addr} does not answer"
+        );
         lb
     }
 
@@ -168,18 +168,17 @@ impl Lb {
 
     /// Waits until every desired replica is in the ring and nothing else is tracked.
     pub async fn wait_ready(&self, within: Duration) {
-        let ok = eventually(within, || async {
-            let Ok(answer) = self.try_request("GET", "/_ringlb/status", "", &[]).await else {
-                return false;
-            };
-            let status = answer.json();
-            let desired = status["desired"].as_u64();
-            desired == status["ready"].as_u64()
-                && desired == status["replicas"].as_array().map(|a| a.len() as u64)
-        })
-        .await;
-        assert!(
-            ok,
+        until!(
+            within,
+            || async {
+                let Ok(answer) = self.try_request("GET", "/_ringlb/status", "", &[]).await else {
+                    return false;
+                };
+                let status = answer.json();
+                let desired = status["desired"].as_u64();
+                desired == status["ready"].as_u64()
+                    && desired == status["replicas"].as_array().map(|a| a.len() as u64)
+            },
             "ringlb did not become ready: {:?}",
             self.try_request("GET", "/_ringlb/status", "", &[]).await
         );
@@ -242,7 +241,11 @@ async fn spawn(dir: &Path, manifest: &Path, envs: &[(String, String)]) -> (Child
     }
 }
 
-/// Polls `condition` every 25 ms until it holds or `within` passes.
+/// Polls `condition` every 25 ms until it holds (`true`) or `within` passes (`false`).
+///
+/// For a caller that branches on the answer (a figure measured only when the condition held, a
+/// problem collected for a report); a caller that would only assert it uses [`until!`].
+#[must_use = "a condition that did not hold in time must fail the test: assert it, or use `until!`"]
 pub async fn eventually<F, Fut>(within: Duration, mut condition: F) -> bool
 where
     F: FnMut() -> Fut,
@@ -259,6 +262,22 @@ where
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
+
+/// Waits until a condition holds, polling it every 25 ms ([`eventually`]); panics when `within`
+/// passes first, with the message of an `assert!`: a format string and its arguments, evaluated
+/// only then (so they may `.await` the load balancer's status at the moment of the timeout).
+///
+/// `until!(Duration::from_secs(5), || async { lb.ring().await.len() == 2 }, "ring: {}", lb.status().await)`
+macro_rules! until {
+    ($within:expr, $condition:expr, $($message:tt)+) => {{
+        let within: ::std::time::Duration = $within;
+        if !$crate::common::eventually(within, $condition).await {
+            panic!("not within {within:?}: {}", format!($($message)+));
+        }
+    }};
+}
+#[allow(unused_imports)] // not every test binary waits on a condition
+pub(crate) use until;
 
 pub fn signal(pid: u32, signal: nix::sys::signal::Signal) {
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
@@ -362,10 +381,7 @@ impl Load {
     /// Waits until `n` more requests were sent (at most 20 s).
     pub async fn after_more(&self, n: usize) {
         let from = self.sent();
-        assert!(
-            eventually(Duration::from_secs(20), || async { self.sent() >= from + n }).await,
-            "the load stalled"
-        );
+        until!(Duration::from_secs(20), || async { self.sent() >= from + n }, "the load stalled");
     }
 
     /// Stops the clients; returns how many requests were sent and what failed.
