@@ -14,13 +14,15 @@
 //! Knobs: `RINGLB_SOAK_SECONDS` (default 15; `make soak` runs 60), `RINGLB_SOAK_RUNTIME`
 //! (`process`, the default; `docker`; or `all`), `RINGLB_SOAK_PAUSE_MS` (each client's pause
 //! between requests, default 50), `RINGLB_TEST_SEED` (replays the schedule's random choices).
-//! The Docker variant (`docker kill`, `docker pause`) needs a reachable engine and the
-//! `ringlb:latest` image (`make image`); without them it is skipped with a message.
+//! `RINGLB_SOAK_RUNTIME` decides which of the two tests does its work; the other returns at once
+//! (so `make test`, which leaves it unset, runs the process soak, and only `make soak` the Docker
+//! one). The Docker variant (`docker kill`, `docker pause`) needs a reachable engine and the
+//! `ringlb:latest` image (`make image`); chosen without them, it fails saying so.
 
 mod common;
 
 use bytes::Bytes;
-use common::{Lb, TestRng, eventually, scale_of};
+use common::{Lb, TestRng, eventually, scale_of, until};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -958,10 +960,11 @@ async fn soak(runtime: Runtime) {
         clients.spawn(client(id, addr, Arc::clone(&shared), pause, rng.next_u64()));
     }
     // Every client has answered at least once before the first fault.
-    let warm =
-        eventually(Duration::from_secs(30), || async { shared.sent.load(Ordering::Relaxed) >= 2 * CLIENTS })
-            .await;
-    assert!(warm, "the load did not start");
+    until!(
+        Duration::from_secs(30),
+        || async { shared.sent.load(Ordering::Relaxed) >= 2 * CLIENTS },
+        "the load did not start"
+    );
     tokio::time::sleep(QUIET).await;
 
     // Whole cycles of faults until the time is up (at least one cycle).
@@ -1065,7 +1068,7 @@ async fn soak(runtime: Runtime) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn soak_process_runtime() {
     if !selected("process") {
-        println!("SKIPPED: the process soak runs when RINGLB_SOAK_RUNTIME includes process (or all)");
+        println!("not chosen: the process soak runs when RINGLB_SOAK_RUNTIME includes process (or all)");
         return;
     }
     soak(Runtime::Process).await;
@@ -1073,22 +1076,22 @@ async fn soak_process_runtime() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn soak_docker_runtime() {
+    // Not an `#[ignore]`d test: `make soak` runs this file with `cargo test` and no
+    // `--include-ignored`; the environment variable is its switch.
     if !selected("docker") {
-        println!("SKIPPED: the Docker soak runs with RINGLB_SOAK_RUNTIME=docker or all (make soak)");
+        println!("not chosen: the Docker soak runs with RINGLB_SOAK_RUNTIME=docker or all (make soak)");
         return;
     }
     let engine = Command::new("docker").arg("info").output().is_ok_and(|o| o.status.success());
-    let image = engine && docker(&["image", "inspect", IMAGE]).is_ok();
-    if !image {
-        let why = if engine {
-            "the image ringlb:latest is missing (make image)"
-        } else {
-            "no Docker engine answers"
-        };
-        println!("SKIPPED: Docker soak: {why}");
-        eprintln!("SKIPPED: Docker soak: {why}");
-        return;
-    }
+    assert!(
+        engine,
+        "RINGLB_SOAK_RUNTIME chose the Docker soak, and no Docker engine answers (`docker info` fails); \
+         RINGLB_SOAK_RUNTIME=process (make soak SOAK_RUNTIME=process) runs the process soak alone"
+    );
+    assert!(
+        docker(&["image", "inspect", IMAGE]).is_ok(),
+        "RINGLB_SOAK_RUNTIME chose the Docker soak, and the image {IMAGE} is missing (`make image` builds it)"
+    );
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
     let cluster = format!("soak{:05x}", (nanos ^ std::process::id()) & 0xfffff);
     soak(Runtime::Docker { cluster }).await;

@@ -7,12 +7,14 @@
 //! (`docker swarm init --advertise-addr 127.0.0.1`) and leaves it at the end; a swarm that was
 //! there is used and left as it was. Each test checks that nothing labelled with its cluster is
 //! left and that the swarm's state is what it was. Tests run one at a time (a lock here and a
-//! nextest test group): they share the engine's swarm state. Without an engine, the image or a
-//! swarm that can start, they are skipped with a message, except in CI (`CI=true`).
+//! nextest test group): they share the engine's swarm state. Every test here needs a Docker engine
+//! (and all but one the image and a swarm it can make or manage), so each is `#[ignore]`d:
+//! `make test` runs them where an engine answers, CI always. A test that is run without what it
+//! needs fails, saying what is missing.
 
 mod common;
 
-use common::{Lb, Load, eventually, free_port};
+use common::{Lb, Load, eventually, free_port, until};
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -52,13 +54,29 @@ fn gwbridge_exists() -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-/// Skips (or, in CI, fails) with a message.
-fn skip(why: &str) -> Option<Swarm> {
-    assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true and {why}: the Swarm tests must run");
-    println!("SKIPPED: {why}");
-    eprintln!("SKIPPED: {why}");
-    None
+/// Fails the test: what it needs is missing (a test that is run must not pass without it).
+fn missing(why: &str) -> ! {
+    panic!("{why}: this Swarm test cannot run here");
 }
+
+/// How soon a killed or hung task must be out of the ring: at its first failed heartbeat, which
+/// the manifests here send every 200 ms with a 150 ms timeout, so within 350 ms and the test's
+/// next look at the ring. Measured 0.25-0.45 s; the bound leaves a loaded 2-core machine more than
+/// six times that.
+const OUT_OF_RING_WITHIN: Duration = Duration::from_secs(3);
+
+/// How soon Swarm's new task for a killed one must be in the ring: the service's restart delay
+/// (200 ms, `RESTART_DELAY` in `src/runtime/swarm.rs`), a container start (about a second), the
+/// next poll of the task list (every 500 ms) and heartbeats every 50 ms until it answers: about
+/// 2 s (measured 1.8-2.05 s). The bound leaves a loaded machine and a busy engine seven times that.
+const RESTARTED_WITHIN: Duration = Duration::from_secs(15);
+
+/// How soon a hung task's replacement must be in the ring: ringlb force-updates its service after
+/// `health.replace_after` (3) failed heartbeats in a row, each at most 200 ms apart plus its
+/// 150 ms timeout, and Swarm's fresh task then joins as after a restart ([`RESTARTED_WITHIN`]).
+/// Measured 1.85-2.5 s.
+const FORCE_UPDATED_WITHIN: Duration =
+    Duration::from_millis(3 * (200 + 150)).saturating_add(RESTARTED_WITHIN);
 
 /// Where a test that made a swarm notes its cluster ID and whether it made `docker_gwbridge`, so
 /// that a later test leaves that swarm if this one was killed before it could (a timeout).
@@ -97,18 +115,19 @@ struct Swarm {
 }
 
 impl Swarm {
-    /// Joins the swarm there is (as a manager), or makes a single-node one.
-    fn enter() -> Option<Swarm> {
+    /// Joins the swarm there is (as a manager), or makes a single-node one; fails the test when
+    /// there is no engine, no image, or a swarm this engine cannot manage.
+    fn enter() -> Swarm {
         let guard = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
         if !Command::new("docker").arg("info").output().is_ok_and(|o| o.status.success()) {
-            return skip("no Docker engine answers");
+            missing("no Docker engine answers (`docker info` fails)");
         }
         if !Command::new("docker")
             .args(["image", "inspect", IMAGE])
             .output()
             .is_ok_and(|o| o.status.success())
         {
-            return skip("the image ringlb:latest is missing (make image)");
+            missing("the image ringlb:latest is missing (`make image` builds it)");
         }
         let before = swarm_state();
         match before.as_str() {
@@ -121,10 +140,10 @@ impl Swarm {
                 {
                     eprintln!("leaving the swarm {id} an earlier, interrupted test made, at the end");
                     let made_gwbridge = bridge == "made";
-                    return Some(Swarm { before: None, created: true, made_gwbridge, _one_at_a_time: guard });
+                    return Swarm { before: None, created: true, made_gwbridge, _one_at_a_time: guard };
                 }
                 let before = Some(swarm_snapshot());
-                Some(Swarm { before, created: false, made_gwbridge: false, _one_at_a_time: guard })
+                Swarm { before, created: false, made_gwbridge: false, _one_at_a_time: guard }
             }
             "inactive false" => {
                 let made_gwbridge = !gwbridge_exists();
@@ -133,7 +152,7 @@ impl Swarm {
                     .output()
                     .expect("run docker");
                 if !init.status.success() {
-                    return skip(&format!(
+                    missing(&format!(
                         "`docker swarm init` failed: {}",
                         String::from_utf8_lossy(&init.stderr).trim()
                     ));
@@ -143,9 +162,9 @@ impl Swarm {
                 if let Err(error) = noted {
                     eprintln!("cannot note the swarm this test made: {error}");
                 }
-                Some(Swarm { before: None, created: true, made_gwbridge, _one_at_a_time: guard })
+                Swarm { before: None, created: true, made_gwbridge, _one_at_a_time: guard }
             }
-            other => skip(&format!("this engine's swarm state is {other:?}, not a manager nor inactive")),
+            other => missing(&format!("this engine's swarm state is {other:?}, not a manager nor inactive")),
         }
     }
 }
@@ -391,8 +410,9 @@ impl Drop for Cluster {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine in no swarm or a swarm manager, and the image ringlb:latest"]
 async fn the_exercise_on_a_swarm() {
-    let Some(swarm) = Swarm::enter() else { return };
+    let swarm = Swarm::enter();
     let cluster = Cluster::new("exercise");
     let c = cluster.name.clone();
     let lb = cluster.start_lb(&cluster.manifest(3, &["s1", "s2", "s3"], IMAGE)).await;
@@ -446,11 +466,14 @@ async fn the_exercise_on_a_swarm() {
     let before: BTreeSet<String> = ["s1", "s2", "s3", "s5", "1"].iter().map(|n| format!("{c}-{n}")).collect();
     assert_eq!(left.len(), 3);
     assert!(left.is_subset(&before) && !left.contains(&format!("{c}-s5")), "{left:?}");
-    let gone = eventually(Duration::from_secs(60), || async {
-        cluster.services() == left && lb.ring().await.into_iter().collect::<BTreeSet<_>>() == left
-    })
-    .await;
-    assert!(gone, "services {:?} != {left:?}", cluster.services());
+    until!(
+        Duration::from_secs(60),
+        || async {
+            cluster.services() == left && lb.ring().await.into_iter().collect::<BTreeSet<_>>() == left
+        },
+        "services {:?} != {left:?}",
+        cluster.services()
+    );
     let mut seen = BTreeSet::new();
     for _ in 0..200 {
         let answer = lb.get("/home").await;
@@ -464,25 +487,34 @@ async fn the_exercise_on_a_swarm() {
     docker(&["service", "scale", "--detach", &format!("{scaled}=3")]);
     let replicas =
         || docker(&["service", "inspect", &scaled, "--format", "{{.Spec.Mode.Replicated.Replicas}}"]);
-    let scaled_up = eventually(Duration::from_secs(10), || async { replicas() == "3" }).await;
-    assert!(scaled_up, "docker service scale did not take: {}", replicas());
-    let restored = eventually(Duration::from_secs(60), || async {
-        let running = docker(&["service", "ps", &scaled, "-q", "--filter", "desired-state=running"]);
-        replicas() == "1" && running.lines().count() == 1
-    })
-    .await;
-    assert!(restored, "service {scaled} has {} replicas", replicas());
-    let whole = eventually(Duration::from_secs(30), || async {
-        lb.ring().await.into_iter().collect::<BTreeSet<_>>() == left
-    })
-    .await;
-    assert!(whole, "ring {:?} != {left:?}", lb.ring().await);
+    until!(
+        Duration::from_secs(10),
+        || async { replicas() == "3" },
+        "docker service scale did not take: {}",
+        replicas()
+    );
+    until!(
+        Duration::from_secs(60),
+        || async {
+            let running = docker(&["service", "ps", &scaled, "-q", "--filter", "desired-state=running"]);
+            replicas() == "1" && running.lines().count() == 1
+        },
+        "service {scaled} has {} replicas",
+        replicas()
+    );
+    until!(
+        Duration::from_secs(30),
+        || async { lb.ring().await.into_iter().collect::<BTreeSet<_>>() == left },
+        "ring {:?} != {left:?}",
+        lb.ring().await
+    );
     teardown(&cluster, swarm, lb);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine in no swarm or a swarm manager, and the image ringlb:latest"]
 async fn docker_kill_of_a_task_costs_no_request_and_swarm_brings_it_back() {
-    let Some(swarm) = Swarm::enter() else { return };
+    let swarm = Swarm::enter();
     let cluster = Cluster::new("kill");
     let c = cluster.name.clone();
     let lb = Arc::new(cluster.start_lb(&cluster.manifest(3, &["s1", "s2", "s3"], IMAGE)).await);
@@ -510,7 +542,8 @@ async fn docker_kill_of_a_task_costs_no_request_and_swarm_brings_it_back() {
     );
     assert!(back_after.is_some(), "not back: {}", lb.status().await);
     assert!(failures.is_empty(), "{} failed: {:?}", failures.len(), &failures[..failures.len().min(3)]);
-    assert!(out_after.is_some_and(|t| t < Duration::from_secs(3)), "left the ring after {out_after:?}");
+    assert!(out_after.is_some_and(|t| t < OUT_OF_RING_WITHIN), "left the ring after {out_after:?}");
+    assert!(back_after.is_some_and(|t| t < RESTARTED_WITHIN), "back in the ring after {back_after:?}");
     assert_eq!(
         service_ids(&cluster),
         services_before,
@@ -521,8 +554,9 @@ async fn docker_kill_of_a_task_costs_no_request_and_swarm_brings_it_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine in no swarm or a swarm manager, and the image ringlb:latest"]
 async fn a_spec_change_rolls_every_service_without_a_failed_request() {
-    let Some(swarm) = Swarm::enter() else { return };
+    let swarm = Swarm::enter();
     let mut cluster = Cluster::new("roll");
     let c = cluster.name.clone();
     let tag = format!("ringlb:{c}");
@@ -566,8 +600,9 @@ async fn a_spec_change_rolls_every_service_without_a_failed_request() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine in no swarm or a swarm manager, and the image ringlb:latest"]
 async fn a_roll_to_an_image_that_cannot_start_stops_at_the_first_replica() {
-    let Some(swarm) = Swarm::enter() else { return };
+    let swarm = Swarm::enter();
     let mut cluster = Cluster::new("badroll");
     let broken = cluster.broken_image();
     let text = cluster.manifest(3, &["s1", "s2", "s3"], IMAGE);
@@ -580,11 +615,12 @@ async fn a_roll_to_an_image_that_cannot_start_stops_at_the_first_replica() {
     lb.write_manifest(&text.replace(&format!("image: {IMAGE}"), &format!("image: {broken}")));
     // Under Swarm, the old task of the first replica goes when its new one fails (Swarm puts a
     // fresh task in its place); the failure is reported, and the roll goes no further.
-    let reported = eventually(Duration::from_secs(60), || async {
-        lb.status().await["problems"].as_array().is_some_and(|p| !p.is_empty())
-    })
-    .await;
-    assert!(reported, "no problem reported: {}", lb.status().await);
+    until!(
+        Duration::from_secs(60),
+        || async { lb.status().await["problems"].as_array().is_some_and(|p| !p.is_empty()) },
+        "no problem reported: {}",
+        lb.status().await
+    );
     let problems = lb.status().await["problems"].clone();
     // Watched for 20 s (several rounds of the failed replica's retries): the two others keep
     // their old tasks, and no other service gets the new spec.
@@ -623,8 +659,9 @@ async fn a_roll_to_an_image_that_cannot_start_stops_at_the_first_replica() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine in no swarm or a swarm manager, and the image ringlb:latest"]
 async fn a_hung_task_leaves_the_ring_and_is_force_updated() {
-    let Some(swarm) = Swarm::enter() else { return };
+    let swarm = Swarm::enter();
     let cluster = Cluster::new("hung");
     let c = cluster.name.clone();
     let lb = Arc::new(cluster.start_lb(&cluster.manifest(3, &["s1", "s2", "s3"], IMAGE)).await);
@@ -653,13 +690,16 @@ async fn a_hung_task_leaves_the_ring_and_is_force_updated() {
     docker_quiet(&["unpause", &victim]);
     assert!(back_after.is_some(), "not force-updated: {}", lb.status().await);
     assert!(failures.is_empty(), "{} failed: {:?}", failures.len(), &failures[..failures.len().min(3)]);
+    assert!(out_after.is_some_and(|t| t < OUT_OF_RING_WITHIN), "left the ring after {out_after:?}");
+    assert!(back_after.is_some_and(|t| t < FORCE_UPDATED_WITHIN), "force-updated after {back_after:?}");
     let lb = Arc::into_inner(lb).expect("the load is finished");
     teardown(&cluster, swarm, lb);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine in no swarm or a swarm manager, and the image ringlb:latest"]
 async fn a_foreign_service_with_a_desired_name_is_left_alone_and_reported() {
-    let Some(swarm) = Swarm::enter() else { return };
+    let swarm = Swarm::enter();
     let mut cluster = Cluster::new("foreign");
     let c = cluster.name.clone();
     let name = format!("{c}-s2");
@@ -676,13 +716,16 @@ async fn a_foreign_service_with_a_desired_name_is_left_alone_and_reported() {
     assert_eq!(add.status, 409, "{}", add.body);
     assert!(add.body.contains("does not manage"), "{}", add.body);
     lb.write_manifest(&cluster.manifest(2, &["s1", "s2"], IMAGE));
-    let reported = eventually(Duration::from_secs(30), || async {
-        lb.status().await["problems"]
-            .as_array()
-            .is_some_and(|p| p.iter().any(|x| x["replica"] == name.as_str()))
-    })
-    .await;
-    assert!(reported, "not reported: {}", lb.status().await);
+    until!(
+        Duration::from_secs(30),
+        || async {
+            lb.status().await["problems"]
+                .as_array()
+                .is_some_and(|p| p.iter().any(|x| x["replica"] == name.as_str()))
+        },
+        "not reported: {}",
+        lb.status().await
+    );
     let problem = lb.status().await["problems"][0]["error"].as_str().unwrap_or_default().to_string();
     assert!(problem.contains("not managed by ringlb"), "{problem}");
     assert_eq!(lb.ring().await, [format!("{c}-s1")]);
@@ -691,19 +734,18 @@ async fn a_foreign_service_with_a_desired_name_is_left_alone_and_reported() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine in no swarm or a swarm manager, and the image ringlb:latest"]
 async fn make_run_swarm_serves_and_make_stop_swarm_leaves_nothing_behind() {
     // Not `Swarm::enter`: `make run-swarm` makes the swarm itself when there is none, and
     // `make stop-swarm` must leave it then, and only then.
     let guard = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
     if !Command::new("docker").args(["image", "inspect", IMAGE]).output().is_ok_and(|o| o.status.success()) {
-        skip("no Docker engine answers, or the image ringlb:latest is missing (make image)");
-        return;
+        missing("no Docker engine answers, or the image ringlb:latest is missing (`make image` builds it)");
     }
     let before = swarm_state();
     let gwbridge_before = gwbridge_exists();
     if before != "inactive false" && before != "active true" {
-        skip(&format!("this engine's swarm state is {before:?}, not a manager nor inactive"));
-        return;
+        missing(&format!("this engine's swarm state is {before:?}, not a manager nor inactive"));
     }
     let repo = env!("CARGO_MANIFEST_DIR");
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
@@ -788,16 +830,17 @@ fn run_expecting_exit(docker_host: Option<&str>) -> (bool, String) {
 }
 
 #[test]
+#[ignore = "needs a Docker engine in no swarm"]
 fn outside_a_swarm_ringlb_refuses_to_start_and_says_why() {
     let _one_at_a_time = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
     if !Command::new("docker").arg("info").output().is_ok_and(|o| o.status.success()) {
-        skip("no Docker engine answers");
-        return;
+        missing("no Docker engine answers (`docker info` fails)");
     }
     let state = swarm_state();
     if state != "inactive false" {
-        skip(&format!("this engine is in a swarm ({state:?}); the refusal outside one cannot be seen here"));
-        return;
+        missing(&format!(
+            "this engine is in a swarm ({state:?}); the refusal outside one cannot be seen here"
+        ));
     }
     let (success, stderr) = run_expecting_exit(None);
     assert!(!success, "ringlb started outside a swarm");
@@ -809,21 +852,28 @@ fn outside_a_swarm_ringlb_refuses_to_start_and_says_why() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine in no swarm or a swarm manager, and the image ringlb:latest"]
 async fn a_replica_whose_task_never_runs_is_removed_when_it_is_no_longer_wanted() {
-    let Some(swarm) = Swarm::enter() else { return };
+    let swarm = Swarm::enter();
     let mut cluster = Cluster::new("broken");
     let c = cluster.name.clone();
     let broken = cluster.broken_image();
     let lb = cluster.start_lb_unready(&cluster.manifest(2, &["s1", "s2"], &broken)).await;
     let both = [format!("{c}-s1"), format!("{c}-s2")].into_iter().collect::<BTreeSet<_>>();
-    let created = eventually(Duration::from_secs(30), || async { cluster.services() == both }).await;
-    assert!(created, "services: {:?}", cluster.services());
+    until!(
+        Duration::from_secs(30),
+        || async { cluster.services() == both },
+        "services: {:?}",
+        cluster.services()
+    );
     let rm = lb.request("DELETE", "/rm", &format!(r#"{{"n": 1, "hostnames": ["{c}-s2"]}}"#), &[]).await;
     assert_eq!(rm.status, 200, "{}", rm.body);
-    let removed =
-        eventually(Duration::from_secs(30), || async { cluster.services() == [format!("{c}-s1")].into() })
-            .await;
-    assert!(removed, "the idle service of s2 is still there: {:?}", cluster.services());
+    until!(
+        Duration::from_secs(30),
+        || async { cluster.services() == [format!("{c}-s1")].into() },
+        "the idle service of s2 is still there: {:?}",
+        cluster.services()
+    );
     assert!(lb.ring().await.is_empty());
     teardown(&cluster, swarm, lb);
 }
