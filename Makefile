@@ -131,24 +131,71 @@ build:
 local: build
 	./target/release/ringlb run --manifest manifests/local.yaml
 
-## Run every test: unit, property and integration tests (real binary, real ports, and, where a
-## Docker engine answers, real containers; in CI (CI=true) a missing engine fails the run).
+## Run every test this machine can run: unit, property and integration tests (real binary, real
+## ports), and the #[ignore]d ones whose needs are met here: a Docker engine and the image
+## (tests/docker.rs, tests/swarm.rs), root and extra daemons (tests/swarm_nodes.rs), chromium (the
+## browser test). The summary counts the others as skipped, and a NOTE says why. With CI=true
+## every test runs, so one whose needs are missing fails the run. (In the filter, `& test(/./)`,
+## true of every test, makes nextest list a left-out binary and count its tests as skipped; a
+## filter on binary() alone drops the binary before listing, uncounted.)
 test: test-docker-image
-	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
-		$(CARGO) nextest run --locked; \
-	else \
+	@set -uo pipefail; \
+	out=(); why=(); \
+	if [ "$${CI:-}" != true ]; then \
+		state=$$(docker info --format '{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}' 2>/dev/null) || state=; \
+		image=; [ -n "$$state" ] && docker image inspect ringlb:latest >/dev/null 2>&1 && image=yes; \
+		refusal='test(=outside_a_swarm_ringlb_refuses_to_start_and_says_why)'; \
+		if [ -z "$$state" ]; then \
+			out+=('binary(docker) | binary(swarm) | binary(swarm_nodes)'); \
+			why+=("no Docker engine answers: tests/docker.rs, tests/swarm.rs, tests/swarm_nodes.rs"); \
+		else \
+			if [ -z "$$image" ]; then \
+				out+=("binary(docker) | (binary(swarm) & not $$refusal) | binary(swarm_nodes)"); \
+				why+=("no image ringlb:latest: tests/docker.rs, tests/swarm.rs, tests/swarm_nodes.rs"); \
+			fi; \
+			case "$$state" in \
+			"inactive false") ;; \
+			"active true") out+=("binary(swarm) & $$refusal"); \
+				why+=("the engine is in a swarm: outside_a_swarm_ringlb_refuses_to_start_and_says_why"); ;; \
+			*) out+=('binary(swarm)'); \
+				why+=("the engine's swarm state is '$$state', not a manager nor inactive: tests/swarm.rs"); ;; \
+			esac; \
+			nodes=yes; [ "$$(id -u)" = 0 ] || nodes=; \
+			for tool in ip nsenter unshare dockerd; do command -v $$tool >/dev/null 2>&1 || nodes=; done; \
+			if [ -z "$$nodes" ]; then \
+				out+=('binary(swarm_nodes)'); \
+				why+=("not root, or no ip, nsenter, unshare or dockerd: tests/swarm_nodes.rs"); \
+			fi; \
+		fi; \
+		if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then \
+			out+=('binary(observability) & test(=the_dashboard_renders_in_a_real_browser)'); \
+			why+=("no chromium: the_dashboard_renders_in_a_real_browser"); \
+		fi; \
+	fi; \
+	for reason in "$${why[@]}"; do echo "NOTE: left out (counted as skipped): $$reason"; done; \
+	if $(CARGO) nextest --version >/dev/null 2>&1; then \
+		filter=(); \
+		if [ $${#out[@]} -gt 0 ]; then \
+			joined=$$(printf ' | (%s)' "$${out[@]}"); \
+			filter=(-E "not (($${joined# | }) & test(/./))"); \
+		fi; \
+		$(CARGO) nextest run --locked --run-ignored all "$${filter[@]}"; \
+	elif [ $${#out[@]} -eq 0 ]; then \
 		echo "cargo-nextest not found; using cargo test"; \
+		$(CARGO) test --locked -- --include-ignored; \
+	else \
+		echo "cargo-nextest not found; using cargo test, without the #[ignore]d tests (libtest counts them as ignored): install cargo-nextest to run those whose needs are met"; \
 		$(CARGO) test --locked; \
 	fi
 
-# The Docker tests need the image; build it when an engine answers.
+# The Docker and Swarm tests need the image; build it when an engine answers.
 test-docker-image:
 	@if docker info >/dev/null 2>&1; then \
 		$(MAKE) --no-print-directory image; \
 	elif [ "$${CI:-}" = "true" ]; then \
 		echo "CI=true but no Docker engine answers: the Docker tests cannot run" >&2; exit 1; \
 	else \
-		echo "NOTE: no Docker engine answers; the Docker tests will be skipped"; \
+		echo "NOTE: no Docker engine answers; the Docker and Swarm tests will be left out"; \
 	fi
 
 ## Regenerate the analysis report docs/analysis/README.md (A-1 to A-4) on local process clusters.
@@ -184,7 +231,7 @@ lint:
 ## are killed and hung, the cluster is scaled (manifest edits, /add, /rm), an invalid manifest is
 ## saved and fixed, and the load balancer restarts; prints a table and fails on any lost GET.
 ## SOAK_SECONDS of faults; SOAK_RUNTIME process, docker or all (Docker: docker kill / docker pause;
-## skipped with a message when no engine answers). RINGLB_TEST_SEED=<seed> replays a schedule.
+## fails, saying so, when no engine answers). RINGLB_TEST_SEED=<seed> replays a schedule.
 SOAK_SECONDS ?= 60
 SOAK_RUNTIME ?= all
 soak:
