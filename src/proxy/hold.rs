@@ -8,17 +8,28 @@ use crate::telemetry;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+/// Why a held request is let go without a replica; the text is the message of its 503 (with
+/// `Retry-After`).
+#[derive(Debug, thiserror::Error)]
+pub enum Unheld {
+    /// The queue of held requests is full.
+    #[error("{0} requests are already waiting for a replica to start; try again shortly")]
+    QueueFull(u32),
+    /// No replica joined the ring within the wait.
+    #[error("no replica started within {0:?}; try again shortly")]
+    NoReplicaWithin(std::time::Duration),
+}
+
 impl Proxy {
-    /// Asks the controller for a replica and waits (bounded) for it to join the ring. Over the
-    /// queue or the wait: the message of a 503 with `Retry-After`, for the caller to send.
-    pub async fn hold(&self, hold: Hold) -> Result<Arc<Snapshot>, String> {
+    /// Asks the controller for a replica and waits (bounded) for it to join the ring.
+    ///
+    /// # Errors
+    /// Over the queue or over the wait.
+    pub async fn hold(&self, hold: Hold) -> Result<Arc<Snapshot>, Unheld> {
         if self.held.fetch_add(1, Ordering::Relaxed) >= hold.queue {
             self.held.fetch_sub(1, Ordering::Relaxed);
             metrics::counter!(telemetry::UNROUTED, "reason" => "hold_queue_full").increment(1);
-            return Err(format!(
-                "{} requests are already waiting for a replica to start; try again shortly",
-                hold.queue
-            ));
+            return Err(Unheld::QueueFull(hold.queue));
         }
         let _held = HeldGuard(&self.held);
         self.snapshots.signal_demand();
@@ -29,7 +40,7 @@ impl Proxy {
                 tracing::debug!(waited_ms = started.elapsed().as_millis() as u64, "held request released");
                 Ok(ready)
             }
-            None => Err(format!("no replica started within {:?}; try again shortly", hold.timeout)),
+            None => Err(Unheld::NoReplicaWithin(hold.timeout)),
         }
     }
 }
@@ -63,9 +74,11 @@ mod tests {
             tokio::task::yield_now().await;
         }
         let refused = proxy.hold(hold).await.map(|_| ()).unwrap_err();
-        assert!(refused.contains("already waiting"), "{refused}");
+        assert!(matches!(refused, Unheld::QueueFull(1)), "{refused}");
+        assert!(refused.to_string().contains("already waiting"), "{refused}");
         let timed_out = waiting.await.unwrap().unwrap_err();
-        assert!(timed_out.contains("no replica started within"), "{timed_out}");
+        assert!(matches!(timed_out, Unheld::NoReplicaWithin(_)), "{timed_out}");
+        assert!(timed_out.to_string().contains("no replica started within"), "{timed_out}");
         assert!(snapshots.take_demand(), "the controller was asked for a replica");
         assert_eq!(proxy.held.load(Ordering::Relaxed), 0, "nothing is counted as waiting any more");
     }

@@ -185,7 +185,8 @@ impl Client {
                 None => snapshot,
                 Some(hold) => match engine.proxy.hold(hold).await {
                     Ok(ready) => ready,
-                    Err(why) => {
+                    Err(unheld) => {
+                        let why = unheld.to_string();
                         let next = self.answer_error(
                             StatusCode::SERVICE_UNAVAILABLE,
                             &why,
