@@ -108,6 +108,12 @@ pub struct ProbeArgs {
     /// How long the whole heartbeat may take, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     pub timeout_ms: u64,
+    /// The statuses that count as healthy (`200`, `200-399`, `200,204`), as `health.status`.
+    #[arg(long, default_value = "200-399", value_parser = ringlb::manifest::StatusSet::parse)]
+    pub status: ringlb::manifest::StatusSet,
+    /// A connect is the heartbeat (`health.kind: tcp`); no request is sent.
+    #[arg(long)]
+    pub tcp: bool,
 }
 
 /// The arguments of `ringlb check`.

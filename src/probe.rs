@@ -5,6 +5,7 @@
 //! start-first update keeps a replica's old task until the new one answers. It is plain blocking
 //! code on purpose: it runs once and exits, and must cost as little as possible.
 
+use crate::manifest::StatusSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -70,7 +71,7 @@ pub enum ProbeError {
         /// The first line it sent.
         line: String,
     },
-    /// A status other than 2xx.
+    /// A status outside `health.status`.
     #[error("{addr} answered {path} with status {status}")]
     Status {
         /// The replica.
@@ -82,12 +83,27 @@ pub enum ProbeError {
     },
 }
 
+/// Connects to `addr` within `timeout` (`health.kind: tcp`).
+///
+/// # Errors
+/// [`ProbeError::Connect`] when nothing accepted the connection in time.
+pub fn connect(addr: SocketAddr, timeout: Duration) -> Result<(), ProbeError> {
+    TcpStream::connect_timeout(&addr, timeout)
+        .map(drop)
+        .map_err(|source| ProbeError::Connect { addr, source })
+}
+
 /// Sends `GET path` to `addr` and waits at most `timeout` in all for its status line.
 ///
 /// # Errors
 /// Why the replica is not healthy: it refused, it was too slow, or it answered with a status
-/// other than 2xx.
-pub fn heartbeat(addr: SocketAddr, path: &str, timeout: Duration) -> Result<u16, ProbeError> {
+/// that `healthy` does not hold.
+pub fn heartbeat(
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+    healthy: &StatusSet,
+) -> Result<u16, ProbeError> {
     let deadline = Instant::now() + timeout;
     let left = || deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
     let mut stream =
@@ -119,7 +135,7 @@ pub fn heartbeat(addr: SocketAddr, path: &str, timeout: Duration) -> Result<u16,
     };
     let line = String::from_utf8_lossy(&head[..line_end]);
     let status = parse_status(&line).ok_or_else(|| ProbeError::NotHttp { addr, line: line.to_string() })?;
-    if (200..300).contains(&status) {
+    if healthy.contains(status) {
         Ok(status)
     } else {
         Err(ProbeError::Status { addr, path: path.to_owned(), status })
@@ -162,13 +178,36 @@ mod tests {
     #[test]
     fn a_2xx_answer_is_healthy() {
         let addr = answering(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
-        assert_eq!(heartbeat(addr, "/heartbeat", Duration::from_secs(2)).unwrap(), 200);
+        assert_eq!(
+            heartbeat(addr, "/heartbeat", Duration::from_secs(2), &StatusSet::default()).unwrap(),
+            200
+        );
+    }
+
+    #[test]
+    fn a_redirect_is_healthy_by_default_and_the_set_decides() {
+        let addr = answering(b"HTTP/1.1 302 Found\r\nLocation: /login\r\n\r\n");
+        assert_eq!(heartbeat(addr, "/", Duration::from_secs(2), &StatusSet::default()).unwrap(), 302);
+        let addr = answering(b"HTTP/1.1 302 Found\r\n\r\n");
+        let only_200 = StatusSet::parse("200").unwrap();
+        assert!(heartbeat(addr, "/", Duration::from_secs(2), &only_200).is_err());
+    }
+
+    #[test]
+    fn a_connect_is_a_tcp_heartbeat() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        assert!(connect(addr, Duration::from_secs(1)).is_ok());
+        drop(listener);
+        assert!(connect(addr, Duration::from_secs(1)).is_err());
     }
 
     #[test]
     fn another_status_is_not() {
         let addr = answering(b"HTTP/1.1 503 Service Unavailable\r\n\r\n");
-        let error = heartbeat(addr, "/heartbeat", Duration::from_secs(2)).unwrap_err().to_string();
+        let error = heartbeat(addr, "/heartbeat", Duration::from_secs(2), &StatusSet::default())
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("status 503"), "{error}");
     }
 
@@ -178,15 +217,22 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         // Accepted by the kernel, never answered: the timeout decides.
         let started = Instant::now();
-        let error = heartbeat(addr, "/heartbeat", Duration::from_millis(200)).unwrap_err().to_string();
+        let error = heartbeat(addr, "/heartbeat", Duration::from_millis(200), &StatusSet::default())
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("did not answer"), "{error}");
         assert!(started.elapsed() < Duration::from_secs(2));
         drop(listener);
-        let error = heartbeat(addr, "/heartbeat", Duration::from_millis(200)).unwrap_err().to_string();
+        let error = heartbeat(addr, "/heartbeat", Duration::from_millis(200), &StatusSet::default())
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("cannot connect"), "{error}");
         let garbage = answering(b"SSH-2.0-OpenSSH\r\n");
         assert!(
-            heartbeat(garbage, "/", Duration::from_secs(2)).unwrap_err().to_string().contains("not HTTP")
+            heartbeat(garbage, "/", Duration::from_secs(2), &StatusSet::default())
+                .unwrap_err()
+                .to_string()
+                .contains("not HTTP")
         );
     }
 

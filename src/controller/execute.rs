@@ -36,6 +36,9 @@ struct Backoff {
     error: String,
     /// The name is held by something the runtime does not own.
     held_by_other: bool,
+    /// An instance started but never answered: the problem lasts until one is ready, not
+    /// merely started.
+    until_ready: bool,
 }
 
 /// The starts that wait for their backoff, as the plan reads them.
@@ -68,6 +71,20 @@ impl<R: Runtime> Executor<R> {
     /// A start problem of these names is over (an instance of theirs runs).
     pub(super) fn started(&mut self, names: &[String]) {
         for name in names {
+            self.forget_if_started(name);
+        }
+    }
+
+    /// Any problem of these names is over: an instance of theirs answers its heartbeats.
+    pub(super) fn answered<'a>(&mut self, names: impl Iterator<Item = &'a str>) {
+        for name in names {
+            self.backoff.remove(name);
+        }
+    }
+
+    /// Forgets a start problem of `name`, unless it is one that only a ready instance ends.
+    fn forget_if_started(&mut self, name: &str) {
+        if self.backoff.get(name).is_some_and(|b| !b.until_ready) {
             self.backoff.remove(name);
         }
     }
@@ -112,6 +129,15 @@ impl<R: Runtime> Executor<R> {
                     metrics::counter!(telemetry::RECONCILE_ACTIONS, "kind" => "stop").increment(1);
                     tracing::warn!(event = "replica_replaced", replica = %name, instance = %id, reason = ?reason,
                         woken_by = %wake, "stopping replica {name} ({}); a replacement follows", describe(reason));
+                    if reason == Reason::StartTimedOut {
+                        // Started, yet never answered: a problem of the application (not
+                        // listening on replica.port, a wrong health path), reported and backed
+                        // off like a start that failed.
+                        let error = never_answered(&name, manifest);
+                        let retry_in = self.back_off(&name, error.clone(), false, true, Instant::now());
+                        tracing::error!(event = "replica_never_answered", replica = %name, instance = %id,
+                            woken_by = %wake, "{error}; replacing it in {retry_in:?}");
+                    }
                     let leaves = !names.contains(&name);
                     // Dead, hung or never up: it stays out while it is listed.
                     self.begin_stop(inventory, &id, Duration::ZERO, manifest, leaves, true);
@@ -166,31 +192,50 @@ impl<R: Runtime> Executor<R> {
             match result {
                 Ok(None) => {
                     tracing::debug!(replica = %name, woken_by = %wake, "the runtime's scheduler places replica {name}");
-                    self.backoff.remove(&name);
+                    self.forget_if_started(&name);
                 }
                 Ok(Some(instance)) => {
                     tracing::info!(event = "replica_started", replica = %name, instance = %instance.id,
                         address = %instance.addr.map(|a| a.to_string()).unwrap_or_default(),
                         id = instance.replica_id, woken_by = %wake, "started replica {name}");
-                    self.backoff.remove(&name);
+                    self.forget_if_started(&name);
                     inventory.track(instance, now);
                 }
                 Err(error) => {
-                    let entry = self.backoff.entry(name.clone()).or_insert(Backoff {
-                        until: now,
-                        next: BACKOFF_FIRST,
-                        error: String::new(),
-                        held_by_other: false,
-                    });
-                    entry.until = now + entry.next;
-                    entry.error = error.to_string();
-                    entry.held_by_other = matches!(error, RuntimeError::NameTaken { .. });
+                    let held_by_other = matches!(error, RuntimeError::NameTaken { .. });
+                    let retry_in = self.back_off(&name, error.to_string(), held_by_other, false, now);
                     tracing::error!(event = "replica_start_failed", replica = %name, %error, woken_by = %wake,
-                        "{error}; retrying in {:?}", entry.next);
-                    entry.next = (entry.next * 2).min(BACKOFF_MAX);
+                        "{error}; retrying in {retry_in:?}");
                 }
             }
         }
+    }
+
+    /// Notes that `name` failed to come up because of `error`: its next start waits (a wait
+    /// that doubles with each failure, up to a cap), and the status reports it until a start
+    /// succeeds. Returns the wait.
+    fn back_off(
+        &mut self,
+        name: &str,
+        error: String,
+        held_by_other: bool,
+        until_ready: bool,
+        now: Instant,
+    ) -> Duration {
+        let entry = self.backoff.entry(name.to_owned()).or_insert(Backoff {
+            until: now,
+            next: BACKOFF_FIRST,
+            error: String::new(),
+            held_by_other: false,
+            until_ready,
+        });
+        entry.until_ready = until_ready;
+        let wait = entry.next;
+        entry.until = now + wait;
+        entry.error = error;
+        entry.held_by_other = held_by_other;
+        entry.next = (entry.next * 2).min(BACKOFF_MAX);
+        wait
     }
 
     /// Takes an instance out of the ring and stops it in the background after its in-flight
@@ -226,6 +271,26 @@ impl<R: Runtime> Executor<R> {
             (id, result)
         });
     }
+}
+
+/// Why a replica that started never joined the ring, with what to check.
+fn never_answered(name: &str, manifest: &Manifest) -> String {
+    let health = &manifest.health;
+    let port = match manifest.replica.runtime {
+        crate::manifest::RuntimeKind::Process if manifest.replica.command.is_some() => {
+            "the port given as {port}".to_owned()
+        }
+        _ => format!("port {}", manifest.replica.port),
+    };
+    let heartbeat = match health.kind {
+        crate::manifest::HealthKind::Tcp => "a connect".to_owned(),
+        crate::manifest::HealthKind::Http => format!("GET {} answered {}", health.path, health.status),
+    };
+    format!(
+        "replica {name} gave no good heartbeat ({heartbeat}) within replica.start_timeout ({}): \
+         check that the application listens on {port} (replica.port) and answers health.path",
+        manifest.replica.start_timeout
+    )
 }
 
 /// An action in a sentence, for the status API.

@@ -2,11 +2,13 @@
 //! every result to the controller.
 //!
 //! A new instance is probed every 50 ms until its first good heartbeat, so it joins the ring as
-//! soon as it can serve; after that, every `health.interval`. A heartbeat succeeds on any 2xx
-//! answer within `health.timeout`, on a new connection each time. The probe task only observes; what a result means (leave the
+//! soon as it can serve; after that, every `health.interval`. An HTTP heartbeat succeeds on an
+//! answer whose status is in `health.status` (200-399 unless set) within `health.timeout`, on a
+//! new connection each time; a TCP heartbeat (`health.kind: tcp`) on a connect. The probe task only observes; what a result means (leave the
 //! ring, come back, be replaced) is the controller's decision.
 
 use crate::ids::InstanceId;
+use crate::manifest::{HealthKind, StatusSet};
 use bytes::Bytes;
 use http_body_util::Empty;
 use hyper_util::client::legacy::Client;
@@ -24,8 +26,12 @@ const STARTUP_PERIOD: Duration = Duration::from_millis(50);
 /// What the probes need from the manifest; updated live by the controller.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProbeSettings {
+    /// An HTTP request or a TCP connect.
+    pub kind: HealthKind,
     /// Heartbeat path.
     pub path: String,
+    /// The statuses that count as healthy.
+    pub status: StatusSet,
     /// Time between heartbeats once the instance answered.
     pub interval: Duration,
     /// How long one heartbeat may take.
@@ -48,10 +54,13 @@ pub enum HeartbeatError {
     /// No connection: refused, unreachable, or the connect itself timed out.
     #[error(transparent)]
     Connect(hyper_util::client::legacy::Error),
+    /// A TCP heartbeat's connect failed.
+    #[error("cannot connect")]
+    Refused(#[source] std::io::Error),
     /// Connected, but the request failed before an answer (the connection closed or broke).
     #[error(transparent)]
     Request(hyper_util::client::legacy::Error),
-    /// An answer other than 2xx.
+    /// An answer outside `health.status`.
     #[error("answered {status}")]
     BadStatus {
         /// The status it answered.
@@ -125,13 +134,20 @@ impl Prober {
     }
 
     async fn probe(&self, addr: SocketAddr, settings: &ProbeSettings) -> Result<(), HeartbeatError> {
+        if settings.kind == HealthKind::Tcp {
+            return match tokio::time::timeout(settings.timeout, tokio::net::TcpStream::connect(addr)).await {
+                Err(_) => Err(HeartbeatError::TimedOut { after: settings.timeout }),
+                Ok(Err(source)) => Err(HeartbeatError::Refused(source)),
+                Ok(Ok(_)) => Ok(()),
+            };
+        }
         let uri: http::Uri =
             format!("http://{addr}{}", settings.path).parse().map_err(HeartbeatError::BadUri)?;
         match tokio::time::timeout(settings.timeout, self.client.get(uri)).await {
             Err(_) => Err(HeartbeatError::TimedOut { after: settings.timeout }),
             Ok(Err(error)) if error.is_connect() => Err(HeartbeatError::Connect(error)),
             Ok(Err(error)) => Err(HeartbeatError::Request(error)),
-            Ok(Ok(response)) if response.status().is_success() => Ok(()),
+            Ok(Ok(response)) if settings.status.contains(response.status().as_u16()) => Ok(()),
             Ok(Ok(response)) => Err(HeartbeatError::BadStatus { status: response.status() }),
         }
     }
@@ -143,6 +159,8 @@ mod tests {
 
     fn settings() -> ProbeSettings {
         ProbeSettings {
+            kind: HealthKind::Http,
+            status: StatusSet::default(),
             path: "/heartbeat".into(),
             interval: Duration::from_millis(100),
             timeout: Duration::from_millis(200),

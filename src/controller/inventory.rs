@@ -60,7 +60,9 @@ pub(super) struct Inventory {
 
 fn probe_settings(manifest: &Manifest) -> ProbeSettings {
     ProbeSettings {
+        kind: manifest.health.kind,
         path: manifest.health.path.clone(),
+        status: manifest.health.status.clone(),
         interval: manifest.health.interval.get(),
         timeout: manifest.health.timeout.get(),
     }

@@ -166,6 +166,10 @@ impl<R: Runtime> Controller<R> {
         );
         // Plan.
         let spec_hash = self.runtime.spec_hash(&manifest);
+        // A name's problem is over once an instance of the current spec answers.
+        let ready =
+            observed.iter().filter(|o| o.state == plan::InstanceState::Ready && o.spec_hash == spec_hash);
+        self.executor.answered(ready.map(|o| o.name.as_str()));
         let retries = self.executor.retries(&names);
         let input = plan_input(&manifest, &names, spec_hash, &retries, self.runtime.replaces_failed());
         let actions = plan::plan(&input, &observed, now);

@@ -2,9 +2,12 @@
 //! these values). The sections' `Default` impls, and the functions serde calls for single fields.
 
 use super::duration::HumanDuration;
+use super::health::{HealthKind, StatusSet};
+use super::resources::Resources;
 use super::{Hashing, Health, KeySource, Limits, ProxyEngine, ProxySettings, ReplacementName, ReplicaSpec};
 use super::{RuntimeKind, UnknownPath};
 use crate::ring::RingConfig;
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 
 /// `replicas:`.
@@ -69,6 +72,12 @@ impl Default for ReplicaSpec {
             start_timeout: HumanDuration::from_secs(30),
             drain_timeout: HumanDuration::from_secs(30),
             stop_timeout: HumanDuration::from_secs(10),
+            command: None,
+            entrypoint: None,
+            env: BTreeMap::new(),
+            resources: Resources::default(),
+            labels: BTreeMap::new(),
+            stop_signal: None,
         }
     }
 }
@@ -92,7 +101,9 @@ impl Default for Hashing {
 impl Default for Health {
     fn default() -> Self {
         Health {
+            kind: HealthKind::Http,
             path: "/heartbeat".into(),
+            status: StatusSet::default(),
             interval: HumanDuration::from_secs(1),
             timeout: HumanDuration::from_millis(500),
             replace_after: 3,

@@ -3,7 +3,8 @@
 //! This file owns the [`Manifest`] type and its entry points (parse, load, the derived numbers, the
 //! summary, what may not change live). The rest of the manifest lives beside it:
 //! - the sections, one file each: `replica.rs`, `hashing.rs`, `health.rs`, `proxy.rs`,
-//!   `limits.rs`, `autoscale.rs`; every default in `defaults.rs`; [`duration`] for `500ms`;
+//!   `limits.rs`, `autoscale.rs`; every default in `defaults.rs`; [`duration`] for `500ms`,
+//!   `resources.rs` for `64MiB`, [`template`] for `{name}` in commands and environments;
 //! - `validate.rs` the rules the types cannot express, `names.rs` the naming rules, `error.rs`
 //!   the errors, with line and column on every one ([`locate`] finds them in the text);
 //! - `yaml_tree.rs` the YAML text as a tree of nodes with their spans, which [`locate`] and
@@ -30,17 +31,20 @@ mod limits;
 mod names;
 mod proxy;
 mod replica;
+mod resources;
+pub mod template;
 mod validate;
 mod yaml_tree;
 
 pub use autoscale::Autoscale;
 pub use error::{FieldError, ManifestError};
 pub use hashing::{Hashing, KeySource, KeySourceError};
-pub use health::Health;
+pub use health::{Health, HealthKind, StatusSet};
 pub use limits::{Limits, MAX_REPLICAS_CEILING};
 pub use names::{NAME_RULE, is_valid_image, is_valid_name};
 pub use proxy::{ProxyEngine, ProxySettings, UnknownPath};
-pub use replica::{ReplacementName, ReplicaSpec, RuntimeKind};
+pub use replica::{RINGLB_IMAGE_NAME, ReplacementName, ReplicaSpec, RuntimeKind};
+pub use resources::{ByteSize, Resources};
 
 use crate::ring::{Algorithm, RingConfig};
 use serde::Deserialize;

@@ -1,7 +1,9 @@
 //! The `replica:` section: what runs the replicas and how long they get to start, drain and stop.
 
 use super::duration::HumanDuration;
+use super::resources::Resources;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// Which mechanism runs the replicas.
@@ -64,4 +66,60 @@ pub struct ReplicaSpec {
     pub drain_timeout: HumanDuration,
     /// How long a replica has to exit after SIGTERM before it gets SIGKILL.
     pub stop_timeout: HumanDuration,
+    /// Replaces the image's command (docker, swarm); the program and its arguments (process).
+    /// Templates: `{name}`, `{id}`, `{port}` (`template.rs`).
+    pub command: Option<Vec<String>>,
+    /// Replaces the image's entrypoint (docker, swarm); runs before `command` (process).
+    pub entrypoint: Option<Vec<String>>,
+    /// Environment variables of the replica; values are templates like `command`'s.
+    pub env: BTreeMap<String, String>,
+    /// CPU and memory limits of a replica's container.
+    pub resources: Resources,
+    /// Extra container labels (never `ringlb.*`, which are ringlb's own).
+    pub labels: BTreeMap<String, String>,
+    /// The signal that asks a replica to stop, instead of SIGTERM (or the image's own).
+    pub stop_signal: Option<String>,
+}
+
+/// The name of the image ringlb itself ships (`make image`): its replicas run `ringlb server`.
+pub const RINGLB_IMAGE_NAME: &str = "ringlb";
+
+impl ReplicaSpec {
+    /// True when a replica runs ringlb's own `server` with its defaults: no `command` or
+    /// `entrypoint` is given, and the image is ringlb's (its repository's last path segment is
+    /// `ringlb`, whatever the registry or tag). Such a replica is started as `server --port <port>`
+    /// with `SERVER_ID=<name>`, as before these keys existed; every other image runs its own
+    /// command unless the manifest gives one.
+    pub fn runs_ringlb_server(&self) -> bool {
+        self.command.is_none() && self.entrypoint.is_none() && image_is_ringlb(&self.image)
+    }
+}
+
+/// True when `image`'s repository is ringlb's (`ringlb`, `ringlb:v2`, `registry:5000/x/ringlb:1`,
+/// `ringlb@sha256:...`).
+fn image_is_ringlb(image: &str) -> bool {
+    let without_digest = image.split('@').next().unwrap_or(image);
+    let last = without_digest.rsplit('/').next().unwrap_or(without_digest);
+    let repository = last.split(':').next().unwrap_or(last);
+    repository == RINGLB_IMAGE_NAME
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_ringlbs_own_image_without_a_command_runs_ringlb_server() {
+        let spec = |image: &str| ReplicaSpec { image: image.into(), ..ReplicaSpec::default() };
+        for ours in
+            ["ringlb", "ringlb:latest", "ringlb:test-7", "registry:5000/team/ringlb:1", "ringlb@sha256:ab"]
+        {
+            assert!(spec(ours).runs_ringlb_server(), "{ours}");
+        }
+        for theirs in ["nginx:1", "ringlb-app:1", "team/myringlb", "busybox"] {
+            assert!(!spec(theirs).runs_ringlb_server(), "{theirs}");
+        }
+        let with_command = ReplicaSpec { command: Some(vec!["server".into()]), ..spec("ringlb") };
+        assert!(!with_command.runs_ringlb_server(), "a command given is a command run");
+    }
 }

@@ -6,6 +6,7 @@
 //! rule, so existing error lists stay as they are.
 
 use super::names::{NAME_RULE, is_valid_image, is_valid_name};
+use super::template;
 use super::{Autoscale, FieldError, Hashing, MAX_REPLICAS_CEILING, Manifest, RuntimeKind};
 use crate::ring::maglev::MAX_TABLE_SIZE;
 use crate::ring::slots::MAX_SLOTS;
@@ -20,6 +21,7 @@ impl Manifest {
         check_name(self, &mut errors);
         check_scale(self, &mut errors);
         check_replica(self, &mut errors);
+        check_launch(self, &mut errors);
         check_timeouts(self, &mut errors);
         check_health_and_proxy(self, &mut errors);
         check_balance_factor(&self.hashing, &mut errors);
@@ -113,6 +115,137 @@ fn check_replica(m: &Manifest, errors: &mut Errors) {
     }
 }
 
+/// The smallest memory limit Docker accepts.
+const MIN_MEMORY: u64 = 6 << 20;
+/// The most CPUs a limit may name.
+const MAX_CPUS: f64 = 1024.0;
+
+/// What a replica runs: `command`, `entrypoint`, `env`, `resources`, `labels`, `stop_signal`,
+/// each well formed and each meaningful for the runtime.
+fn check_launch(m: &Manifest, errors: &mut Errors) {
+    let replica = &m.replica;
+    for (field, list) in [("replica.command", &replica.command), ("replica.entrypoint", &replica.entrypoint)]
+    {
+        let Some(list) = list else { continue };
+        if list.first().is_none_or(|program| program.trim().is_empty()) {
+            errors.fail(field, "must name a program first, e.g. [\"/bin/busybox\", \"httpd\", \"-f\"]");
+        }
+        for (i, part) in list.iter().enumerate() {
+            if let Err(e) = template::check(part) {
+                errors.fail(&format!("{field}[{i}]"), e.to_string());
+            }
+        }
+    }
+    for (name, value) in &replica.env {
+        let field = if name.contains(['.', '[', ']']) {
+            "replica.env".to_owned()
+        } else {
+            format!("replica.env.{name}")
+        };
+        if !is_valid_env_name(name) {
+            errors.fail(
+                &field,
+                format!(
+                    "{name:?} is not a valid variable name (letters, digits and _, not starting with a digit)"
+                ),
+            );
+        } else if let Err(e) = template::check(value) {
+            errors.fail(&field, e.to_string());
+        }
+    }
+    for key in replica.labels.keys() {
+        if key.starts_with("ringlb.") {
+            errors.fail(
+                "replica.labels",
+                format!("{key:?}: labels under ringlb. are ringlb's own and cannot be set"),
+            );
+        } else if key.is_empty() || key.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            errors.fail("replica.labels", format!("{key:?} is not a valid label key"));
+        }
+    }
+    if let Some(signal) = &replica.stop_signal
+        && signal.parse::<nix::sys::signal::Signal>().is_err()
+    {
+        errors.fail(
+            "replica.stop_signal",
+            format!("{signal:?} is not a signal name like SIGTERM, SIGINT or SIGQUIT"),
+        );
+    }
+    if let Some(cpus) = replica.resources.cpus
+        && !(cpus.is_finite() && cpus > 0.0 && cpus <= MAX_CPUS)
+    {
+        errors
+            .fail("replica.resources.cpus", format!("must be above 0 and at most {MAX_CPUS}, found {cpus}"));
+    }
+    if let Some(memory) = replica.resources.memory
+        && memory.0 < MIN_MEMORY
+    {
+        errors.fail(
+            "replica.resources.memory",
+            format!("must be at least 6MiB (Docker's minimum), found {memory}"),
+        );
+    }
+    check_launch_fits_runtime(m, errors);
+}
+
+/// The launch keys each runtime can honour: containers take them all; a process has no image,
+/// labels or limits, and needs `{port}` to get a port of its own; static endpoints run nothing.
+fn check_launch_fits_runtime(m: &Manifest, errors: &mut Errors) {
+    let replica = &m.replica;
+    let given = [
+        ("replica.command", replica.command.is_some()),
+        ("replica.entrypoint", replica.entrypoint.is_some()),
+        ("replica.env", !replica.env.is_empty()),
+        ("replica.resources", !replica.resources.is_unlimited()),
+        ("replica.labels", !replica.labels.is_empty()),
+        ("replica.stop_signal", replica.stop_signal.is_some()),
+    ];
+    match replica.runtime {
+        RuntimeKind::Docker | RuntimeKind::Swarm => {}
+        RuntimeKind::Static => {
+            for (field, set) in given {
+                if set {
+                    errors.fail(field, "the static runtime runs nothing: its replicas are replica.endpoints");
+                }
+            }
+        }
+        RuntimeKind::Process => {
+            for (field, set) in &given[3..5] {
+                if *set {
+                    errors.fail(field, "the process runtime has no containers: only docker and swarm use it");
+                }
+            }
+            if replica.entrypoint.is_some() && replica.command.is_none() {
+                errors.fail(
+                    "replica.entrypoint",
+                    "the process runtime runs replica.command: give the program there",
+                );
+            }
+            let mentions_port = replica
+                .command
+                .iter()
+                .chain(&replica.entrypoint)
+                .flatten()
+                .any(|part| template::mentions_port(part))
+                || replica.env.values().any(|value| template::mentions_port(value));
+            if replica.command.is_some() && !mentions_port {
+                errors.fail(
+                    "replica.command",
+                    "with the process runtime, the command (or a variable of replica.env) must use {port}: \
+                     each replica gets a free port of its own, and {port} is how it learns which",
+                );
+            }
+        }
+    }
+}
+
+/// A POSIX-portable environment variable name.
+fn is_valid_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 /// Every timeout of `replica`, `health` and `proxy`: longer than zero.
 fn check_timeouts(m: &Manifest, errors: &mut Errors) {
     for (field, value) in [
@@ -134,7 +267,7 @@ fn check_timeouts(m: &Manifest, errors: &mut Errors) {
 /// The rest of `health` and `proxy`, in the order their errors have always been listed:
 /// `health.path`, `proxy.max_connections`, `health.replace_after`.
 fn check_health_and_proxy(m: &Manifest, errors: &mut Errors) {
-    if !m.health.path.starts_with('/') {
+    if m.health.kind == super::HealthKind::Http && !m.health.path.starts_with('/') {
         errors.fail("health.path", format!("must start with '/', found {:?}", m.health.path));
     }
     if m.proxy.max_connections == 0 {
@@ -339,5 +472,73 @@ mod tests {
                 "hashing.virtual_nodes",
             ]
         );
+    }
+
+    #[test]
+    fn launch_keys_are_checked_with_their_positions() {
+        let text = "name: d\nreplica:\n  image: app:1\n  command: [httpd, '-p', '{prot}']\n  env:\n    9LIVES: x\n    OK: '{name}'\n  labels: {ringlb.cluster: x}\n  stop_signal: SIGNOPE\n  resources: {cpus: 0, memory: 1Mi}\n";
+        let ManifestError::Invalid(errors) = Manifest::parse(text).unwrap_err() else { panic!() };
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "replica.command[2]",
+                "replica.env.9LIVES",
+                "replica.labels",
+                "replica.stop_signal",
+                "replica.resources.cpus",
+                "replica.resources.memory"
+            ]
+        );
+        assert_eq!(errors[0].position, Some(locate::Position { line: 4, column: 26 }));
+        assert_eq!(errors[1].position.map(|p| p.line), Some(6));
+        assert!(errors[1].message.contains("not a valid variable name"), "{}", errors[1].message);
+    }
+
+    #[test]
+    fn a_memory_without_a_unit_or_an_unknown_key_is_a_syntax_error_with_a_position() {
+        let err = Manifest::parse("name: d\nreplica:\n  resources: {memory: 64}\n").unwrap_err();
+        let ManifestError::Syntax { position, message, .. } = &err else { panic!("{err:?}") };
+        assert_eq!(position.map(|p| p.line), Some(3), "{message}");
+        assert!(message.contains("a size needs a unit"), "{message}");
+        let err = Manifest::parse("name: d\nreplica:\n  comand: [x]\n").unwrap_err();
+        assert_eq!(err.position().map(|p| p.line), Some(3), "{err}");
+        assert!(err.to_string().contains("comand"), "{err}");
+    }
+
+    #[test]
+    fn each_runtime_takes_the_launch_keys_it_can_honour() {
+        let fields = |text: &str| match Manifest::parse(text) {
+            Ok(_) => vec![],
+            Err(ManifestError::Invalid(errors)) => errors.into_iter().map(|e| e.field).collect(),
+            Err(other) => panic!("{other}"),
+        };
+        let process = "name: d\nreplica:\n  runtime: process\n";
+        assert_eq!(
+            fields(&format!("{process}  command: [python3, -m, http.server, '{{port}}']\n")),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            fields(&format!("{process}  command: [app]\n  env: {{PORT: '{{port}}'}}\n")),
+            Vec::<String>::new()
+        );
+        assert_eq!(fields(&format!("{process}  command: [app, '8080']\n")), ["replica.command"]);
+        assert_eq!(fields(&format!("{process}  resources: {{cpus: 1}}\n")), ["replica.resources"]);
+        let static_ = "name: d\nreplicas: 1\nreplica:\n  runtime: static\n  endpoints: ['127.0.0.1:1']\n";
+        assert_eq!(fields(&format!("{static_}  env: {{A: b}}\n")), ["replica.env"]);
+        let docker = "name: d\nreplica:\n  image: app:1\n  command: [app]\n  entrypoint: [/bin/sh, -c]\n  env: {A: '1'}\n  resources: {cpus: 0.5, memory: 64MiB}\n  labels: {team: web}\n  stop_signal: SIGQUIT\n";
+        let m = Manifest::parse(docker).unwrap();
+        assert_eq!(m.replica.resources.memory_bytes(), Some(64 << 20));
+        assert_eq!(m.replica.env["A"], "1");
+    }
+
+    #[test]
+    fn a_tcp_heartbeat_needs_no_path_and_statuses_are_parsed() {
+        let m = Manifest::parse("name: d\nhealth: {kind: tcp, path: ''}\n").unwrap();
+        assert_eq!(m.health.kind, super::super::HealthKind::Tcp);
+        let m = Manifest::parse("name: d\nhealth: {status: [200, '300-302']}\n").unwrap();
+        assert!(m.health.status.contains(301) && !m.health.status.contains(204));
+        let err = Manifest::parse("name: d\nhealth: {status: 2xx}\n").unwrap_err();
+        assert!(err.to_string().contains("expected a status"), "{err}");
     }
 }

@@ -1,6 +1,7 @@
 //! Replicas as Docker containers (`replica.runtime: docker`), through the Docker API (bollard).
 //!
-//! Each replica is a container of `replica.image` running `ringlb server`, named after the
+//! Each replica is a container of `replica.image` running what [`launch`] decides (ringlb's own
+//! image: `ringlb server`), with `replica.resources` as its limits, named after the
 //! replica, on `replica.network`, with the labels `ringlb.cluster`, `ringlb.hostname`,
 //! `ringlb.id`, `ringlb.network`, `ringlb.port` and `ringlb.spec` ([`labels`]). The load balancer
 //! reaches it by the IP address Docker reports on that network, so no DNS is needed, whether
@@ -27,8 +28,10 @@ use super::engine::labels;
 use super::engine::names::{ForeignName, Holder, is_ours};
 use super::engine::network::{self, NetworkKind, Networks};
 use super::engine::{self, EngineError, status_of};
+use super::launch::{self, Launch};
 use super::{Instance, InstanceId, Runtime, RuntimeError, StartRequest};
 use crate::manifest::Manifest;
+use crate::manifest::template::Values;
 use crate::trigger::Trigger;
 use bollard::Docker;
 use bollard::models::{
@@ -163,15 +166,20 @@ fn foreign(name: &str, cluster: &str) -> RuntimeError {
 fn container_body(request: &StartRequest, labels: &HashMap<String, String>) -> ContainerCreateBody {
     let name = &request.name;
     let spec = &request.spec;
+    let launch = Launch::of(spec, Values { name, id: request.replica_id, port: spec.port });
     ContainerCreateBody {
         image: Some(spec.image.clone()),
-        cmd: Some(vec!["server".into(), "--port".into(), spec.port.to_string()]),
-        env: Some(vec![format!("SERVER_ID={name}")]),
+        entrypoint: launch.entrypoint,
+        cmd: launch.command,
+        env: Some(launch.env).filter(|env| !env.is_empty()),
         hostname: Some(name.clone()),
         labels: Some(labels.clone()),
+        stop_signal: spec.stop_signal.clone(),
         stop_timeout: Some(i64::try_from(spec.stop_timeout.get().as_secs()).unwrap_or(10)),
         host_config: Some(HostConfig {
             network_mode: Some(spec.network.clone()),
+            nano_cpus: spec.resources.nano_cpus(),
+            memory: spec.resources.memory_bytes(),
             // ringlb replaces failed replicas itself; Docker restarting them too would fight it.
             restart_policy: Some(RestartPolicy {
                 name: Some(RestartPolicyNameEnum::NO),
@@ -186,9 +194,10 @@ fn container_body(request: &StartRequest, labels: &HashMap<String, String>) -> C
     }
 }
 
-/// What shapes a container: the image, the network and the port.
+/// What shapes a container: the image, the network, the port, and what it runs
+/// ([`launch::hash_text`], empty for a manifest without the launch keys).
 fn spec_hash_of(spec: &crate::manifest::ReplicaSpec) -> u64 {
-    let text = format!("docker\n{}\n{}\n{}", spec.image, spec.network, spec.port);
+    let text = format!("docker\n{}\n{}\n{}{}", spec.image, spec.network, spec.port, launch::hash_text(spec));
     xxhash_rust::xxh3::xxh3_64(text.as_bytes())
 }
 

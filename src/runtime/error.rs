@@ -9,6 +9,7 @@
 use super::InstanceId;
 use super::engine::EngineError;
 use super::engine::names::ForeignName;
+use super::exit::Exited;
 
 /// Why a runtime call failed.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +86,9 @@ pub enum Cause {
         #[source]
         source: std::io::Error,
     },
+    /// The replica's program ended before it served (process, Docker).
+    #[error(transparent)]
+    Exited(#[from] Exited),
     /// A reason with no error under it, in the runtime's words.
     #[error("{0}")]
     Message(String),

@@ -15,8 +15,10 @@ mod any;
 mod docker;
 mod engine;
 mod error;
+pub mod exit;
 #[cfg(test)]
 pub(crate) mod fake;
+pub mod launch;
 mod process;
 mod static_endpoints;
 mod swarm;

@@ -199,6 +199,13 @@ impl Lb {
     pub fn replica_pids(&self) -> Vec<(u32, String)> {
         children_of(self.child.id())
     }
+
+    /// Every live child process of this load balancer, with its command line (replicas that
+    /// run `replica.command`).
+    #[allow(dead_code)] // not every test binary runs replicas that are not ringlb
+    pub fn child_commands(&self) -> Vec<(u32, String)> {
+        commands_of(self.child.id())
+    }
 }
 
 impl Drop for Lb {
@@ -303,6 +310,18 @@ pub fn children_of(parent: u32) -> Vec<(u32, String)> {
     pids()
         .filter(|pid| stat(*pid).is_some_and(|(ppid, state)| ppid == parent && state != 'Z'))
         .filter_map(|pid| replica_id_of(pid).map(|id| (pid, id)))
+        .collect()
+}
+
+/// Live (not zombie) children of `parent`, whatever they run, with their command line.
+#[allow(dead_code)] // not every test binary runs replicas that are not ringlb
+pub fn commands_of(parent: u32) -> Vec<(u32, String)> {
+    pids()
+        .filter(|pid| stat(*pid).is_some_and(|(ppid, state)| ppid == parent && state != 'Z'))
+        .filter_map(|pid| {
+            let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            Some((pid, String::from_utf8_lossy(&raw).replace('\0', " ").trim().to_owned()))
+        })
         .collect()
 }
 

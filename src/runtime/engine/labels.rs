@@ -27,16 +27,22 @@ const DEFAULT_PORT: u16 = 5000;
 
 /// The labels of a replica's container or service: they make it ours and say what it was made
 /// from.
+///
+/// The manifest's own `replica.labels` come first, so ringlb's can never be overridden (the
+/// manifest refuses `ringlb.*` keys anyway).
 pub(crate) fn of_replica(cluster: &str, request: &StartRequest) -> HashMap<String, String> {
     let spec = &request.spec;
-    HashMap::from([
+    let mut labels: HashMap<String, String> =
+        spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    labels.extend([
         (LABEL_CLUSTER.to_string(), cluster.to_owned()),
         (LABEL_HOSTNAME.to_string(), request.name.clone()),
         (LABEL_ID.to_string(), request.replica_id.to_string()),
         (LABEL_NETWORK.to_string(), spec.network.clone()),
         (LABEL_SPEC.to_string(), spec_label(request.spec_hash)),
         (LABEL_PORT.to_string(), spec.port.to_string()),
-    ])
+    ]);
+    labels
 }
 
 /// How a spec hash is written in [`LABEL_SPEC`]: 16 hex digits.

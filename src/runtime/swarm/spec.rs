@@ -6,14 +6,16 @@
 //! upgrade. The tests pin today's values.
 
 use super::observe::POLL_EVERY;
-use crate::manifest::{Health, ReplicaSpec};
+use crate::manifest::template::Values;
+use crate::manifest::{Health, HealthKind, ReplicaSpec};
 use crate::runtime::StartRequest;
 use crate::runtime::engine::labels;
+use crate::runtime::launch::{self, Launch};
 use bollard::models::{
-    EndpointSpec, EndpointSpecModeEnum, HealthConfig, NetworkAttachmentConfig, ServiceSpec, ServiceSpecMode,
-    ServiceSpecModeReplicated, ServiceSpecUpdateConfig, ServiceSpecUpdateConfigFailureActionEnum,
-    ServiceSpecUpdateConfigOrderEnum, TaskSpec, TaskSpecContainerSpec, TaskSpecRestartPolicy,
-    TaskSpecRestartPolicyConditionEnum,
+    EndpointSpec, EndpointSpecModeEnum, HealthConfig, Limit, NetworkAttachmentConfig, ServiceSpec,
+    ServiceSpecMode, ServiceSpecModeReplicated, ServiceSpecUpdateConfig,
+    ServiceSpecUpdateConfigFailureActionEnum, ServiceSpecUpdateConfigOrderEnum, TaskSpec,
+    TaskSpecContainerSpec, TaskSpecResources, TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum,
 };
 use std::time::Duration;
 
@@ -30,6 +32,7 @@ pub(super) fn service_spec(
     let spec = &request.spec;
     let name = &request.name;
     let labels = labels::of_replica(cluster, request);
+    let launch = Launch::of(spec, Values { name, id: request.replica_id, port: spec.port });
     let nanos = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
     ServiceSpec {
         name: Some(name.clone()),
@@ -38,9 +41,12 @@ pub(super) fn service_spec(
             container_spec: Some(TaskSpecContainerSpec {
                 image: Some(image_id),
                 labels: Some(labels),
-                args: Some(vec!["server".into(), "--port".into(), spec.port.to_string()]),
+                // Swarm's `command` is the image's entrypoint, its `args` the image's command.
+                command: launch.entrypoint,
+                args: launch.command,
                 hostname: Some(name.clone()),
-                env: Some(vec![format!("SERVER_ID={name}")]),
+                env: Some(launch.env).filter(|env| !env.is_empty()),
+                stop_signal: spec.stop_signal.clone(),
                 stop_grace_period: Some(nanos(spec.stop_timeout.get())),
                 health_check: Some(health_check(spec, &request.health)),
                 ..Default::default()
@@ -56,6 +62,7 @@ pub(super) fn service_spec(
                 aliases: Some(vec![name.clone()]),
                 driver_opts: None,
             }]),
+            resources: resources(spec),
             force_update: Some(force_update),
             ..Default::default()
         }),
@@ -74,6 +81,21 @@ pub(super) fn service_spec(
     }
 }
 
+/// `replica.resources` as the task's limits (none when unset, as before the key existed).
+fn resources(spec: &ReplicaSpec) -> Option<TaskSpecResources> {
+    if spec.resources.is_unlimited() {
+        return None;
+    }
+    Some(TaskSpecResources {
+        limits: Some(Limit {
+            nano_cpus: spec.resources.nano_cpus(),
+            memory_bytes: spec.resources.memory_bytes(),
+            pids: None,
+        }),
+        ..Default::default()
+    })
+}
+
 /// How often a task's container health check runs. Only its first pass matters much (Swarm's
 /// start-first update stops the old task then), and it must come after ringlb saw the new task
 /// (a poll) and heard its first heartbeat, with room to spare. Each check is an exec in the
@@ -86,7 +108,7 @@ pub fn check_interval(health: &Health) -> Duration {
 fn health_check(spec: &ReplicaSpec, health: &Health) -> HealthConfig {
     let nanos = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
     let timeout = health.timeout.get();
-    let test = [
+    let mut test: Vec<String> = [
         "CMD",
         "/ringlb",
         "probe",
@@ -96,9 +118,19 @@ fn health_check(spec: &ReplicaSpec, health: &Health) -> HealthConfig {
         &health.path,
         "--timeout-ms",
         &timeout.as_millis().to_string(),
-    ];
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    // Only what differs from the defaults, so the checks (and hashes) of existing manifests stay.
+    if !health.status.is_default() {
+        test.extend(["--status".to_owned(), health.status.to_string()]);
+    }
+    if health.kind == HealthKind::Tcp {
+        test.push("--tcp".to_owned());
+    }
     HealthConfig {
-        test: Some(test.iter().map(|s| s.to_string()).collect()),
+        test: Some(test),
         interval: Some(nanos(check_interval(health))),
         // The probe gives up first, and says why in the check's log.
         timeout: Some(nanos(timeout + Duration::from_secs(1))),
@@ -113,11 +145,12 @@ pub(super) fn spec_hash_of(spec: &ReplicaSpec, health: &Health) -> u64 {
     let check = health_check(spec, health);
     let numbers = [check.interval, check.timeout, check.retries, check.start_period].map(|n| n.unwrap_or(0));
     let text = format!(
-        "swarm\n{}\n{}\n{}\n{}\n{numbers:?}",
+        "swarm\n{}\n{}\n{}\n{}\n{numbers:?}{}",
         spec.image,
         spec.network,
         spec.port,
-        check.test.unwrap_or_default().join(" ")
+        check.test.unwrap_or_default().join(" "),
+        launch::hash_text(spec)
     );
     xxhash_rust::xxh3::xxh3_64(text.as_bytes())
 }
