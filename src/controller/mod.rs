@@ -201,6 +201,7 @@ impl<R: Runtime> Controller<R> {
             }
         }
         self.inventory.follow_probe_settings(manifest);
+        self.runtime.follow(manifest);
         tracing::info!(event = "desired_state", version = desired.version, replicas = manifest.replicas,
             hostnames = ?manifest.hostnames, woken_by = %wake, "working toward manifest version {}", desired.version);
         let hostnames_changed = self.applied.as_ref().is_none_or(|(_, before)| *before != manifest.hostnames);

@@ -93,7 +93,25 @@ impl Manifest {
     /// [`ManifestError::Syntax`] with line and column, or [`ManifestError::Invalid`] listing every
     /// invalid field with its position.
     pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
-        let manifest: Manifest = serde_saphyr::from_str(text).map_err(|e| error::syntax_error(text, &e))?;
+        Manifest::parse_as(text, None)
+    }
+
+    /// As [`Manifest::parse`], with `replica.runtime` replaced by `runtime` when given (before
+    /// validation, so the rules of that runtime apply): `ringlb run --runtime process` runs a
+    /// manifest written for Docker as local processes.
+    ///
+    /// # Errors
+    /// As [`Manifest::parse`].
+    pub fn parse_as(text: &str, runtime: Option<RuntimeKind>) -> Result<Manifest, ManifestError> {
+        let mut manifest: Manifest =
+            serde_saphyr::from_str(text).map_err(|e| error::syntax_error(text, &e))?;
+        if let Some(runtime) = runtime {
+            manifest.replica.runtime = runtime;
+        }
+        // Static endpoints are the replicas: `replicas:` left out means as many as there are.
+        if manifest.replica.runtime == RuntimeKind::Static && locate::locate(text, "replicas").is_none() {
+            manifest.replicas = u32::try_from(manifest.replica.endpoints.len()).unwrap_or(u32::MAX);
+        }
         let mut errors = manifest.validate();
         if errors.is_empty() {
             return Ok(manifest);
@@ -109,9 +127,20 @@ impl Manifest {
     /// # Errors
     /// As [`Manifest::parse`], or [`ManifestError::Read`].
     pub fn load(path: &std::path::Path) -> Result<(Manifest, String), ManifestError> {
+        Manifest::load_as(path, None)
+    }
+
+    /// As [`Manifest::load`], with `replica.runtime` replaced as [`Manifest::parse_as`] does.
+    ///
+    /// # Errors
+    /// As [`Manifest::load`].
+    pub fn load_as(
+        path: &std::path::Path,
+        runtime: Option<RuntimeKind>,
+    ) -> Result<(Manifest, String), ManifestError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| ManifestError::Read { path: path.display().to_string(), source })?;
-        Ok((Manifest::parse(&text)?, text))
+        Ok((Manifest::parse_as(&text, runtime)?, text))
     }
 
     /// The ring configuration this manifest asks for.

@@ -87,7 +87,7 @@ fn check_replica(m: &Manifest, errors: &mut Errors) {
     }
     if replica.runtime == RuntimeKind::Static {
         if replica.endpoints.is_empty() {
-            errors.fail("replica.endpoints", "the static runtime needs at least one ip:port endpoint");
+            errors.fail("replica.endpoints", "the static runtime needs at least one host:port endpoint");
         }
         if m.replicas as usize != replica.endpoints.len() {
             errors.fail(
@@ -104,15 +104,43 @@ fn check_replica(m: &Manifest, errors: &mut Errors) {
     } else if !replica.endpoints.is_empty() {
         errors.fail("replica.endpoints", "only the static runtime uses endpoints");
     }
+    let mut seen = BTreeSet::new();
     for (i, endpoint) in replica.endpoints.iter().enumerate() {
-        if endpoint.parse::<SocketAddr>().is_err() {
-            errors
-                .fail(&format!("replica.endpoints[{i}]"), format!("{endpoint:?} is not an ip:port address"));
+        let field = format!("replica.endpoints[{i}]");
+        if !is_valid_endpoint(endpoint) {
+            errors.fail(
+                &field,
+                format!("{endpoint:?} is not host:port (an IP address or a host name, and a port 1-65535)"),
+            );
+        } else if !seen.insert(endpoint.as_str()) {
+            errors.fail(&field, format!("{endpoint:?} is listed twice"));
         }
     }
     if replica.port == 0 {
         errors.fail("replica.port", "must be between 1 and 65535");
     }
+}
+
+/// `ip:port`, `[v6]:port` or `name:port`, with a port from 1 to 65535 and a DNS name of letters,
+/// digits and hyphens.
+fn is_valid_endpoint(endpoint: &str) -> bool {
+    if let Ok(addr) = endpoint.parse::<SocketAddr>() {
+        return addr.port() != 0;
+    }
+    let Some((host, port)) = endpoint.rsplit_once(':') else { return false };
+    let port_ok = port.parse::<u16>().is_ok_and(|p| p != 0);
+    let label_ok = |label: &str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    };
+    let name_ok = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(label_ok)
+        && !host.split('.').all(|l| l.chars().all(|c| c.is_ascii_digit()));
+    port_ok && name_ok
 }
 
 /// The smallest memory limit Docker accepts.
@@ -530,6 +558,36 @@ mod tests {
         let m = Manifest::parse(docker).unwrap();
         assert_eq!(m.replica.resources.memory_bytes(), Some(64 << 20));
         assert_eq!(m.replica.env["A"], "1");
+    }
+
+    #[test]
+    fn static_endpoints_are_host_and_port_and_replicas_may_be_left_out() {
+        let m =
+            Manifest::parse("name: d\nreplica: {runtime: static, endpoints: ['web:8080', '10.0.0.1:80']}\n")
+                .unwrap();
+        assert_eq!(m.replicas, 2, "replicas: left out is the number of endpoints");
+        let text = "name: d\nreplicas: 2\nreplica:\n  runtime: static\n  endpoints: ['web:8080', 'web', 'bad_name:1', '999.1.1.1:80', 'web:0', 'web:8080']\n";
+        let ManifestError::Invalid(errors) = Manifest::parse(text).unwrap_err() else { panic!() };
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "replicas",
+                "replica.endpoints[1]",
+                "replica.endpoints[2]",
+                "replica.endpoints[3]",
+                "replica.endpoints[4]",
+                "replica.endpoints[5]"
+            ]
+        );
+        assert_eq!(errors[1].position.map(|p| (p.line, p.column)), Some((5, 27)));
+        assert!(errors[5].message.contains("listed twice"), "{}", errors[5].message);
+        assert!(
+            Manifest::parse(
+                "name: d\nreplica: {runtime: static, endpoints: ['[::1]:80', 'a-b.example.com:443']}\n"
+            )
+            .is_ok()
+        );
     }
 
     #[test]

@@ -48,7 +48,7 @@ impl AnyRuntime {
             RuntimeKind::Process => AnyRuntime::Process(
                 ProcessRuntime::new(executable, replica_args, trigger).with_server_args(server_args),
             ),
-            RuntimeKind::Static => AnyRuntime::Static(StaticRuntime::new(manifest)?),
+            RuntimeKind::Static => AnyRuntime::Static(StaticRuntime::new(manifest).await?),
             RuntimeKind::Docker => AnyRuntime::Docker(DockerRuntime::connect(&manifest.name, trigger).await?),
             RuntimeKind::Swarm => AnyRuntime::Swarm(SwarmRuntime::connect(&manifest.name, trigger).await?),
         })
@@ -102,6 +102,10 @@ impl Runtime for AnyRuntime {
 
     async fn shutdown(&self, grace: Duration) {
         on_each!(self, runtime => runtime.shutdown(grace).await)
+    }
+
+    fn follow(&self, manifest: &Manifest) {
+        on_each!(self, runtime => runtime.follow(manifest))
     }
 
     fn replaces_failed(&self) -> bool {

@@ -108,6 +108,10 @@ pub trait Runtime: Send + Sync + 'static {
     /// Called once when `ringlb run` exits: stop what must not outlive it.
     fn shutdown(&self, grace: Duration) -> impl Future<Output = ()> + Send;
 
+    /// Called with every manifest version the controller takes (and not on the data path): a
+    /// runtime whose replicas are listed in the manifest itself (static endpoints) follows it.
+    fn follow(&self, _manifest: &Manifest) {}
+
     /// False for runtimes whose replicas ringlb does not run (static endpoints): a failing one only
     /// leaves the ring until it answers again, and is never stopped and started afresh.
     fn replaces_failed(&self) -> bool {
