@@ -12,6 +12,11 @@ COMPOSE := $(shell if docker compose version >/dev/null 2>&1; then echo "docker 
 	elif command -v docker-compose >/dev/null 2>&1; then echo docker-compose; fi)
 # The cluster name, from the manifest: every container ringlb creates carries it as a label.
 CLUSTER = $(shell sed -n 's/^name:[[:space:]]*\([^[:space:]#]*\).*/\1/p' $(MANIFEST))
+# What docker-compose.yml runs: the manifest's directory (mounted, so that /add and /rm can
+# replace the file) and its name in it.
+COMPOSE_ENV = RINGLB_PORT=$(PORT) RINGLB_MANIFEST=$(notdir $(MANIFEST)) RINGLB_MANIFEST_DIR=$(abspath $(dir $(MANIFEST)))
+# `make local` runs manifests/local.yaml unless MANIFEST is given on the command line.
+LOCAL_MANIFEST = $(if $(filter command line environment,$(origin MANIFEST)),$(MANIFEST),manifests/local.yaml)
 
 .PHONY: run-swarm stop-swarm logs-swarm run stop logs image static build test test-docker-image bench check fmt lint local analyze demo-autoscale bench-micro soak fuzz
 
@@ -19,18 +24,19 @@ CLUSTER = $(shell sed -n 's/^name:[[:space:]]*\([^[:space:]#]*\).*/\1/p' $(MANIF
 ## every replica is ready.
 run: image
 	@test -n "$(COMPOSE)" || { echo "make run needs 'docker compose' or 'docker-compose'" >&2; exit 1; }
-	RINGLB_PORT=$(PORT) $(COMPOSE) up -d
+	@./$(STATIC) check --manifest $(MANIFEST) >/dev/null || { ./$(STATIC) check --manifest $(MANIFEST); exit 1; }
+	$(COMPOSE_ENV) $(COMPOSE) up -d
 	@./$(STATIC) status --url http://127.0.0.1:$(PORT) --wait --timeout 120 \
-		|| { $(COMPOSE) logs --tail 50 lb; exit 1; }
-	@echo "ringlb listens on http://127.0.0.1:$(PORT) (try: curl http://127.0.0.1:$(PORT)/rep); logs: make logs; stop: make stop"
+		|| { $(COMPOSE_ENV) $(COMPOSE) logs --tail 50 lb; exit 1; }
+	@echo "ringlb runs $(MANIFEST) on http://127.0.0.1:$(PORT) (try: curl http://127.0.0.1:$(PORT)/rep); logs: make logs; stop: make stop MANIFEST=$(MANIFEST)"
 
 ## Stop the load balancer and remove every container and network it created (by label).
 stop:
 	@test -n "$(COMPOSE)" || { echo "make stop needs 'docker compose' or 'docker-compose'" >&2; exit 1; }
-	-$(COMPOSE) stop lb
+	-$(COMPOSE_ENV) $(COMPOSE) stop lb
 	@ids=$$(docker ps -aq --filter label=ringlb.cluster=$(CLUSTER)); \
 		if [ -n "$$ids" ]; then echo "removing replicas of cluster $(CLUSTER)"; docker rm -f $$ids >/dev/null; fi
-	$(COMPOSE) down --remove-orphans
+	$(COMPOSE_ENV) $(COMPOSE) down --remove-orphans
 	@nets=$$(docker network ls -q --filter label=ringlb.cluster=$(CLUSTER)); \
 		if [ -n "$$nets" ]; then docker network rm $$nets >/dev/null; fi
 	@left=$$(docker ps -aq --filter label=ringlb.cluster=$(CLUSTER)); \
@@ -108,7 +114,7 @@ logs-swarm:
 
 ## Follow the load balancer's log (one line per controller event).
 logs:
-	$(COMPOSE) logs -f lb
+	$(COMPOSE_ENV) $(COMPOSE) logs -f lb
 
 ## The static binary the image is made of: the load balancer and the replica, without the
 ## `analyze` feature (the analysis and its charts run from `make analyze` on the host).
@@ -127,9 +133,10 @@ image: static
 build:
 	$(CARGO) build --release --locked
 
-## Run the load balancer with process replicas on 127.0.0.1, no Docker needed (Ctrl-C stops all).
+## Run the load balancer with process replicas on 127.0.0.1, no Docker needed (Ctrl-C stops all):
+## manifests/local.yaml, or MANIFEST=... run as processes whatever its replica.runtime says.
 local: build
-	./target/release/ringlb run --manifest manifests/local.yaml
+	./target/release/ringlb run --manifest $(LOCAL_MANIFEST) --runtime process
 
 ## Run every test this machine can run: unit, property and integration tests (real binary, real
 ## ports), and the #[ignore]d ones whose needs are met here: a Docker engine and the image

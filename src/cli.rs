@@ -57,6 +57,11 @@ pub struct RunArgs {
     /// scripts and tests that listen on port 0).
     #[arg(long)]
     pub ready_file: Option<PathBuf>,
+    /// Run the replicas on this runtime whatever `replica.runtime` says (docker, process,
+    /// static, swarm): `--runtime process` runs a manifest written for Docker as local
+    /// processes (`make local MANIFEST=...`). The file itself is not changed.
+    #[arg(long)]
+    pub runtime: Option<ringlb::manifest::RuntimeKind>,
 }
 
 /// The arguments of `ringlb server`.

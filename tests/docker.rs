@@ -429,3 +429,88 @@ async fn autoscaling_grows_and_shrinks_containers_and_a_cold_start_from_zero_ans
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert!(cold_start < COLD_START_WITHIN, "the cold start took {cold_start:?}");
 }
+
+/// `make run MANIFEST=manifests/assignment.yaml`: the exercise exactly, its load balancer and its
+/// replicas in containers; `make stop MANIFEST=...` removes all of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine, Compose and the image ringlb:latest"]
+async fn make_run_runs_the_exercise_in_containers_and_make_stop_removes_it() {
+    require_docker();
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let port = common::free_port();
+    let cluster = "assignment";
+    assert!(
+        containers(cluster).is_empty(),
+        "a cluster named {cluster} already runs here; this test does not touch it: \
+         `make stop MANIFEST=manifests/assignment.yaml` first"
+    );
+    let _cleanup = Cleanup { cluster: cluster.into(), containers: vec![], tags: vec![] };
+    let make = |target: &str| {
+        Command::new("make")
+            .args(["-C", repo, target, "MANIFEST=manifests/assignment.yaml", &format!("PORT={port}")])
+            .output()
+            .expect("run make")
+    };
+    // Stops it whatever happens below (the file is the repository's: /add and /rm are not used).
+    struct Stop<F: Fn() -> std::process::Output>(F);
+    impl<F: Fn() -> std::process::Output> Drop for Stop<F> {
+        fn drop(&mut self) {
+            let _ = (self.0)();
+        }
+    }
+    let run = make("run");
+    let stop = Stop(|| make("stop"));
+    assert!(
+        run.status.success(),
+        "make run failed: {}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let client = common::HttpClient::new(format!("127.0.0.1:{port}").parse().unwrap());
+    assert_eq!(
+        client.get("/rep").await.body,
+        r#"{"message": {"N": 3, "replicas": ["server1", "server2", "server3"]}, "status": "successful"}"#
+    );
+    let mut ids = BTreeSet::new();
+    for _ in 0..30 {
+        let home = client.get("/home").await;
+        assert_eq!(home.status, 200, "{home:?}");
+        let id = home.json()["message"]
+            .as_str()
+            .and_then(|m| m.strip_prefix("Hello from Server: "))
+            .map(String::from);
+        let id = id.unwrap_or_else(|| panic!("not the exercise's /home: {}", home.body));
+        assert!(id.parse::<u32>().is_ok(), "integer ids, found {id:?}");
+        ids.insert(id);
+    }
+    assert!(ids.iter().all(|id| ["1", "2", "3"].contains(&id.as_str())), "{ids:?}");
+    let other = client.get("/other").await;
+    assert_eq!(
+        (other.status, other.body.as_str()),
+        (
+            400,
+            r#"{"message": "<Error> '/other' endpoint does not exist in server replicas", "status": "failure"}"#
+        )
+    );
+    // A killed replica is replaced under a new name.
+    let (victim, _, _) =
+        containers(cluster).into_iter().find(|(_, name, _)| name == "server2").expect("server2");
+    docker(&["kill", &victim]);
+    until!(
+        Duration::from_secs(60),
+        || async {
+            let rep = client.get("/rep").await.json();
+            let names: Vec<String> = rep["message"]["replicas"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|n| n.as_str().map(String::from)).collect())
+                .unwrap_or_default();
+            rep["message"]["N"] == 3 && names.len() == 3 && !names.contains(&"server2".to_string())
+        },
+        "server2 was not replaced under a new name: {}",
+        client.get("/rep").await.body
+    );
+    drop(stop);
+    assert!(containers(cluster).is_empty(), "left behind: {:?}", containers(cluster));
+    let lb = docker(&["ps", "-aq", "--filter", "label=com.docker.compose.service=lb"]);
+    assert!(lb.is_empty(), "the load balancer container is left: {lb}");
+}

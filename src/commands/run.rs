@@ -16,7 +16,7 @@ use std::sync::Arc;
 pub async fn run(args: RunArgs, child_args: Vec<String>) -> Result<()> {
     let (manifest_path, ready_file) = (args.manifest.as_path(), args.ready_file.as_deref());
     let termination = Termination::catch()?;
-    let source = ManifestSource::open(manifest_path).map_err(|e| match e.position() {
+    let source = ManifestSource::open_as(manifest_path, args.runtime).map_err(|e| match e.position() {
         Some(p) => anyhow::anyhow!("{}:{}:{}: {e}", manifest_path.display(), p.line, p.column),
         None => anyhow::anyhow!("{}: {e}", manifest_path.display()),
     })?;

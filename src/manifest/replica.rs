@@ -33,6 +33,21 @@ impl fmt::Display for RuntimeKind {
     }
 }
 
+impl std::str::FromStr for RuntimeKind {
+    type Err = String;
+
+    /// The names `replica.runtime` takes.
+    fn from_str(text: &str) -> Result<RuntimeKind, String> {
+        match text {
+            "docker" => Ok(RuntimeKind::Docker),
+            "process" => Ok(RuntimeKind::Process),
+            "static" => Ok(RuntimeKind::Static),
+            "swarm" => Ok(RuntimeKind::Swarm),
+            other => Err(format!("{other:?} is not a runtime: docker, process, static or swarm")),
+        }
+    }
+}
+
 /// What a replacement for a failed replica is called.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]

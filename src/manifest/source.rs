@@ -5,7 +5,7 @@
 //! fields that cannot change live, and only then publishes. A rejected text changes nothing and is
 //! remembered as the last error, so it can be reported.
 
-use super::{Manifest, ManifestError};
+use super::{Manifest, ManifestError, RuntimeKind};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::watch;
@@ -47,6 +47,8 @@ struct State {
 /// Owner of the desired state: the only code that publishes a new manifest.
 pub struct ManifestSource {
     path: PathBuf,
+    /// `ringlb run --runtime`: the runtime every version runs on, whatever the file says.
+    runtime: Option<RuntimeKind>,
     state: Mutex<State>,
     tx: watch::Sender<Desired>,
 }
@@ -57,10 +59,20 @@ impl ManifestSource {
     /// # Errors
     /// Any [`ManifestError`].
     pub fn open(path: &Path) -> Result<Arc<ManifestSource>, ManifestError> {
-        let (manifest, text) = Manifest::load(path)?;
+        ManifestSource::open_as(path, None)
+    }
+
+    /// As [`ManifestSource::open`], every version of the file run on `runtime` when given
+    /// ([`Manifest::parse_as`]).
+    ///
+    /// # Errors
+    /// Any [`ManifestError`].
+    pub fn open_as(path: &Path, runtime: Option<RuntimeKind>) -> Result<Arc<ManifestSource>, ManifestError> {
+        let (manifest, text) = Manifest::load_as(path, runtime)?;
         let (tx, _) = watch::channel(Desired { manifest: Arc::new(manifest), version: 1 });
         Ok(Arc::new(ManifestSource {
             path: path.to_path_buf(),
+            runtime,
             state: Mutex::new(State { last_text: text, last_error: None }),
             tx,
         }))
@@ -108,7 +120,7 @@ impl ManifestSource {
             return Ok(Applied::Same(current.version));
         }
         state.last_text = text.to_owned();
-        let parsed = Manifest::parse(text).and_then(|next| {
+        let parsed = Manifest::parse_as(text, self.runtime).and_then(|next| {
             let frozen = current.manifest.immutable_changes(&next);
             if frozen.is_empty() {
                 Ok(next)
@@ -164,6 +176,19 @@ mod tests {
         assert!(matches!(applied, Applied::Changed(2)));
         assert!(rx.has_changed().unwrap());
         assert_eq!(rx.borrow_and_update().manifest.replicas, 5);
+    }
+
+    #[test]
+    fn a_runtime_given_on_the_command_line_holds_for_every_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cluster.yaml");
+        std::fs::write(&path, "name: demo\nreplica: {runtime: docker}\n").unwrap();
+        let source = ManifestSource::open_as(&path, Some(RuntimeKind::Process)).unwrap();
+        assert_eq!(source.current().manifest.replica.runtime, RuntimeKind::Process);
+        source.apply_text("name: demo\nreplicas: 2\nreplica: {runtime: docker}\n").unwrap();
+        assert_eq!(source.current().manifest.replica.runtime, RuntimeKind::Process, "and no live change");
+        assert_eq!("swarm".parse::<RuntimeKind>(), Ok(RuntimeKind::Swarm));
+        assert!("kubernetes".parse::<RuntimeKind>().unwrap_err().contains("not a runtime"));
     }
 
     #[test]

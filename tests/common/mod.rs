@@ -35,6 +35,36 @@ pub struct Lb {
     envs: Vec<(String, String)>,
 }
 
+/// An HTTP client of a load balancer this harness did not start (`make run`'s container).
+pub struct HttpClient {
+    addr: SocketAddr,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl HttpClient {
+    pub fn new(addr: SocketAddr) -> HttpClient {
+        HttpClient { addr, client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()) }
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        let request = http::Request::builder()
+            .uri(format!("http://{}{path}", self.addr))
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        let response = tokio::time::timeout(Duration::from_secs(30), self.client.request(request))
+            .await
+            .unwrap_or_else(|_| panic!("GET {path}: timed out"))
+            .unwrap_or_else(|e| panic!("GET {path}: {e:?}"));
+        let (parts, body) = response.into_parts();
+        let bytes = body.collect().await.expect("body").to_bytes();
+        Answer {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+        }
+    }
+}
+
 /// A response, read whole.
 #[derive(Debug)]
 pub struct Answer {
