@@ -18,11 +18,12 @@ COMPOSE_ENV = RINGLB_PORT=$(PORT) RINGLB_MANIFEST=$(notdir $(MANIFEST)) RINGLB_M
 # `make local` runs manifests/local.yaml unless MANIFEST is given on the command line.
 LOCAL_MANIFEST = $(if $(filter command line environment,$(origin MANIFEST)),$(MANIFEST),manifests/local.yaml)
 
-.PHONY: run-swarm stop-swarm logs-swarm run stop logs image static build test test-docker-image bench check fmt lint local analyze demo-autoscale bench-micro soak fuzz
+.PHONY: your-app-image run-swarm stop-swarm logs-swarm run stop logs image static build test test-docker-image bench check fmt lint local analyze demo-autoscale bench-micro soak fuzz
 
 ## Build the image and start the load balancer (in a container) and its replicas; wait until
 ## every replica is ready.
-run: image
+# A manifest may name the example image of manifests/your-app.yaml: build it too.
+run: image $(if $(shell grep -qs 'image: *your-app:' $(MANIFEST) && echo yes),your-app-image)
 	@test -n "$(COMPOSE)" || { echo "make run needs 'docker compose' or 'docker-compose'" >&2; exit 1; }
 	@./$(STATIC) check --manifest $(MANIFEST) >/dev/null || { ./$(STATIC) check --manifest $(MANIFEST); exit 1; }
 	$(COMPOSE_ENV) $(COMPOSE) up -d
@@ -261,3 +262,11 @@ soak:
 FUZZ_SECONDS ?= 60
 fuzz:
 	FUZZ_SECONDS=$(FUZZ_SECONDS) bash fuzz/run.sh
+
+## The example image of manifests/your-app.yaml: Debian's static busybox and one page, FROM
+## scratch (nothing is pulled).
+your-app-image:
+	@test -x /bin/busybox || { echo "make your-app-image needs Debian's static busybox: apt install busybox-static" >&2; exit 1; }
+	rm -rf target/your-app-image && mkdir -p target && cp -r examples/your-app target/your-app-image
+	cp /bin/busybox target/your-app-image/busybox
+	docker build -q -t your-app:latest target/your-app-image

@@ -514,3 +514,173 @@ async fn make_run_runs_the_exercise_in_containers_and_make_stop_removes_it() {
     let lb = docker(&["ps", "-aq", "--filter", "label=com.docker.compose.service=lb"]);
     assert!(lb.is_empty(), "the load balancer container is left: {lb}");
 }
+
+/// Builds an image of the test `FROM scratch` around Debian's static busybox and one page, with
+/// no command of its own (`make your-app-image` builds the same from `examples/your-app`), and
+/// returns its tag; the caller removes it (`Cleanup::tags`).
+fn busybox_image(cluster: &str) -> String {
+    assert!(
+        std::path::Path::new("/bin/busybox").exists(),
+        "the foreign-image tests need Debian's static busybox: apt install busybox-static"
+    );
+    let tag = format!("ringlb-test-busybox:{cluster}");
+    let context = tempfile::tempdir().expect("temp dir");
+    std::fs::copy("/bin/busybox", context.path().join("busybox")).expect("copy busybox");
+    std::fs::create_dir(context.path().join("www")).expect("www");
+    std::fs::write(context.path().join("www/index.html"), "hello from busybox\n").expect("page");
+    std::fs::write(
+        context.path().join("Dockerfile"),
+        "FROM scratch\nCOPY busybox /bin/busybox\nCOPY www /www\n",
+    )
+    .expect("Dockerfile");
+    docker(&["build", "-q", "-t", &tag, &context.path().display().to_string()]);
+    tag
+}
+
+/// A manifest of 3 busybox httpd replicas from `replica.command`, with env, limits and a label.
+fn busybox_manifest(cluster: &str, image: &str, greeting: &str) -> String {
+    format!(
+        "name: {cluster}\nreplicas: 3\nhostnames: [{cluster}-s1, {cluster}-s2, {cluster}-s3]\nlisten: 127.0.0.1:0\n\
+         replica:\n  runtime: docker\n  image: {image}\n  \
+         network: {cluster}-net\n  port: 8080\n  command: [/bin/busybox, httpd, -f, -p, '8080', -h, /www]\n  \
+         env: {{WHO: '{{name}}', GREETING: {greeting}}}\n  resources: {{cpus: 0.5, memory: 64MiB}}\n  \
+         labels: {{team: web}}\n  drain_timeout: 5s\n  stop_timeout: 2s\nhealth:\n  path: /index.html\n  \
+         interval: 200ms\n  timeout: 150ms\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine and Debian's busybox-static"]
+async fn a_foreign_image_runs_its_command_with_env_and_limits_and_survives_kill_and_roll() {
+    require_docker();
+    let c = cluster("busybox");
+    let image = busybox_image(&c);
+    let _cleanup = Cleanup { cluster: c.clone(), containers: vec![], tags: vec![image.clone()] };
+    let text = busybox_manifest(&c, &image, "hello");
+    let lb = Arc::new(Lb::start(&text).await);
+    let page = lb.get("/index.html").await;
+    assert_eq!((page.status, page.body.as_str()), (200, "hello from busybox\n"), "{page:?}");
+    // What Docker was asked for: the command, the environment with {name} filled in, the limits.
+    let before = containers(&c);
+    assert_eq!(before.len(), 3, "{before:?}");
+    for (id, name, _) in &before {
+        let inspect: serde_json::Value =
+            serde_json::from_str(&docker(&["inspect", id])).expect("docker inspect is JSON");
+        let container = &inspect[0];
+        assert_eq!(
+            container["Config"]["Cmd"],
+            serde_json::json!(["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"])
+        );
+        let env: Vec<&str> =
+            container["Config"]["Env"].as_array().expect("Env").iter().filter_map(|v| v.as_str()).collect();
+        assert!(env.contains(&format!("WHO={name}").as_str()) && env.contains(&"GREETING=hello"), "{env:?}");
+        assert!(
+            !env.iter().any(|e| e.starts_with("SERVER_ID=")),
+            "only ringlb's image gets SERVER_ID: {env:?}"
+        );
+        assert_eq!(container["HostConfig"]["NanoCpus"], 500_000_000);
+        assert_eq!(container["HostConfig"]["Memory"], 67_108_864);
+        assert_eq!(container["Config"]["Labels"]["team"], "web");
+    }
+
+    // docker kill of one under load: nothing lost, 3 serving again.
+    let load = Load::start(&lb, 4, "/index.html");
+    load.after_more(200).await;
+    let (victim, victim_name, _) = before[1].clone();
+    let killed_at = Instant::now();
+    docker(&["kill", &victim]);
+    let out = eventually(Duration::from_secs(5), || async { !lb.ring().await.contains(&victim_name) }).await;
+    let out_after = out.then(|| killed_at.elapsed());
+    let back = eventually(Duration::from_secs(30), || async {
+        let replaced =
+            containers(&c).iter().any(|(id, n, running)| *n == victim_name && *running && *id != victim);
+        replaced && lb.ring().await.contains(&victim_name)
+    })
+    .await;
+    let back_after = back.then(|| killed_at.elapsed());
+    load.after_more(200).await;
+    let (sent, failures) = load.finish().await;
+    println!(
+        "foreign image, docker kill {victim_name}: out of the ring after {out_after:?}, replacement in the ring \
+         after {back_after:?}; {sent} requests, {} failed",
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {sent} failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(3)]
+    );
+    assert!(
+        back_after.is_some_and(|t| t < REPLACED_WITHIN),
+        "replaced after {back_after:?}: {}",
+        lb.status().await
+    );
+
+    // A change of env rolls all 3, one at a time, with nothing lost.
+    let before: BTreeSet<String> = containers(&c).into_iter().map(|(id, _, _)| id).collect();
+    let load = Load::start(&lb, 4, "/index.html");
+    load.after_more(100).await;
+    let started = Instant::now();
+    lb.write_manifest(&busybox_manifest(&c, &image, "bonjour"));
+    until!(
+        Duration::from_secs(120),
+        || async {
+            let now = containers(&c);
+            now.len() == 3
+                && now.iter().all(|(id, _, running)| *running && !before.contains(id))
+                && lb.status().await["replicas"].as_array().is_some_and(|r| {
+                    r.len() == 3 && r.iter().all(|x| x["state"] == "ready" && x["current_spec"] == true)
+                })
+        },
+        "not rolled: {}",
+        lb.status().await
+    );
+    let rolled_after = started.elapsed();
+    load.after_more(100).await;
+    let (sent, failures) = load.finish().await;
+    println!(
+        "foreign image, env change: rolled 3 replicas in {rolled_after:?}; {sent} requests, {} failed",
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {sent} failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(3)]
+    );
+    for (id, _, _) in containers(&c) {
+        let env = docker(&["inspect", "--format", "{{json .Config.Env}}", &id]);
+        assert!(env.contains("GREETING=bonjour"), "{env}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine and Debian's busybox-static"]
+async fn a_foreign_command_that_exits_at_once_is_reported_and_the_running_replicas_keep_serving() {
+    require_docker();
+    let c = cluster("exits");
+    let image = busybox_image(&c);
+    let _cleanup = Cleanup { cluster: c.clone(), containers: vec![], tags: vec![image.clone()] };
+    let text = busybox_manifest(&c, &image, "hello");
+    let lb = Lb::start(&text).await;
+    let before = containers(&c);
+    let broken = text.replace(
+        "command: [/bin/busybox, httpd, -f, -p, '8080', -h, /www]",
+        "command: [/bin/busybox, sh, -c, 'echo no config here >&2; exit 3']",
+    );
+    assert_ne!(broken, text);
+    lb.write_manifest(&broken);
+    until!(
+        Duration::from_secs(30),
+        || async {
+            let problems = lb.status().await["problems"].to_string();
+            problems.contains("exit code 3") && problems.contains("no config here")
+        },
+        "no problem reported: {}",
+        lb.status().await
+    );
+    assert_eq!(lb.get("/index.html").await.status, 200, "the replicas of the last good spec keep serving");
+    let now: BTreeSet<String> = containers(&c).into_iter().map(|(id, _, _)| id).collect();
+    assert!(before.iter().all(|(id, _, _)| now.contains(id)), "a running replica was stopped: {now:?}");
+}

@@ -106,7 +106,12 @@ impl ReplicaSpec {
     /// with `SERVER_ID=<name>`, as before these keys existed; every other image runs its own
     /// command unless the manifest gives one.
     pub fn runs_ringlb_server(&self) -> bool {
-        self.command.is_none() && self.entrypoint.is_none() && image_is_ringlb(&self.image)
+        self.command.is_none() && self.entrypoint.is_none() && self.image_is_ringlb()
+    }
+
+    /// True when `image` is ringlb's own (so it holds `/ringlb`, for `ringlb probe`).
+    pub fn image_is_ringlb(&self) -> bool {
+        image_is_ringlb(&self.image)
     }
 }
 

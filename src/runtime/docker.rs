@@ -14,6 +14,8 @@
 //! - **Adoption.** Containers carrying the cluster's label are listed like any other instance, so a
 //!   restarted load balancer adopts them instead of starting duplicates.
 //! - **No pulls.** A missing image is an error naming the image and `make image`.
+//! - **Exits at once.** A container that exits within a second of its start, before it listens,
+//!   is a start error with its exit code and last log lines ([`super::exit`]), and is removed.
 //! - **Events.** The event stream, filtered by the cluster label, fires the reconcile trigger when
 //!   a container dies, so a `docker kill` is noticed at once; the controller's periodic pass covers
 //!   a broken stream, which is reopened with backoff.
@@ -28,6 +30,7 @@ use super::engine::labels;
 use super::engine::names::{ForeignName, Holder, is_ours};
 use super::engine::network::{self, NetworkKind, Networks};
 use super::engine::{self, EngineError, status_of};
+use super::exit::{Exited, OutputTail, TAIL_LINES, describe_status};
 use super::launch::{self, Launch};
 use super::{Instance, InstanceId, Runtime, RuntimeError, StartRequest};
 use crate::manifest::Manifest;
@@ -39,13 +42,18 @@ use bollard::models::{
     RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
+    CreateContainerOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder, LogsOptionsBuilder,
     RemoveContainerOptionsBuilder, RenameContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::task::JoinHandle;
+
+/// A container that exits within this time of its start (before it listens) failed to start.
+const EARLY_EXIT_WINDOW: Duration = Duration::from_secs(1);
+/// How often a starting container's port is tried within [`EARLY_EXIT_WINDOW`].
+const LISTEN_POLL: Duration = Duration::from_millis(50);
 
 /// Runs replicas as containers of one cluster.
 pub struct DockerRuntime {
@@ -146,6 +154,47 @@ impl DockerRuntime {
             running,
             started_at: UNIX_EPOCH + Duration::from_secs(u64::try_from(created).unwrap_or(0)),
         }
+    }
+
+    /// Waits until a container just started listens on `addr`, exits, or has run for
+    /// [`EARLY_EXIT_WINDOW`]; an exit in that time comes back with its status and last lines
+    /// of output (a wrong `replica.command`, say), `None` otherwise.
+    async fn exited_at_once(&self, id: &str, addr: SocketAddr) -> Option<Exited> {
+        let deadline = tokio::time::Instant::now() + EARLY_EXIT_WINDOW;
+        loop {
+            let state =
+                self.docker.inspect_container(id, None::<InspectContainerOptions>).await.ok()?.state?;
+            if state.running != Some(true) {
+                let code = state.exit_code;
+                return Some(Exited {
+                    status: describe_status(code, None),
+                    last_output: self.last_output(id).await,
+                });
+            }
+            let connect = tokio::time::timeout(LISTEN_POLL, tokio::net::TcpStream::connect(addr)).await;
+            if matches!(connect, Ok(Ok(_))) || tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(LISTEN_POLL).await;
+        }
+    }
+
+    /// The last lines a container printed (stdout and stderr), oldest first.
+    async fn last_output(&self, id: &str) -> Vec<String> {
+        use tokio_stream::StreamExt;
+        let tail = TAIL_LINES.to_string();
+        let options = LogsOptionsBuilder::new().stdout(true).stderr(true).tail(&tail).build();
+        let lines = OutputTail::default();
+        let mut logs = self.docker.logs(id, Some(options));
+        let read = async {
+            while let Some(Ok(chunk)) = logs.next().await {
+                for line in String::from_utf8_lossy(&chunk.into_bytes()).lines() {
+                    lines.push(line);
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), read).await;
+        lines.lines()
     }
 
     /// Removes the networks carrying this cluster's label (the ones it created when missing),
@@ -301,6 +350,12 @@ impl Runtime for DockerRuntime {
             ));
         };
         let running = details.state.and_then(|s| s.running).unwrap_or(false);
+        let addr = SocketAddr::new(ip, spec.port);
+        if let Some(exited) = self.exited_at_once(&created.id, addr).await {
+            let remove = RemoveContainerOptionsBuilder::new().force(true).build();
+            let _ = self.docker.remove_container(&created.id, Some(remove)).await;
+            return Err(RuntimeError::start(&name, exited));
+        }
         let created_at = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         Ok(Some(self.instance(
             created.id,

@@ -2,6 +2,13 @@
 //! start-first updates, on the overlay network), its container health check (`ringlb probe`), and
 //! the spec hash that says when a running service is outdated.
 //!
+//! The health check needs `/ringlb` inside the container, so only ringlb's own image gets it. A
+//! task of any other image keeps the image's own check (if it has one); without one, Swarm's
+//! start-first update stops the old task as soon as the new one runs, before ringlb has heard
+//! from it. A roll then relies on ringlb's side: the old task's address refuses connections once
+//! it stops, and a refused or reset-before-any-byte attempt is retried on the next replica, so
+//! the replica's name may leave the ring for a moment but no request is lost.
+//!
 //! The hash of the same manifest must never change: a changed hash rolls every replica on
 //! upgrade. The tests pin today's values.
 
@@ -48,7 +55,8 @@ pub(super) fn service_spec(
                 env: Some(launch.env).filter(|env| !env.is_empty()),
                 stop_signal: spec.stop_signal.clone(),
                 stop_grace_period: Some(nanos(spec.stop_timeout.get())),
-                health_check: Some(health_check(spec, &request.health)),
+                // Only ringlb's image holds `ringlb probe`; another keeps its own check, if any.
+                health_check: spec.image_is_ringlb().then(|| health_check(spec, &request.health)),
                 ..Default::default()
             }),
             restart_policy: Some(TaskSpecRestartPolicy {
