@@ -141,12 +141,18 @@ impl ProcessRuntime {
     /// Spawns `ringlb server` and waits for the address it announces.
     async fn spawn_server(&self, request: &StartRequest) -> Result<Spawned, RuntimeError> {
         let fail = |reason: String| RuntimeError::start(&request.name, reason);
+        // The environment the launch rule gives ringlb's server (SERVER_ID=<name> unless the
+        // manifest sets it, as the exercise's `{id}`); its port is picked by the child itself.
+        let launch =
+            Launch::of(&request.spec, Values { name: &request.name, id: request.replica_id, port: 0 });
+        let env: Vec<(&str, &str)> = launch.env.iter().filter_map(|pair| pair.split_once('=')).collect();
+        let server_id = env.iter().find(|(k, _)| *k == "SERVER_ID").map_or(request.name.as_str(), |(_, v)| v);
         let mut child = tokio::process::Command::new(&self.exe)
             .args(&self.global_args)
             .args(["server", "--host", "127.0.0.1", "--port", "0", "--announce"])
-            .args(["--id", &request.name, "--exit-with-parent", &std::process::id().to_string()])
+            .args(["--id", server_id, "--exit-with-parent", &std::process::id().to_string()])
             .args(&self.server_args)
-            .env("SERVER_ID", &request.name)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
