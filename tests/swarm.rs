@@ -877,3 +877,126 @@ async fn a_replica_whose_task_never_runs_is_removed_when_it_is_no_longer_wanted(
     assert!(lb.ring().await.is_empty());
     teardown(&cluster, swarm, lb);
 }
+
+impl Cluster {
+    /// An image of the test `FROM scratch` around Debian's static busybox and one page, with no
+    /// command of its own (no `/ringlb` in it, so no `ringlb probe` health check). Removed with
+    /// the cluster.
+    fn busybox_image(&mut self) -> String {
+        assert!(
+            std::path::Path::new("/bin/busybox").exists(),
+            "the foreign-image tests need Debian's static busybox: apt install busybox-static"
+        );
+        let tag = format!("ringlb-test-busybox:{}", self.name);
+        let context = tempfile::tempdir().expect("temp dir");
+        std::fs::copy("/bin/busybox", context.path().join("busybox")).expect("copy busybox");
+        std::fs::create_dir(context.path().join("www")).expect("www");
+        std::fs::write(context.path().join("www/index.html"), "hello from busybox\n").expect("page");
+        std::fs::write(
+            context.path().join("Dockerfile"),
+            "FROM scratch\nCOPY busybox /bin/busybox\nCOPY www /www\n",
+        )
+        .expect("Dockerfile");
+        docker(&["build", "-q", "-t", &tag, &context.path().display().to_string()]);
+        self.tags.push(tag.clone());
+        tag
+    }
+
+    /// A manifest of 3 busybox httpd replicas from `replica.command`, with env and limits.
+    fn busybox_manifest(&self, image: &str, greeting: &str) -> String {
+        self.manifest(3, &["s1", "s2", "s3"], image)
+            .replace("port: 5000", "port: 8080")
+            .replace(
+                "  drain_timeout: 5s\n",
+                &format!(
+                    "  drain_timeout: 5s\n  command: [/bin/busybox, httpd, -f, -p, '8080', -h, /www]\n  \
+                     env: {{WHO: '{{name}}', GREETING: {greeting}}}\n  resources: {{cpus: 0.5, memory: 64MiB}}\n"
+                ),
+            )
+            .replace("health:\n", "health:\n  path: /index.html\n")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine in no swarm or a swarm manager, the image ringlb:latest and busybox-static"]
+async fn a_foreign_image_on_a_swarm_is_served_killed_and_rolled_without_a_failed_request() {
+    let swarm = Swarm::enter();
+    let mut cluster = Cluster::new("busybox");
+    let c = cluster.name.clone();
+    let image = cluster.busybox_image();
+    let text = cluster.busybox_manifest(&image, "hello");
+    let lb = Arc::new(cluster.start_lb(&text).await);
+    let page = lb.get("/index.html").await;
+    assert_eq!((page.status, page.body.as_str()), (200, "hello from busybox\n"), "{page:?}");
+    let service =
+        docker(&["service", "inspect", &format!("{c}-s1"), "--format", "{{json .Spec.TaskTemplate}}"]);
+    let task: serde_json::Value = serde_json::from_str(&service).expect("service spec");
+    assert_eq!(task["ContainerSpec"]["Args"][1], "httpd");
+    assert!(task["ContainerSpec"]["Env"].to_string().contains(&format!("WHO={c}-s1")), "{task}");
+    assert!(task["ContainerSpec"]["HealthCheck"].is_null(), "no ringlb probe in a foreign image: {task}");
+    assert_eq!(task["Resources"]["Limits"]["MemoryBytes"], 67_108_864);
+    assert_eq!(task["Resources"]["Limits"]["NanoCPUs"], 500_000_000);
+
+    // docker kill of a task under load: Swarm brings it back, nothing lost.
+    let load = Load::start(&lb, 4, "/index.html");
+    load.after_more(200).await;
+    let victim_name = format!("{c}-s2");
+    let (victim, _) = cluster.containers().into_iter().find(|(_, n)| *n == victim_name).expect("s2 runs");
+    let killed_at = Instant::now();
+    docker(&["kill", &victim]);
+    let back = eventually(Duration::from_secs(60), || async {
+        let replaced = cluster.containers().iter().any(|(id, n)| *n == victim_name && *id != victim);
+        replaced && lb.ring().await.contains(&victim_name)
+    })
+    .await;
+    let back_after = back.then(|| killed_at.elapsed());
+    load.after_more(200).await;
+    let (sent, failures) = load.finish().await;
+    println!(
+        "swarm, foreign image: docker kill {victim_name}: back in the ring after {back_after:?}; {sent} requests, {} failed",
+        failures.len()
+    );
+    assert!(
+        back_after.is_some_and(|t| t < RESTARTED_WITHIN),
+        "back after {back_after:?}: {}",
+        lb.status().await
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {sent} failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(3)]
+    );
+
+    // A change of env rolls the 3 services with nothing lost.
+    let before: BTreeSet<String> = cluster.containers().into_iter().map(|(id, _)| id).collect();
+    let load = Load::start(&lb, 4, "/index.html");
+    load.after_more(100).await;
+    let started = Instant::now();
+    lb.write_manifest(&cluster.busybox_manifest(&image, "bonjour"));
+    let rolled = eventually(Duration::from_secs(120), || async {
+        let now = cluster.containers();
+        now.len() == 3
+            && now.iter().all(|(id, _)| !before.contains(id))
+            && lb.status().await["replicas"].as_array().is_some_and(|r| {
+                r.len() == 3 && r.iter().all(|x| x["state"] == "ready" && x["current_spec"] == true)
+            })
+    })
+    .await;
+    let took = started.elapsed();
+    load.after_more(100).await;
+    let (sent, failures) = load.finish().await;
+    println!(
+        "swarm, foreign image: env change rolled 3 services in {took:?}; {sent} requests, {} failed",
+        failures.len()
+    );
+    assert!(rolled, "not rolled: {:?} {}", cluster.containers(), lb.status().await);
+    assert!(
+        failures.is_empty(),
+        "{} of {sent} failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(3)]
+    );
+    let lb = Arc::into_inner(lb).expect("the load is finished");
+    teardown(&cluster, swarm, lb);
+}
