@@ -175,6 +175,10 @@ test: test-docker-image
 				why+=("not root, or no ip, nsenter, unshare or dockerd: tests/swarm_nodes.rs"); \
 			fi; \
 		fi; \
+		if [ ! -x /bin/busybox ]; then \
+			out+=('test(/foreign_image/) | test(/foreign_command/)'); \
+			why+=("no /bin/busybox (apt install busybox-static): the foreign-image tests"); \
+		fi; \
 		if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then \
 			out+=('binary(observability) & test(=the_dashboard_renders_in_a_real_browser)'); \
 			why+=("no chromium: the_dashboard_renders_in_a_real_browser"); \
