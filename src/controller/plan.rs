@@ -183,7 +183,7 @@ pub fn resolve_names(
     let listed_set: BTreeSet<&String> = listed.iter().collect();
     let mut unlisted: Vec<&Observed> = observed
         .iter()
-        .filter(|o| !matches!(o.state, InstanceState::Exited | InstanceState::Draining))
+        .filter(|o| !matches!(o.state, InstanceState::Draining))
         .filter(|o| !listed_set.contains(&o.name) && !retired.contains(&o.name))
         .collect();
     unlisted.sort_by(|a, b| (a.replica_id, &a.name).cmp(&(b.replica_id, &b.name)));
@@ -624,6 +624,25 @@ mod tests {
         );
         let retired = BTreeSet::from(["b".to_string(), "demo-1".to_string()]);
         assert_eq!(resolve_names("demo", 2, &names(&["a", "b"]), &retired, &[]), names(&["a", "demo-2"]));
+    }
+
+    /// Seen with a foreign image (issue 18): a generated name whose container was killed got a
+    /// new name, though `replacement_name: same` keeps it.
+    #[test]
+    fn a_generated_name_whose_instance_exited_is_kept_for_its_replacement() {
+        let none = BTreeSet::new();
+        let observed = [
+            inst("i1", "demo-1", 1, InstanceState::Exited),
+            ready("i2", "demo-2", 2),
+            ready("i3", "demo-3", 3),
+        ];
+        assert_eq!(resolve_names("demo", 3, &[], &none, &observed), names(&["demo-1", "demo-2", "demo-3"]));
+        let draining = [inst("i1", "demo-1", 1, InstanceState::Draining), ready("i2", "demo-2", 2)];
+        assert_eq!(
+            resolve_names("demo", 1, &[], &none, &draining),
+            names(&["demo-2"]),
+            "a replica that leaves gives its name up"
+        );
     }
 
     #[test]
