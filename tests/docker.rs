@@ -105,6 +105,46 @@ fn manifest(cluster: &str, replicas: u32, names: &[&str], image: &str) -> String
     )
 }
 
+/// `docker kill` of replica `victim_name` of cluster `c` while 4 clients GET `path`: asserts that
+/// no request failed, that it left the ring within [`OUT_OF_RING_WITHIN`], and that its
+/// replacement (same name, a new container) was in the ring within [`REPLACED_WITHIN`]; prints
+/// the times and counts.
+async fn kill_one_under_load(lb: &Arc<Lb>, c: &str, victim_name: &str, path: &str) {
+    let load = Load::start(lb, 4, path);
+    load.after_more(200).await;
+    let victim_name = victim_name.to_owned();
+    let (victim, _, _) =
+        containers(c).into_iter().find(|(_, n, _)| *n == victim_name).expect("the victim runs");
+    let killed_at = Instant::now();
+    docker(&["kill", &victim]);
+    // First the ring alone, polled fast; then the replacement (docker ps is slower).
+    let out = eventually(Duration::from_secs(5), || async { !lb.ring().await.contains(&victim_name) }).await;
+    let out_after = out.then(|| killed_at.elapsed());
+    let back = eventually(Duration::from_secs(30), || async {
+        let replaced =
+            containers(c).iter().any(|(id, n, running)| *n == victim_name && *running && *id != victim);
+        replaced && lb.ring().await.contains(&victim_name)
+    })
+    .await;
+    let back_after = back.then(|| killed_at.elapsed());
+    load.after_more(200).await;
+    let (sent, failures) = load.finish().await;
+    println!(
+        "docker kill {victim_name}: out of the ring after {out_after:?}, replacement in the ring after {back_after:?}; \
+         {sent} requests, {} failed",
+        failures.len()
+    );
+    assert!(back_after.is_some(), "not replaced: {}", lb.status().await);
+    assert!(
+        failures.is_empty(),
+        "{} of {sent} failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(3)]
+    );
+    assert!(out_after.is_some_and(|t| t < OUT_OF_RING_WITHIN), "left the ring after {out_after:?}");
+    assert!(back_after.is_some_and(|t| t < REPLACED_WITHIN), "replaced after {back_after:?}");
+}
+
 /// (container id, replica name, running) of the cluster's containers.
 fn containers(cluster: &str) -> Vec<(String, String, bool)> {
     let out = docker(&[
@@ -213,33 +253,7 @@ async fn docker_kill_costs_no_request_and_the_replica_is_replaced() {
     let c = cluster("kill");
     let _cleanup = Cleanup { cluster: c.clone(), containers: vec![], tags: vec![] };
     let lb = Arc::new(Lb::start(&manifest(&c, 3, &["s1", "s2", "s3"], IMAGE)).await);
-    let load = Load::start(&lb, 4, "/home");
-    load.after_more(200).await;
-    let victim_name = format!("{c}-s2");
-    let (victim, _, _) = containers(&c).into_iter().find(|(_, n, _)| *n == victim_name).expect("s2 runs");
-    let killed_at = Instant::now();
-    docker(&["kill", &victim]);
-    // First the ring alone, polled fast; then the replacement (docker ps is slower).
-    let out = eventually(Duration::from_secs(5), || async { !lb.ring().await.contains(&victim_name) }).await;
-    let out_after = out.then(|| killed_at.elapsed());
-    let back = eventually(Duration::from_secs(30), || async {
-        let replaced =
-            containers(&c).iter().any(|(id, n, running)| *n == victim_name && *running && *id != victim);
-        replaced && lb.ring().await.contains(&victim_name)
-    })
-    .await;
-    let back_after = back.then(|| killed_at.elapsed());
-    load.after_more(200).await;
-    let (sent, failures) = load.finish().await;
-    println!(
-        "docker kill {victim_name}: out of the ring after {out_after:?}, replacement in the ring after {back_after:?}; \
-         {sent} requests, {} failed",
-        failures.len()
-    );
-    assert!(back_after.is_some(), "not replaced: {}", lb.status().await);
-    assert!(failures.is_empty(), "{} failed: {:?}", failures.len(), &failures[..failures.len().min(3)]);
-    assert!(out_after.is_some_and(|t| t < OUT_OF_RING_WITHIN), "left the ring after {out_after:?}");
-    assert!(back_after.is_some_and(|t| t < REPLACED_WITHIN), "replaced after {back_after:?}");
+    kill_one_under_load(&lb, &c, &format!("{c}-s2"), "/home").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -515,25 +529,10 @@ async fn make_run_runs_the_exercise_in_containers_and_make_stop_removes_it() {
     assert!(lb.is_empty(), "the load balancer container is left: {lb}");
 }
 
-/// Builds an image of the test `FROM scratch` around Debian's static busybox and one page, with
-/// no command of its own (`make your-app-image` builds the same from `examples/your-app`), and
-/// returns its tag; the caller removes it (`Cleanup::tags`).
+/// The busybox image of a test cluster (`common::build_busybox_image`), removed with it.
 fn busybox_image(cluster: &str) -> String {
-    assert!(
-        std::path::Path::new("/bin/busybox").exists(),
-        "the foreign-image tests need Debian's static busybox: apt install busybox-static"
-    );
     let tag = format!("ringlb-test-busybox:{cluster}");
-    let context = tempfile::tempdir().expect("temp dir");
-    std::fs::copy("/bin/busybox", context.path().join("busybox")).expect("copy busybox");
-    std::fs::create_dir(context.path().join("www")).expect("www");
-    std::fs::write(context.path().join("www/index.html"), "hello from busybox\n").expect("page");
-    std::fs::write(
-        context.path().join("Dockerfile"),
-        "FROM scratch\nCOPY busybox /bin/busybox\nCOPY www /www\n",
-    )
-    .expect("Dockerfile");
-    docker(&["build", "-q", "-t", &tag, &context.path().display().to_string()]);
+    common::build_busybox_image(&tag);
     tag
 }
 
@@ -584,38 +583,7 @@ async fn a_foreign_image_runs_its_command_with_env_and_limits_and_survives_kill_
     }
 
     // docker kill of one under load: nothing lost, 3 serving again.
-    let load = Load::start(&lb, 4, "/index.html");
-    load.after_more(200).await;
-    let (victim, victim_name, _) = before[1].clone();
-    let killed_at = Instant::now();
-    docker(&["kill", &victim]);
-    let out = eventually(Duration::from_secs(5), || async { !lb.ring().await.contains(&victim_name) }).await;
-    let out_after = out.then(|| killed_at.elapsed());
-    let back = eventually(Duration::from_secs(30), || async {
-        let replaced =
-            containers(&c).iter().any(|(id, n, running)| *n == victim_name && *running && *id != victim);
-        replaced && lb.ring().await.contains(&victim_name)
-    })
-    .await;
-    let back_after = back.then(|| killed_at.elapsed());
-    load.after_more(200).await;
-    let (sent, failures) = load.finish().await;
-    println!(
-        "foreign image, docker kill {victim_name}: out of the ring after {out_after:?}, replacement in the ring \
-         after {back_after:?}; {sent} requests, {} failed",
-        failures.len()
-    );
-    assert!(
-        failures.is_empty(),
-        "{} of {sent} failed: {:?}",
-        failures.len(),
-        &failures[..failures.len().min(3)]
-    );
-    assert!(
-        back_after.is_some_and(|t| t < REPLACED_WITHIN),
-        "replaced after {back_after:?}: {}",
-        lb.status().await
-    );
+    kill_one_under_load(&lb, &c, &before[1].1, "/index.html").await;
 
     // A change of env rolls all 3, one at a time, with nothing lost.
     let before: BTreeSet<String> = containers(&c).into_iter().map(|(id, _, _)| id).collect();

@@ -879,25 +879,11 @@ async fn a_replica_whose_task_never_runs_is_removed_when_it_is_no_longer_wanted(
 }
 
 impl Cluster {
-    /// An image of the test `FROM scratch` around Debian's static busybox and one page, with no
-    /// command of its own (no `/ringlb` in it, so no `ringlb probe` health check). Removed with
-    /// the cluster.
+    /// The busybox image of the test (`common::build_busybox_image`): no `/ringlb` in it, so no
+    /// `ringlb probe` health check. Removed with the cluster.
     fn busybox_image(&mut self) -> String {
-        assert!(
-            std::path::Path::new("/bin/busybox").exists(),
-            "the foreign-image tests need Debian's static busybox: apt install busybox-static"
-        );
         let tag = format!("ringlb-test-busybox:{}", self.name);
-        let context = tempfile::tempdir().expect("temp dir");
-        std::fs::copy("/bin/busybox", context.path().join("busybox")).expect("copy busybox");
-        std::fs::create_dir(context.path().join("www")).expect("www");
-        std::fs::write(context.path().join("www/index.html"), "hello from busybox\n").expect("page");
-        std::fs::write(
-            context.path().join("Dockerfile"),
-            "FROM scratch\nCOPY busybox /bin/busybox\nCOPY www /www\n",
-        )
-        .expect("Dockerfile");
-        docker(&["build", "-q", "-t", &tag, &context.path().display().to_string()]);
+        common::build_busybox_image(&tag);
         self.tags.push(tag.clone());
         tag
     }

@@ -43,7 +43,7 @@ pub use health::{Health, HealthKind, StatusSet};
 pub use limits::{Limits, MAX_REPLICAS_CEILING};
 pub use names::{NAME_RULE, is_valid_image, is_valid_name};
 pub use proxy::{ProxyEngine, ProxySettings, UnknownPath};
-pub use replica::{RINGLB_IMAGE_NAME, ReplacementName, ReplicaSpec, RuntimeKind};
+pub use replica::{ReplacementName, ReplicaSpec, RuntimeKind};
 pub use resources::{ByteSize, Resources};
 
 use crate::ring::{Algorithm, RingConfig};

@@ -97,7 +97,7 @@ pub struct ReplicaSpec {
 }
 
 /// The name of the image ringlb itself ships (`make image`): its replicas run `ringlb server`.
-pub const RINGLB_IMAGE_NAME: &str = "ringlb";
+const RINGLB_IMAGE_NAME: &str = "ringlb";
 
 impl ReplicaSpec {
     /// True when a replica runs ringlb's own `server` with its defaults: no `command` or

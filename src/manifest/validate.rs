@@ -238,8 +238,11 @@ fn check_launch_fits_runtime(m: &Manifest, errors: &mut Errors) {
             }
         }
         RuntimeKind::Process => {
-            for (field, set) in &given[3..5] {
-                if *set {
+            for (field, set) in [
+                ("replica.resources", !replica.resources.is_unlimited()),
+                ("replica.labels", !replica.labels.is_empty()),
+            ] {
+                if set {
                     errors.fail(field, "the process runtime has no containers: only docker and swarm use it");
                 }
             }

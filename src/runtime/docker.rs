@@ -30,7 +30,7 @@ use super::engine::labels;
 use super::engine::names::{ForeignName, Holder, is_ours};
 use super::engine::network::{self, NetworkKind, Networks};
 use super::engine::{self, EngineError, status_of};
-use super::exit::{Exited, OutputTail, TAIL_LINES, describe_status};
+use super::exit::{EARLY_EXIT_WINDOW, Exited, OutputTail, TAIL_LINES, describe_status};
 use super::launch::{self, Launch};
 use super::{Instance, InstanceId, Runtime, RuntimeError, StartRequest};
 use crate::manifest::Manifest;
@@ -50,9 +50,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::task::JoinHandle;
 
-/// A container that exits within this time of its start (before it listens) failed to start.
-const EARLY_EXIT_WINDOW: Duration = Duration::from_secs(1);
-/// How often a starting container's port is tried within [`EARLY_EXIT_WINDOW`].
+/// How often a starting container's port is tried within [`EARLY_EXIT_WINDOW`] (each try is
+/// an inspect call too).
 const LISTEN_POLL: Duration = Duration::from_millis(50);
 
 /// Runs replicas as containers of one cluster.
@@ -162,8 +161,15 @@ impl DockerRuntime {
     async fn exited_at_once(&self, id: &str, addr: SocketAddr) -> Option<Exited> {
         let deadline = tokio::time::Instant::now() + EARLY_EXIT_WINDOW;
         loop {
-            let state =
-                self.docker.inspect_container(id, None::<InspectContainerOptions>).await.ok()?.state?;
+            let state = match self.docker.inspect_container(id, None::<InspectContainerOptions>).await {
+                Ok(details) => details.state?,
+                Err(error) => {
+                    // Not a verdict on the replica: its heartbeat decides from here on.
+                    tracing::debug!(container = id, error = %EngineError::Docker(error),
+                        "cannot inspect a starting container; leaving it to its heartbeat");
+                    return None;
+                }
+            };
             if state.running != Some(true) {
                 let code = state.exit_code;
                 return Some(Exited {
@@ -216,11 +222,12 @@ fn container_body(request: &StartRequest, labels: &HashMap<String, String>) -> C
     let name = &request.name;
     let spec = &request.spec;
     let launch = Launch::of(spec, Values { name, id: request.replica_id, port: spec.port });
+    let env = launch.env_assignments();
     ContainerCreateBody {
         image: Some(spec.image.clone()),
         entrypoint: launch.entrypoint,
         cmd: launch.command,
-        env: Some(launch.env).filter(|env| !env.is_empty()),
+        env,
         hostname: Some(name.clone()),
         labels: Some(labels.clone()),
         stop_signal: spec.stop_signal.clone(),

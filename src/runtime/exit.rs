@@ -5,6 +5,11 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+/// A program that exits within this time of its start, before it listens, failed to start (the
+/// process and Docker runtimes wait this long at most, and less once it listens).
+pub const EARLY_EXIT_WINDOW: Duration = Duration::from_secs(1);
 
 /// How many of the last output lines a report keeps.
 pub const TAIL_LINES: usize = 10;

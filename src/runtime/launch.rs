@@ -17,8 +17,8 @@ pub struct Launch {
     pub entrypoint: Option<Vec<String>>,
     /// Replaces the image's command (a process: the rest of the command line).
     pub command: Option<Vec<String>>,
-    /// `NAME=value` for each variable, in this order.
-    pub env: Vec<String>,
+    /// Each variable's name and value, in this order.
+    pub env: Vec<(String, String)>,
 }
 
 impl Launch {
@@ -30,16 +30,26 @@ impl Launch {
         let mut env = Vec::with_capacity(spec.env.len() + 1);
         let (entrypoint, command) = if spec.runs_ringlb_server() {
             if !spec.env.contains_key("SERVER_ID") {
-                env.push(format!("SERVER_ID={}", values.name));
+                env.push(("SERVER_ID".to_owned(), values.name.to_owned()));
             }
             (None, Some(vec!["server".to_owned(), "--port".to_owned(), values.port.to_string()]))
         } else {
             (expand(&spec.entrypoint), expand(&spec.command))
         };
-        env.extend(
-            spec.env.iter().map(|(name, value)| format!("{name}={}", template::expand(value, values))),
-        );
+        env.extend(spec.env.iter().map(|(name, value)| (name.clone(), template::expand(value, values))));
         Launch { entrypoint, command, env }
+    }
+
+    /// The environment as a container engine takes it: `NAME=value` each, `None` when empty.
+    pub fn env_assignments(&self) -> Option<Vec<String>> {
+        let assignments: Vec<String> =
+            self.env.iter().map(|(name, value)| format!("{name}={value}")).collect();
+        Some(assignments).filter(|a| !a.is_empty())
+    }
+
+    /// The value variable `name` gets, if any.
+    pub fn var(&self, name: &str) -> Option<&str> {
+        self.env.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 
     /// The whole command line of a process: the entrypoint, then the command.
@@ -100,15 +110,20 @@ mod tests {
         let launch = Launch::of(&ReplicaSpec::default(), V);
         assert_eq!(launch.entrypoint, None);
         assert_eq!(launch.command, Some(vec!["server".into(), "--port".into(), "8080".into()]));
-        assert_eq!(launch.env, ["SERVER_ID=web-2"]);
+        assert_eq!(launch.env_assignments(), Some(vec!["SERVER_ID=web-2".to_owned()]));
         let extra = Launch::of(&spec("  env: {SERVER_ID: 'x-{id}', MODE: fast}\n"), V);
-        assert_eq!(extra.env, ["MODE=fast", "SERVER_ID=x-2"], "the manifest's value wins");
+        assert_eq!(
+            extra.env_assignments(),
+            Some(vec!["MODE=fast".to_owned(), "SERVER_ID=x-2".to_owned()]),
+            "the manifest's value wins"
+        );
+        assert_eq!(extra.var("SERVER_ID"), Some("x-2"));
     }
 
     #[test]
     fn another_image_runs_its_own_command_or_the_manifests() {
         let own = Launch::of(&spec("  image: nginx:1\n"), V);
-        assert_eq!((own.entrypoint, own.command, own.env), (None, None, vec![]));
+        assert_eq!((&own.entrypoint, &own.command, own.env_assignments()), (&None, &None, None));
         let given = Launch::of(
             &spec(
                 "  image: busybox:1\n  command: [/bin/busybox, httpd, -f, -p, '{port}']\n  env: {WHO: '{name}'}\n",
@@ -117,7 +132,7 @@ mod tests {
         );
         assert_eq!(given.command.as_deref().map(<[String]>::len), Some(5));
         assert_eq!(given.argv().join(" "), "/bin/busybox httpd -f -p 8080");
-        assert_eq!(given.env, ["WHO=web-2"]);
+        assert_eq!(given.env_assignments(), Some(vec!["WHO=web-2".to_owned()]));
         let with_entry = Launch::of(&spec("  entrypoint: [/bin/sh, -c]\n  command: ['echo {id}']\n"), V);
         assert_eq!(
             with_entry.argv(),

@@ -13,7 +13,7 @@
 //! `commands/server.rs`, and a command gets it set between fork and exec). A waiter task per
 //! child records its exit and fires the reconcile trigger, so a crash is noticed at once.
 
-use super::exit::{Exited, OutputTail, describe_status};
+use super::exit::{EARLY_EXIT_WINDOW, Exited, OutputTail, describe_status};
 use super::launch::{self, Launch};
 use super::{Cause, Instance, InstanceId, Runtime, RuntimeError, StartRequest};
 use crate::manifest::Manifest;
@@ -35,8 +35,6 @@ use tokio::sync::watch;
 const ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for a SIGKILLed child to be reaped.
 const KILL_WAIT: Duration = Duration::from_secs(5);
-/// A command that exits within this time of its start (before it listens) failed to start.
-const EARLY_EXIT_WINDOW: Duration = Duration::from_secs(1);
 /// How often a starting command's port is tried within [`EARLY_EXIT_WINDOW`].
 const LISTEN_POLL: Duration = Duration::from_millis(25);
 /// How long the output of an exited command may take to reach its end.
@@ -145,14 +143,13 @@ impl ProcessRuntime {
         // manifest sets it, as the exercise's `{id}`); its port is picked by the child itself.
         let launch =
             Launch::of(&request.spec, Values { name: &request.name, id: request.replica_id, port: 0 });
-        let env: Vec<(&str, &str)> = launch.env.iter().filter_map(|pair| pair.split_once('=')).collect();
-        let server_id = env.iter().find(|(k, _)| *k == "SERVER_ID").map_or(request.name.as_str(), |(_, v)| v);
+        let server_id = launch.var("SERVER_ID").unwrap_or(&request.name);
         let mut child = tokio::process::Command::new(&self.exe)
             .args(&self.global_args)
             .args(["server", "--host", "127.0.0.1", "--port", "0", "--announce"])
             .args(["--id", server_id, "--exit-with-parent", &std::process::id().to_string()])
             .args(&self.server_args)
-            .envs(env.iter().copied())
+            .envs(launch.env.iter().map(|(name, value)| (name, value)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -279,7 +276,7 @@ async fn spawn_command(request: &StartRequest, stop_signal: Signal) -> Result<Sp
     let mut command = tokio::process::Command::new(program);
     command
         .args(args)
-        .envs(launch.env.iter().filter_map(|pair| pair.split_once('=')))
+        .envs(launch.env.iter().map(|(name, value)| (name, value)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -545,3 +545,30 @@ pub fn check_manifest(path: &Path) -> Result<String, String> {
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
+
+/// Builds the image `tag` `FROM scratch` around Debian's static busybox and a page
+/// (`/www/index.html`: "hello from busybox"), with no command of its own: a server that is not
+/// ringlb, for the foreign-image tests (`make your-app-image` builds the same). The caller
+/// removes it.
+#[allow(dead_code)] // only the Docker and Swarm test binaries build images
+pub fn build_busybox_image(tag: &str) {
+    assert!(
+        Path::new("/bin/busybox").exists(),
+        "the foreign-image tests need Debian's static busybox: apt install busybox-static"
+    );
+    let context = tempfile::tempdir().expect("temp dir");
+    std::fs::copy("/bin/busybox", context.path().join("busybox")).expect("copy busybox");
+    std::fs::create_dir(context.path().join("www")).expect("www");
+    std::fs::write(context.path().join("www/index.html"), "hello from busybox\n").expect("page");
+    std::fs::write(
+        context.path().join("Dockerfile"),
+        "FROM scratch\nCOPY busybox /bin/busybox\nCOPY www /www\n",
+    )
+    .expect("Dockerfile");
+    let out = Command::new("docker")
+        .args(["build", "-q", "-t", tag])
+        .arg(context.path())
+        .output()
+        .expect("run docker build");
+    assert!(out.status.success(), "docker build {tag}: {}", String::from_utf8_lossy(&out.stderr));
+}

@@ -40,6 +40,7 @@ pub(super) fn service_spec(
     let name = &request.name;
     let labels = labels::of_replica(cluster, request);
     let launch = Launch::of(spec, Values { name, id: request.replica_id, port: spec.port });
+    let env = launch.env_assignments();
     let nanos = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
     ServiceSpec {
         name: Some(name.clone()),
@@ -52,7 +53,7 @@ pub(super) fn service_spec(
                 command: launch.entrypoint,
                 args: launch.command,
                 hostname: Some(name.clone()),
-                env: Some(launch.env).filter(|env| !env.is_empty()),
+                env,
                 stop_signal: spec.stop_signal.clone(),
                 stop_grace_period: Some(nanos(spec.stop_timeout.get())),
                 // Only ringlb's image holds `ringlb probe`; another keeps its own check, if any.
