@@ -18,7 +18,7 @@ COMPOSE_ENV = RINGLB_PORT=$(PORT) RINGLB_MANIFEST=$(notdir $(MANIFEST)) RINGLB_M
 # `make local` runs manifests/local.yaml unless MANIFEST is given on the command line.
 LOCAL_MANIFEST = $(if $(filter command line environment,$(origin MANIFEST)),$(MANIFEST),manifests/local.yaml)
 
-.PHONY: your-app-image run-swarm stop-swarm logs-swarm run stop logs image static build test test-docker-image bench check fmt lint local analyze demo-autoscale bench-micro soak fuzz
+.PHONY: your-app-image run-swarm stop-swarm logs-swarm run stop logs image static build test test-docker-image test-clients bench check fmt lint local analyze demo-autoscale bench-micro soak fuzz
 
 ## Build the image and start the load balancer (in a container) and its replicas; wait until
 ## every replica is ready.
@@ -142,11 +142,12 @@ local: build
 ## Run every test this machine can run: unit, property and integration tests (real binary, real
 ## ports), and the #[ignore]d ones whose needs are met here: a Docker engine and the image
 ## (tests/docker.rs, tests/swarm.rs), root and extra daemons (tests/swarm_nodes.rs), chromium (the
-## browser test). The summary counts the others as skipped, and a NOTE says why. With CI=true
+## browser test), the Python clients (tests/clients/, `make test-clients`). The summary counts the
+## others as skipped, and a NOTE says why. With CI=true
 ## every test runs, so one whose needs are missing fails the run. (In the filter, `& test(/./)`,
 ## true of every test, makes nextest list a left-out binary and count its tests as skipped; a
 ## filter on binary() alone drops the binary before listing, uncounted.)
-test: test-docker-image
+test: test-docker-image test-clients
 	@set -uo pipefail; \
 	out=(); why=(); \
 	if [ "$${CI:-}" != true ]; then \
@@ -179,6 +180,10 @@ test: test-docker-image
 			out+=('test(/foreign_image/) | test(/foreign_command/)'); \
 			why+=("no /bin/busybox (apt install busybox-static): the foreign-image tests"); \
 		fi; \
+		if ! cmp -s tests/clients/requirements.txt target/pyenv/requirements.txt; then \
+			out+=('binary(websocket)'); \
+			why+=("no Python test clients in target/pyenv (make test-clients): tests/websocket.rs"); \
+		fi; \
 		if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then \
 			out+=('binary(observability) & test(=the_dashboard_renders_in_a_real_browser)'); \
 			why+=("no chromium: the_dashboard_renders_in_a_real_browser"); \
@@ -198,6 +203,22 @@ test: test-docker-image
 	else \
 		echo "cargo-nextest not found; using cargo test, without the #[ignore]d tests (libtest counts them as ignored): install cargo-nextest to run those whose needs are met"; \
 		$(CARGO) test --locked; \
+	fi
+
+## The third-party clients and servers the tests speak with (Python's websockets, h2, grpcio;
+## pinned in tests/clients/requirements.txt) in a venv, target/pyenv; rebuilt when the list
+## changes. Without PyPI the tests that need them are left out (with CI=true, the run fails).
+test-clients:
+	@if ! cmp -s tests/clients/requirements.txt target/pyenv/requirements.txt; then \
+		rm -rf target/pyenv; \
+		if python3 -m venv target/pyenv && target/pyenv/bin/pip install -q --disable-pip-version-check \
+			-r tests/clients/requirements.txt; then \
+			cp tests/clients/requirements.txt target/pyenv/requirements.txt; \
+		else \
+			rm -rf target/pyenv; \
+			if [ "$${CI:-}" = "true" ]; then echo "CI=true but the Python test clients did not install" >&2; exit 1; fi; \
+			echo "NOTE: the Python test clients did not install; the tests that need them will be left out"; \
+		fi; \
 	fi
 
 # The Docker and Swarm tests need the image; build it when an engine answers.

@@ -37,6 +37,8 @@ pub struct Backend {
     errors: AtomicU64,
     /// Its Prometheus handles.
     pub metrics: crate::telemetry::ReplicaMetrics,
+    /// Cancelled when its drain is over: the tunnels still open to it close.
+    tunnels: tokio_util::sync::CancellationToken,
 }
 
 impl Backend {
@@ -53,6 +55,7 @@ impl Backend {
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             metrics: crate::telemetry::ReplicaMetrics::new(name),
+            tunnels: tokio_util::sync::CancellationToken::new(),
         }
     }
 
@@ -76,6 +79,16 @@ impl Backend {
         self.inflight.fetch_add(1, Ordering::Relaxed);
         self.requests.fetch_add(1, Ordering::Relaxed);
         InflightGuard(Arc::clone(self))
+    }
+
+    /// Closes the tunnels open to it (its drain is over); tunnels opened later close at once.
+    pub fn close_tunnels(&self) {
+        self.tunnels.cancel();
+    }
+
+    /// Completes once [`Backend::close_tunnels`] was called.
+    pub fn tunnels_closing(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.tunnels.cancelled()
     }
 
     /// Counts a failed request.
@@ -134,6 +147,8 @@ pub struct Routing {
     pub client_timeout: Duration,
     /// The most client connections open at once.
     pub max_connections: u32,
+    /// How long a tunnel may stay silent both ways before it is closed.
+    pub tunnel_idle_timeout: Duration,
 }
 
 /// How requests wait while a cluster scaled to zero starts its first replica.
@@ -159,6 +174,7 @@ impl Default for Routing {
             engine: ProxyEngine::Fast,
             client_timeout: Duration::from_secs(30),
             max_connections: 10_000,
+            tunnel_idle_timeout: Duration::from_secs(3600),
         }
     }
 }

@@ -44,6 +44,10 @@ pub const AUTOSCALER_OBSERVED: &str = "ringlb_autoscaler_observed_inflight_reque
 
 /// Client connections the fast path passed to the hyper path, by reason.
 pub const HANDOVERS: &str = "ringlb_fast_path_handovers_total";
+/// Tunnels (upgraded connections: WebSocket and the like) open now.
+pub const TUNNELS_OPEN: &str = "ringlb_tunnels_open";
+/// Tunnels closed, by why (`closed`, `idle`, `drained`, `error`).
+pub const TUNNELS_CLOSED: &str = "ringlb_tunnels_closed_total";
 
 /// Buckets of the duration histogram, in seconds.
 const DURATION_BUCKETS: [f64; 14] =
@@ -94,6 +98,12 @@ pub fn install() -> Result<PrometheusHandle, BuildError> {
         UNROUTED,
         Unit::Count,
         "Requests answered by the load balancer itself (503) because no replica could take them, by reason."
+    );
+    describe_gauge!(TUNNELS_OPEN, Unit::Count, "Tunnels (upgraded connections, such as WebSocket) open now.");
+    describe_counter!(
+        TUNNELS_CLOSED,
+        Unit::Count,
+        "Tunnels closed, by why: closed (by an end), idle, drained (their replica left), error."
     );
     describe_counter!(
         HANDOVERS,

@@ -155,6 +155,21 @@ async fn serve_replica_connection(
                 return Ok(());
             }
             "/no-content" => b"HTTP/1.1 204 No Content\r\nx-kind: empty\r\n\r\n".to_vec(),
+            "/upgrade" => {
+                // Switches to an echo protocol: greets, then sends back every byte until EOF.
+                stream
+                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\nX-Tunnel: yes\r\n\r\nhello ")
+                    .await?;
+                stream.write_all(&buf).await?;
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let n = stream.read(&mut chunk).await?;
+                    if n == 0 {
+                        return stream.shutdown().await;
+                    }
+                    stream.write_all(&chunk[..n]).await?;
+                }
+            }
             "/missing" => b"HTTP/1.1 404 Not Found\r\ncontent-type: text/plain\r\ncontent-length: 4\r\n\r\nnope".to_vec(),
             "/hop" => b"HTTP/1.1 200 OK\r\nConnection: X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nX-Kept: 2\r\ncontent-length: 2\r\n\r\nok".to_vec(),
             "/big" => {
@@ -295,6 +310,65 @@ async fn both_paths_forward_the_same_requests_and_answers() {
         handovers.iter().map(|l| (l.split('"').nth(1).unwrap(), l.rsplit(' ').next().unwrap())).collect();
     counts.sort();
     assert_eq!(counts, [("expect", "1"), ("http/1.0", "1"), ("transfer-encoding", "1")], "{handovers:?}");
+}
+
+/// An upgrade through `lb`: the `101` head the client got (normalised) and the bytes after it,
+/// with `early` sent right behind the request and `later` once the head has arrived.
+async fn upgrade_through(lb: &Lb, early: &[u8], later: &[u8]) -> (Got, Vec<u8>) {
+    let mut stream = TcpStream::connect(lb.addr).await.unwrap();
+    let mut raw = b"GET /upgrade HTTP/1.1\r\nHost: lb\r\nX-Request-Id: 30\r\nConnection: keep-alive, Upgrade\r\nUpgrade: echo\r\nX-Keep: 1\r\n\r\n".to_vec();
+    raw.extend_from_slice(early);
+    stream.write_all(&raw).await.unwrap();
+    let mut all = Vec::new();
+    let head_len = loop {
+        if let Some(end) = all.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end + 4;
+        }
+        let mut chunk = [0u8; 4096];
+        let n =
+            tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk)).await.unwrap().unwrap();
+        assert!(n > 0, "closed before the 101: {}", String::from_utf8_lossy(&all));
+        all.extend_from_slice(&chunk[..n]);
+    };
+    stream.write_all(later).await.unwrap();
+    stream.shutdown().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut all))
+        .await
+        .expect("the tunnel closed after the client's close")
+        .unwrap();
+    let mut fields = [httparse::EMPTY_HEADER; 64];
+    let mut response = httparse::Response::new(&mut fields);
+    response.parse(&all[..head_len]).unwrap();
+    let mut headers = normal(response.headers);
+    // Kept by both: the upgrade's own headers, here in their forwarded form.
+    for name in ["connection", "upgrade"] {
+        let value = response.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value);
+        headers.push((name.into(), String::from_utf8_lossy(value.unwrap_or_default()).to_ascii_lowercase()));
+    }
+    (Got { status: response.code.unwrap(), headers, body: Vec::new() }, all[head_len..].to_vec())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_paths_tunnel_an_upgrade_the_same_way() {
+    let bench = bench("").await;
+    let fast = upgrade_through(&bench.fast, b"", b"ping").await;
+    let fast_seen = take_seen(&bench.seen);
+    let hyper = upgrade_through(&bench.hyper, b"", b"ping").await;
+    let hyper_seen = take_seen(&bench.seen);
+    assert_eq!(fast_seen.len(), 1, "the replica got {fast_seen:?}");
+    assert!(fast_seen[0].headers.contains(&("upgrade".into(), "echo".into())), "{fast_seen:?}");
+    assert_eq!(fast_seen, hyper_seen, "what the replica got differs (fast, then hyper)");
+    assert_eq!(fast, hyper, "what the client got differs (fast, then hyper)");
+    assert_eq!(fast.0.status, 101);
+    assert!(fast.0.headers.contains(&("connection".into(), "upgrade".into())), "{:?}", fast.0);
+    assert!(fast.0.headers.contains(&("upgrade".into(), "echo".into())), "{:?}", fast.0);
+    assert!(fast.0.headers.contains(&("x-ringlb-replica".into(), "only".into())), "{:?}", fast.0);
+    assert_eq!(fast.1, b"hello ping");
+    // Bytes the client sends right behind its request reach the replica through the tunnel.
+    for lb in [&bench.fast, &bench.hyper] {
+        let (head, bytes) = upgrade_through(lb, b"early ", b"late").await;
+        assert_eq!((head.status, bytes.as_slice()), (101, &b"hello early late"[..]));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -265,6 +265,9 @@ impl<R: Runtime> Executor<R> {
                 while backend.inflight() > 0 && Instant::now() < deadline {
                     tokio::time::sleep(DRAIN_POLL).await;
                 }
+                // The tunnels still open to it close now, before the replica stops: their
+                // clients see a close, not a reset.
+                backend.close_tunnels();
             }
             let result =
                 if leaves { runtime.stop(&id, grace).await } else { runtime.replace(&id, grace).await };

@@ -133,6 +133,7 @@ impl Publisher {
                 engine: manifest.proxy.engine,
                 client_timeout: manifest.proxy.client_timeout.get(),
                 max_connections: manifest.proxy.max_connections,
+                tunnel_idle_timeout: manifest.proxy.tunnel_idle_timeout.get(),
                 hold: manifest
                     .autoscale
                     .as_ref()

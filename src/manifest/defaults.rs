@@ -121,6 +121,7 @@ impl Default for ProxySettings {
             engine: ProxyEngine::Fast,
             client_timeout: HumanDuration::from_secs(30),
             max_connections: 10_000,
+            tunnel_idle_timeout: HumanDuration::from_secs(3600),
         }
     }
 }

@@ -46,4 +46,7 @@ pub struct ProxySettings {
     pub client_timeout: HumanDuration,
     /// The most client connections open at once; one more gets a 503 and is closed.
     pub max_connections: u32,
+    /// How long a tunnel (an upgraded connection, such as a WebSocket) may stay silent both ways
+    /// before it is closed.
+    pub tunnel_idle_timeout: HumanDuration,
 }

@@ -288,6 +288,7 @@ fn check_timeouts(m: &Manifest, errors: &mut Errors) {
         ("proxy.timeout", m.proxy.timeout),
         ("proxy.connect_timeout", m.proxy.connect_timeout),
         ("proxy.client_timeout", m.proxy.client_timeout),
+        ("proxy.tunnel_idle_timeout", m.proxy.tunnel_idle_timeout),
     ] {
         if value.get().is_zero() {
             errors.fail(field, "must be longer than zero");

@@ -7,6 +7,11 @@ use http::StatusCode;
 /// The message of the 503 for "nothing to route to".
 pub const NO_REPLICA: &str = "no replica is ready to serve the request";
 
+/// The 405's message for `CONNECT`: ringlb forwards to its replicas, never to a place a client
+/// names.
+pub const CONNECT_REFUSED: &str =
+    "CONNECT is not supported: ringlb is a reverse proxy for its replicas, not a forward proxy";
+
 /// The 502's message when every attempt failed; `why` is the last failure.
 pub fn all_failed_message(why: &str) -> String {
     format!("no replica could answer: {why}")

@@ -77,6 +77,30 @@ pub fn for_upstream(headers: &mut HeaderMap, client: IpAddr) {
     }
 }
 
+/// The protocols an upgrade request asks for (its one `Upgrade` header), when `Connection` lists
+/// `upgrade`; `None` for any other request. The fast path reads the same rule off raw bytes.
+pub fn upgrade_protocols(headers: &HeaderMap) -> Option<HeaderValue> {
+    let asks = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|option| option.trim().eq_ignore_ascii_case("upgrade"));
+    let mut protocols = headers.get_all(http::header::UPGRADE).iter();
+    match (asks, protocols.next(), protocols.next()) {
+        (true, Some(only), None) if !only.as_bytes().iter().all(u8::is_ascii_whitespace) => {
+            Some(only.clone())
+        }
+        _ => None,
+    }
+}
+
+/// Puts an upgrade's own headers back after the hop-by-hop headers were removed.
+pub fn restore_upgrade(headers: &mut HeaderMap, protocols: HeaderValue) {
+    headers.insert(http::header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(http::header::UPGRADE, protocols);
+}
+
 /// The client's address as `X-Forwarded-For` names it: an IPv4-mapped IPv6 address as IPv4.
 pub fn plain_ip(client: IpAddr) -> IpAddr {
     match client {
@@ -110,6 +134,25 @@ mod tests {
         remove_hop_by_hop(&mut headers);
         let left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
         assert_eq!(left, ["content-type"]);
+    }
+
+    #[test]
+    fn an_upgrade_needs_its_connection_option_and_one_upgrade_header() {
+        let upgrade = |pairs: &[(&str, &str)]| upgrade_protocols(&map(pairs));
+        assert_eq!(
+            upgrade(&[("connection", "keep-alive, Upgrade"), ("upgrade", "websocket")]).unwrap(),
+            "websocket"
+        );
+        assert_eq!(upgrade(&[("upgrade", "websocket")]), None);
+        assert_eq!(upgrade(&[("connection", "upgrade")]), None);
+        assert_eq!(upgrade(&[("connection", "upgrade"), ("upgrade", "a"), ("upgrade", "b")]), None);
+        let mut headers = map(&[("connection", "upgrade"), ("upgrade", "h2c"), ("x-a", "1")]);
+        remove_hop_by_hop(&mut headers);
+        restore_upgrade(&mut headers, HeaderValue::from_static("h2c"));
+        assert_eq!(
+            (headers["connection"].to_str().unwrap(), headers["upgrade"].to_str().unwrap()),
+            ("upgrade", "h2c")
+        );
     }
 
     #[test]

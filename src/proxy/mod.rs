@@ -13,7 +13,9 @@
 //! - the JSON errors (`errors.rs`): 503 when nothing can be tried, 502 when every attempt failed,
 //!   504 when no answer came within `proxy.timeout`, the exercise's 400 for a replica's 404;
 //! - a cluster scaled to zero holds the request (bounded queue, bounded wait) while the controller
-//!   starts a replica (`hold.rs`).
+//!   starts a replica (`hold.rs`);
+//! - an upgraded connection (WebSocket and the like) becomes a byte tunnel (`tunnel.rs`), counted
+//!   in flight against its replica, closed when idle or when its replica's drain is over.
 //!
 //! Per request an engine loads the routing [`Snapshot`](crate::snapshot::Snapshot) once
 //! (lock-free) and works on it; the proxy never waits on the controller. Bodies stream both ways;
@@ -28,6 +30,7 @@ mod hold;
 pub mod hyper;
 pub mod key;
 pub mod retry;
+pub mod tunnel;
 
 use crate::snapshot::{Backend, Snapshots};
 use crate::telemetry;

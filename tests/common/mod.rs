@@ -572,3 +572,95 @@ pub fn build_busybox_image(tag: &str) {
         .expect("run docker build");
     assert!(out.status.success(), "docker build {tag}: {}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// The Python that has the third-party test clients (`tests/clients/requirements.txt`):
+/// `$RINGLB_TEST_PYTHON`, else `target/pyenv/bin/python` (`make test` creates it).
+#[allow(dead_code)] // only the tests with Python clients use it
+pub fn test_python() -> PathBuf {
+    let python = std::env::var_os("RINGLB_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/pyenv/bin/python"));
+    assert!(
+        python.exists(),
+        "{} is missing: `make test-clients` installs the test clients (tests/clients/requirements.txt)",
+        python.display()
+    );
+    python
+}
+
+/// The path of a script in `tests/clients/`.
+#[allow(dead_code)]
+pub fn client_script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients").join(name)
+}
+
+/// A third-party client run by the tests that prints one JSON object per line; its lines are
+/// collected as they come. Killed on drop.
+#[allow(dead_code)]
+pub struct JsonLines {
+    child: tokio::process::Child,
+    lines: tokio::sync::mpsc::UnboundedReceiver<Value>,
+    /// Every line so far, for failure messages.
+    pub seen: Vec<Value>,
+}
+
+#[allow(dead_code)]
+impl JsonLines {
+    /// Starts `program` with `args`; stderr is passed through for the test's log.
+    pub fn spawn(program: &Path, args: &[&str]) -> JsonLines {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(program)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (send, lines) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut reader = tokio::io::BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                let value = serde_json::from_str(&line).unwrap_or(Value::String(line));
+                if send.send(value).is_err() {
+                    break;
+                }
+            }
+        });
+        JsonLines { child, lines, seen: Vec::new() }
+    }
+
+    /// The next line, within `within`; panics after it, or when the client ended first.
+    pub async fn next(&mut self, within: Duration) -> Value {
+        match tokio::time::timeout(within, self.lines.recv()).await {
+            Ok(Some(line)) => {
+                self.seen.push(line.clone());
+                line
+            }
+            Ok(None) => panic!("the client ended; its lines: {:?}", self.seen),
+            Err(_) => panic!("no line from the client within {within:?}; its lines: {:?}", self.seen),
+        }
+    }
+
+    /// The next line that has `key`, within `within`.
+    pub async fn next_with(&mut self, key: &str, within: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let line = self.next(left).await;
+            assert!(line.get("error").is_none(), "the client failed: {line}; its lines: {:?}", self.seen);
+            if line.get(key).is_some() {
+                return line;
+            }
+        }
+    }
+
+    /// Waits for the client to exit, within `within`: its exit status.
+    pub async fn wait(&mut self, within: Duration) -> std::process::ExitStatus {
+        match tokio::time::timeout(within, self.child.wait()).await {
+            Ok(Ok(status)) => status,
+            Ok(Err(e)) => panic!("waiting for the client: {e}"),
+            Err(_) => panic!("the client did not exit within {within:?}; its lines: {:?}", self.seen),
+        }
+    }
+}

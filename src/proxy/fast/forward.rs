@@ -10,8 +10,11 @@ use super::{BODY_CHUNK, Client, Engine, Next};
 use crate::proxy::Route;
 use crate::proxy::candidates::choices;
 use crate::proxy::retry::{Outcome, is_idempotent};
-use crate::snapshot::{Backend, Snapshot};
+use crate::proxy::tunnel::{self, Early};
+use crate::snapshot::{Backend, InflightGuard, Snapshot};
+use http::StatusCode;
 use std::io;
+use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
@@ -68,6 +71,11 @@ impl Client {
                     match self.exchange(&mut upstream, head, &mut body_sent, backend, deadline).await {
                         Ok(answer) => {
                             engine.proxy.answered(backend, &head.method, answer.status, sent);
+                            if answer.status == StatusCode::SWITCHING_PROTOCOLS {
+                                return self
+                                    .tunnel(snapshot, head, backend, upstream, answer, inflight)
+                                    .await;
+                            }
                             let next = self.relay(engine, snapshot, head, backend, upstream, answer).await;
                             drop(inflight);
                             return next;
@@ -85,6 +93,28 @@ impl Client {
         }
         let (status, message) = route.exhausted();
         self.answer_error(status, &message, head, body_sent).await
+    }
+
+    /// The replica switched protocols: its `101` goes to the client, and both connections become
+    /// a tunnel (with the bytes either side sent early) until it ends; then the client connection
+    /// closes.
+    async fn tunnel(
+        &mut self,
+        snapshot: &Snapshot,
+        head: &RequestHead,
+        backend: &Arc<Backend>,
+        mut upstream: Upstream,
+        answer: ResponseHead,
+        inflight: InflightGuard,
+    ) -> io::Result<Next> {
+        self.stream.write_all(&self.to_client).await?;
+        let early = Early {
+            to_replica: self.buf[self.pos + head.head_len..self.filled].to_vec(),
+            to_client: upstream.buf[answer.head_len..upstream.filled].to_vec(),
+        };
+        let idle = snapshot.routing.tunnel_idle_timeout;
+        tunnel::run(&mut self.stream, &mut upstream.stream, early, backend, inflight, idle).await;
+        Ok(Next::Close)
     }
 
     /// Sends the request to the replica (head, then the body that was not buffered, read from the
@@ -111,12 +141,16 @@ impl Client {
             is_head: head.is_head,
             close: head.close,
             replica: backend.name_header.as_bytes(),
+            upgrade: head.upgrade,
         };
         let mut answered = false;
         loop {
             if upstream.filled > 0 {
                 match response::parse(&upstream.buf[..upstream.filled], &context, &mut self.to_client) {
-                    Ok(Some(answer)) if answer.status.is_informational() => {
+                    Ok(Some(answer))
+                        if answer.status.is_informational()
+                            && answer.status != StatusCode::SWITCHING_PROTOCOLS =>
+                    {
                         upstream.buf.copy_within(answer.head_len..upstream.filled, 0);
                         upstream.filled -= answer.head_len;
                         continue;

@@ -2,10 +2,12 @@
 //! request smuggling, and written out again for the replica with the proxy's header rules
 //! (hop-by-hop headers out, `X-Forwarded-*` and a generated `X-Request-Id` in).
 //!
-//! Requests for ringlb's own routes are recognised here and answered by the admin router. What the
-//! fast path does not handle itself it hands, with the rest of the connection, to the hyper path:
-//! HTTP/1.0, `Transfer-Encoding` (chunked uploads), `Upgrade`, `Expect`, `CONNECT`, and targets
-//! that are not origin-form.
+//! Requests for ringlb's own routes are recognised here and answered by the admin router. An
+//! upgrade request (`Connection: upgrade` with `Upgrade`, and no body) is forwarded with both
+//! headers, for the replica to switch protocols (then [`crate::proxy::tunnel`]). What the fast
+//! path does not handle itself it hands, with the rest of the connection, to the hyper path:
+//! HTTP/2 (its connection preface), HTTP/1.0, `Transfer-Encoding` (chunked uploads), an upgrade
+//! with a body, `Expect`, `CONNECT`, and targets that are not origin-form.
 
 use super::wire::{has_bare_lf, parse_length, push_field, trim};
 use crate::manifest::KeySource;
@@ -24,6 +26,8 @@ pub const MAX_HEAD: usize = 64 * 1024;
 pub const MAX_HEADERS: usize = 100;
 /// The most header names a `Connection` header may list (more goes to the hyper path).
 const MAX_CONNECTION_OPTIONS: usize = 8;
+/// What an HTTP/2 client with prior knowledge sends first (RFC 9113 section 3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// What to do with the bytes at the front of the client's buffer.
 #[derive(Debug)]
@@ -67,6 +71,8 @@ pub struct RequestHead {
     pub path: Range<usize>,
     /// The ring key.
     pub key: u64,
+    /// An upgrade request: a `101` answer turns the connection into a tunnel.
+    pub upgrade: bool,
 }
 
 /// A request for one of ringlb's own routes.
@@ -97,6 +103,12 @@ fn reject(status: StatusCode, message: &'static str) -> Parsed {
 /// Parses the request head at the front of `buf` and, for a request to forward, writes the head
 /// the replica gets into `out` (cleared first).
 pub fn parse(buf: &[u8], context: &Context<'_>, out: &mut Vec<u8>) -> Parsed {
+    if buf.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(buf) {
+        return Parsed::Partial;
+    }
+    if buf.starts_with(H2_PREFACE) {
+        return Parsed::Handover("http/2");
+    }
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut fields);
     let head_len = match request.parse(buf) {
@@ -134,6 +146,8 @@ pub fn parse(buf: &[u8], context: &Context<'_>, out: &mut Vec<u8>) -> Parsed {
     let mut hosts = 0;
     let mut host: &[u8] = &[];
     let mut close = false;
+    let mut upgrade_option = false;
+    let mut upgrade: Option<&[u8]> = None;
     let mut options: [&[u8]; MAX_CONNECTION_OPTIONS] = [&[]; MAX_CONNECTION_OPTIONS];
     let mut option_count = 0;
     let mut forwarded_for: Option<&[u8]> = None;
@@ -159,7 +173,7 @@ pub fn parse(buf: &[u8], context: &Context<'_>, out: &mut Vec<u8>) -> Parsed {
                 if option.eq_ignore_ascii_case(b"close") {
                     close = true;
                 } else if option.eq_ignore_ascii_case(b"upgrade") {
-                    return Parsed::Handover("upgrade");
+                    upgrade_option = true;
                 } else if !option.eq_ignore_ascii_case(b"keep-alive") {
                     if option_count == MAX_CONNECTION_OPTIONS {
                         return Parsed::Handover("connection options");
@@ -169,7 +183,10 @@ pub fn parse(buf: &[u8], context: &Context<'_>, out: &mut Vec<u8>) -> Parsed {
                 }
             }
         } else if name.eq_ignore_ascii_case(b"upgrade") {
-            return Parsed::Handover("upgrade");
+            if upgrade.is_some() {
+                return Parsed::Handover("upgrade");
+            }
+            upgrade = Some(value);
         } else if name.eq_ignore_ascii_case(b"expect") {
             return Parsed::Handover("expect");
         } else if name.eq_ignore_ascii_case(X_FORWARDED_FOR.as_str().as_bytes()) {
@@ -192,6 +209,11 @@ pub fn parse(buf: &[u8], context: &Context<'_>, out: &mut Vec<u8>) -> Parsed {
     }
     if hosts != 1 {
         return reject(StatusCode::BAD_REQUEST, "a request needs exactly one Host header");
+    }
+    // Without its `Connection` option, an `Upgrade` header is only dropped (it is hop-by-hop).
+    let upgrade = upgrade.filter(|protocols| upgrade_option && !protocols.is_empty());
+    if upgrade.is_some() && content_length.is_some_and(|length| length > 0) {
+        return Parsed::Handover("upgrade with a body");
     }
     if (context.is_reserved)(path) {
         let body_len = content_length.unwrap_or(0);
@@ -239,6 +261,10 @@ pub fn parse(buf: &[u8], context: &Context<'_>, out: &mut Vec<u8>) -> Parsed {
     if let Some(id) = generated_id {
         let _ = write!(out, "x-request-id: {id}\r\n");
     }
+    if let Some(protocols) = upgrade {
+        push_field(out, b"connection", b"upgrade");
+        push_field(out, b"upgrade", protocols);
+    }
     out.extend_from_slice(b"\r\n");
 
     let path_start = offset_in(buf, target.as_bytes());
@@ -259,6 +285,7 @@ pub fn parse(buf: &[u8], context: &Context<'_>, out: &mut Vec<u8>) -> Parsed {
         method,
         path: path_start.map_or(0..0, |start| start..start + path.len()),
         key,
+        upgrade: upgrade.is_some(),
     })
 }
 
@@ -376,14 +403,38 @@ mod tests {
         assert!(handed_over("GET / HTTP/1.0\r\n\r\n"));
         assert!(handed_over("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"));
         assert!(handed_over(
-            "GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+            "POST / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: x\r\nContent-Length: 1\r\n\r\n"
         ));
+        assert!(handed_over("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"));
+        for cut in 1..H2_PREFACE.len() {
+            assert!(matches!(
+                parse(&H2_PREFACE[..cut], &context(&KeySource::RequestId), &mut Vec::new()),
+                Parsed::Partial
+            ));
+        }
         assert!(handed_over(
             "POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n"
         ));
         assert!(handed_over("CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n"));
         assert!(handed_over("GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n"));
         assert!(handed_over("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n"));
+    }
+
+    #[test]
+    fn an_upgrade_is_forwarded_with_its_headers_and_a_lone_upgrade_header_dropped() {
+        let (head, out) = forward(
+            "GET /chat HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\n\r\n",
+        );
+        assert!(head.upgrade);
+        assert!(out.contains("\r\nSec-WebSocket-Key: k\r\n"), "{out}");
+        assert!(out.ends_with("\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n"), "{out}");
+        assert_eq!(out.matches("pgrade").count(), 2, "{out}");
+        let (head, out) = forward("GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n");
+        assert!(!head.upgrade);
+        assert!(!out.to_ascii_lowercase().contains("upgrade"), "{out}");
+        let (head, out) = forward("GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\n\r\n");
+        assert!(!head.upgrade);
+        assert!(!out.to_ascii_lowercase().contains("upgrade"), "{out}");
     }
 
     #[test]

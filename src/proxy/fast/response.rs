@@ -51,11 +51,15 @@ pub struct Context<'a> {
     pub close: bool,
     /// The replica's name, for `X-Ringlb-Replica`.
     pub replica: &'a [u8],
+    /// The request asked to upgrade: a `101` is its answer, not an interim one.
+    pub upgrade: bool,
 }
 
 /// Parses the response head at the front of `buf`. `None`: not complete yet. An interim (1xx)
 /// answer is returned as it is, with `Framing::Empty`, for the caller to skip; nothing is written.
-/// Otherwise the head for the client is written into `out` (cleared first).
+/// Otherwise the head for the client is written into `out` (cleared first). A `101` to an upgrade
+/// request keeps its `Connection: upgrade` and `Upgrade` headers and is not reusable: the
+/// connection is a tunnel from there on.
 pub fn parse(
     buf: &[u8],
     context: &Context<'_>,
@@ -78,10 +82,11 @@ pub fn parse(
         return Err(BadResponse("malformed status line"));
     };
     let status = StatusCode::from_u16(code).map_err(|_| BadResponse("invalid status code"))?;
-    if status == StatusCode::SWITCHING_PROTOCOLS {
+    let switching = status == StatusCode::SWITCHING_PROTOCOLS;
+    if switching && !context.upgrade {
         return Err(BadResponse("101 Switching Protocols without an upgrade request"));
     }
-    if status.is_informational() {
+    if status.is_informational() && !switching {
         return Ok(Some(ResponseHead { head_len, status, framing: Framing::Empty, reusable: true }));
     }
     let headers = response.headers;
@@ -114,7 +119,10 @@ pub fn parse(
             }
         }
     }
-    let no_body = context.is_head || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+    let no_body = switching
+        || context.is_head
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
     let framing = match (chunked, content_length) {
         _ if no_body => Framing::Empty,
         (Some(true), _) => Framing::Chunked,
@@ -124,7 +132,8 @@ pub fn parse(
         (None, None) => Framing::UntilClose,
     };
     // A response framed by the close of the connection closes the client's connection too.
-    let close_client = context.close || framing == Framing::UntilClose;
+    let close_client = !switching && (context.close || framing == Framing::UntilClose);
+    let mut protocols: Option<&[u8]> = None;
 
     out.clear();
     let _ = write!(out, "HTTP/1.1 {} ", status.as_u16());
@@ -138,6 +147,10 @@ pub fn parse(
     };
     for field in headers.iter() {
         let name = field.name.as_bytes();
+        if switching && name.eq_ignore_ascii_case(b"upgrade") {
+            protocols = Some(trim(field.value));
+            continue;
+        }
         // Chunked bodies pass through as they are, so their Transfer-Encoding stays.
         let keep_framing = name.eq_ignore_ascii_case(b"transfer-encoding");
         if (is_hop_by_hop(name) && !keep_framing)
@@ -148,11 +161,16 @@ pub fn parse(
         push_field(out, name, trim(field.value));
     }
     push_field(out, X_RINGLB_REPLICA.as_str().as_bytes(), context.replica);
+    if switching {
+        push_field(out, b"connection", b"upgrade");
+        push_field(out, b"upgrade", protocols.ok_or(BadResponse("101 Switching Protocols without Upgrade"))?);
+    }
     if close_client {
         out.extend_from_slice(b"connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    Ok(Some(ResponseHead { head_len, status, framing, reusable: !close && framing != Framing::UntilClose }))
+    let reusable = !switching && !close && framing != Framing::UntilClose;
+    Ok(Some(ResponseHead { head_len, status, framing, reusable }))
 }
 
 /// True if one of the `Connection` header values lists `name`.
@@ -192,7 +210,7 @@ mod tests {
 
     fn head(raw: &str, is_head: bool, close: bool) -> (ResponseHead, String) {
         let mut out = Vec::new();
-        let context = Context { is_head, close, replica: b"server2" };
+        let context = Context { is_head, close, replica: b"server2", upgrade: false };
         let head = parse(raw.as_bytes(), &context, &mut out).unwrap().expect("complete");
         (head, String::from_utf8(out).unwrap())
     }
@@ -262,7 +280,7 @@ mod tests {
     #[test]
     fn interim_answers_are_returned_for_skipping() {
         let mut out = Vec::new();
-        let context = Context { is_head: false, close: false, replica: b"s" };
+        let context = Context { is_head: false, close: false, replica: b"s", upgrade: false };
         let raw = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n";
         let interim = parse(raw, &context, &mut out).unwrap().unwrap();
         assert_eq!((interim.status, interim.head_len), (StatusCode::CONTINUE, 25));
@@ -270,8 +288,29 @@ mod tests {
     }
 
     #[test]
+    fn a_101_to_an_upgrade_keeps_its_upgrade_headers_and_ends_the_framing() {
+        let mut out = Vec::new();
+        let context = Context { is_head: false, close: true, replica: b"s", upgrade: true };
+        let raw = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                    Sec-WebSocket-Accept: a\r\n\r\nframe";
+        let head = parse(raw, &context, &mut out).unwrap().unwrap();
+        assert_eq!(
+            (head.status, head.framing, head.reusable),
+            (StatusCode::SWITCHING_PROTOCOLS, Framing::Empty, false)
+        );
+        assert_eq!(head.head_len, raw.len() - 5);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: a\r\nx-ringlb-replica: s\r\n\
+             connection: upgrade\r\nupgrade: websocket\r\n\r\n"
+        );
+        let no_protocol = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\r\n";
+        assert!(parse(no_protocol, &context, &mut Vec::new()).is_err());
+    }
+
+    #[test]
     fn bad_answers_are_refused() {
-        let context = Context { is_head: false, close: false, replica: b"s" };
+        let context = Context { is_head: false, close: false, replica: b"s", upgrade: false };
         for raw in [
             &b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"[..],
             b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",

@@ -14,15 +14,17 @@ pub use server::serve_connection;
 use super::errors::{asks_to_retry, unknown_path_message};
 use super::headers::{self, X_RINGLB_REPLICA};
 use super::retry::Outcome;
-use super::{Proxy, Route, candidates, key};
+use super::tunnel::{self, Early};
+use super::{Proxy, Route, candidates, errors, key};
 use crate::json;
 use crate::manifest::UnknownPath;
 use crate::snapshot::{Backend, InflightGuard, Snapshot};
 use arc_swap::ArcSwap;
 use axum::body::Body;
 use axum::response::Response;
-use http::{HeaderValue, Request, StatusCode, Uri, Version};
+use http::{HeaderValue, Method, Request, StatusCode, Uri, Version};
 use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -73,9 +75,16 @@ impl Engine {
     async fn route(
         &self,
         mut snapshot: Arc<Snapshot>,
-        request: Request<Incoming>,
+        mut request: Request<Incoming>,
         client: SocketAddr,
     ) -> Response {
+        if request.method() == Method::CONNECT {
+            return error(StatusCode::METHOD_NOT_ALLOWED, errors::CONNECT_REFUSED);
+        }
+        // An upgrade request keeps its upgrade headers, and the client's side of the tunnel is
+        // taken from hyper before the request is taken apart.
+        let upgrade = headers::upgrade_protocols(request.headers())
+            .map(|protocols| (protocols, hyper::upgrade::on(&mut request)));
         if snapshot.members.is_empty()
             && let Some(hold) = snapshot.routing.hold
         {
@@ -90,6 +99,10 @@ impl Engine {
             parts.headers.insert(key::X_REQUEST_ID, HeaderValue::from(id));
         }
         headers::for_upstream(&mut parts.headers, client.ip());
+        let (protocols, client_side) = upgrade.unzip();
+        if let Some(protocols) = protocols {
+            headers::restore_upgrade(&mut parts.headers, protocols);
+        }
         parts.version = Version::HTTP_11;
         let body = Replayable::new(body);
         let clients = self.clients(snapshot.routing.connect_timeout);
@@ -108,6 +121,9 @@ impl Engine {
             let (outcome, why) = match tokio::time::timeout_at(deadline, client.request(upstream)).await {
                 Ok(Ok(response)) => {
                     self.proxy.answered(backend, &parts.method, response.status(), sent);
+                    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                        return switch(response, client_side, backend, inflight, &snapshot);
+                    }
                     return respond(response, backend, inflight, &parts.uri, &snapshot);
                 }
                 Err(_) => (Outcome::TimedOut, String::new()),
@@ -141,6 +157,45 @@ fn upstream_uri(addr: SocketAddr, original: &Uri) -> Result<Uri, http::Error> {
     let path_and_query =
         original.path_and_query().map(|pq| pq.as_str()).filter(|pq| pq.starts_with('/')).unwrap_or("/");
     Uri::builder().scheme("http").authority(addr.to_string()).path_and_query(path_and_query).build()
+}
+
+/// The replica switched protocols: its `101` goes to the client (with its upgrade headers), and
+/// once hyper hands over both connections they become a tunnel in a task of their own.
+/// `client_side`: the client's side, if it asked to upgrade; a `101` it did not ask for is a 502.
+fn switch(
+    mut response: http::Response<Incoming>,
+    client_side: Option<hyper::upgrade::OnUpgrade>,
+    backend: &Arc<Backend>,
+    inflight: InflightGuard,
+    snapshot: &Snapshot,
+) -> Response {
+    let (Some(client_side), Some(protocols)) =
+        (client_side, response.headers().get(http::header::UPGRADE).cloned())
+    else {
+        backend.record_error();
+        return error(
+            StatusCode::BAD_GATEWAY,
+            format!("replica {} switched protocols without an upgrade request", backend.name),
+        );
+    };
+    let replica_side = hyper::upgrade::on(&mut response);
+    let (mut parts, _) = response.into_parts();
+    headers::remove_hop_by_hop(&mut parts.headers);
+    headers::restore_upgrade(&mut parts.headers, protocols);
+    parts.headers.insert(X_RINGLB_REPLICA, backend.name_header.clone());
+    let backend = Arc::clone(backend);
+    let idle = snapshot.routing.tunnel_idle_timeout;
+    tokio::spawn(async move {
+        match tokio::try_join!(client_side, replica_side) {
+            Ok((client, replica)) => {
+                let (client, replica) = (TokioIo::new(client), TokioIo::new(replica));
+                tunnel::run(client, replica, Early::default(), &backend, inflight, idle).await;
+            }
+            Err(failure) => tracing::debug!(replica = %backend.name, error = %crate::error_chain(&failure),
+                "an upgraded connection was gone before its tunnel began"),
+        }
+    });
+    Response::from_parts(parts, Body::empty())
 }
 
 /// Turns the replica's response into the client's.

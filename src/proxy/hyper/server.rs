@@ -28,7 +28,7 @@ pub async fn serve_connection<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = service_fn(move |request| dispatch(request, peer, Arc::clone(&engine), local.clone()));
-    let connection = http.serve_connection(TokioIo::new(io), service);
+    let connection = http.serve_connection(TokioIo::new(io), service).with_upgrades();
     tokio::pin!(connection);
     let result = tokio::select! {
         result = connection.as_mut() => result,
