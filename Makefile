@@ -181,8 +181,12 @@ test: test-docker-image test-clients
 			why+=("no /bin/busybox (apt install busybox-static): the foreign-image tests"); \
 		fi; \
 		if ! cmp -s tests/clients/requirements.txt target/pyenv/requirements.txt; then \
-			out+=('binary(websocket)'); \
-			why+=("no Python test clients in target/pyenv (make test-clients): tests/websocket.rs"); \
+			out+=('binary(websocket) | binary(http2)'); \
+			why+=("no Python test clients in target/pyenv (make test-clients): tests/websocket.rs, tests/http2.rs"); \
+		fi; \
+		if ! command -v h2load >/dev/null 2>&1; then \
+			out+=('test(/h2load/)'); \
+			why+=("no h2load (apt install nghttp2-client): the h2load test"); \
 		fi; \
 		if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then \
 			out+=('binary(observability) & test(=the_dashboard_renders_in_a_real_browser)'); \

@@ -13,7 +13,6 @@ use crate::proxy::fast::{self, Ended};
 use crate::proxy::{Local, Proxy, hyper as hyper_engine};
 use crate::telemetry;
 use axum::Router;
-use hyper_util::rt::TokioTimer;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -35,8 +34,6 @@ pub async fn serve(
     let hyper_engine = Arc::new(hyper_engine::Engine::new(Arc::clone(&proxy)));
     let connections = TaskTracker::new();
     let open = Arc::new(AtomicUsize::new(0));
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new());
     let mut accept_failures = 0u32;
     loop {
         let (stream, peer) = tokio::select! {
@@ -54,18 +51,15 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let (engine, client_timeout, max_connections) = {
+        let (engine, max_connections) = {
             let snapshot = proxy.snapshots().load();
-            let routing = &snapshot.routing;
-            (routing.engine, routing.client_timeout, routing.max_connections as usize)
+            (snapshot.routing.engine, snapshot.routing.max_connections as usize)
         };
         if open.load(Ordering::Relaxed) >= max_connections {
             connections.spawn(refuse(stream, max_connections));
             continue;
         }
         let counted = OpenConnection::new(&open);
-        let mut http = http.clone();
-        http.header_read_timeout(client_timeout);
         let (fast_engine, hyper_engine, local) =
             (Arc::clone(&fast_engine), Arc::clone(&hyper_engine), local.clone());
         let shutdown = shutdown.clone();
@@ -75,12 +69,11 @@ pub async fn serve(
                 ProxyEngine::Fast => match fast::serve(stream, peer, &fast_engine, &local, &shutdown).await {
                     Ended::Closed => {}
                     Ended::Handover(rest) => {
-                        hyper_engine::serve_connection(rest, peer, hyper_engine, local, http, &shutdown)
-                            .await;
+                        hyper_engine::serve_connection(rest, peer, hyper_engine, local, &shutdown).await;
                     }
                 },
                 ProxyEngine::Hyper => {
-                    hyper_engine::serve_connection(stream, peer, hyper_engine, local, http, &shutdown).await;
+                    hyper_engine::serve_connection(stream, peer, hyper_engine, local, &shutdown).await;
                 }
             }
         });

@@ -149,6 +149,8 @@ pub struct Routing {
     pub max_connections: u32,
     /// How long a tunnel may stay silent both ways before it is closed.
     pub tunnel_idle_timeout: Duration,
+    /// Limits of HTTP/2 client connections (applied to new connections).
+    pub http2: crate::manifest::Http2Limits,
 }
 
 /// How requests wait while a cluster scaled to zero starts its first replica.
@@ -175,6 +177,7 @@ impl Default for Routing {
             client_timeout: Duration::from_secs(30),
             max_connections: 10_000,
             tunnel_idle_timeout: Duration::from_secs(3600),
+            http2: crate::manifest::Http2Limits::default(),
         }
     }
 }

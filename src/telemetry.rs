@@ -46,6 +46,8 @@ pub const AUTOSCALER_OBSERVED: &str = "ringlb_autoscaler_observed_inflight_reque
 pub const HANDOVERS: &str = "ringlb_fast_path_handovers_total";
 /// Tunnels (upgraded connections: WebSocket and the like) open now.
 pub const TUNNELS_OPEN: &str = "ringlb_tunnels_open";
+/// Client connections cut off for abuse, by reason (`rapid_reset`).
+pub const CONNECTIONS_CUT: &str = "ringlb_client_connections_cut_total";
 /// Tunnels closed, by why (`closed`, `idle`, `drained`, `error`).
 pub const TUNNELS_CLOSED: &str = "ringlb_tunnels_closed_total";
 
@@ -98,6 +100,11 @@ pub fn install() -> Result<PrometheusHandle, BuildError> {
         UNROUTED,
         Unit::Count,
         "Requests answered by the load balancer itself (503) because no replica could take them, by reason."
+    );
+    describe_counter!(
+        CONNECTIONS_CUT,
+        Unit::Count,
+        "Client connections cut off for abuse, by reason (rapid_reset: an HTTP/2 client resetting most of its streams)."
     );
     describe_gauge!(TUNNELS_OPEN, Unit::Count, "Tunnels (upgraded connections, such as WebSocket) open now.");
     describe_counter!(

@@ -134,6 +134,7 @@ impl Publisher {
                 client_timeout: manifest.proxy.client_timeout.get(),
                 max_connections: manifest.proxy.max_connections,
                 tunnel_idle_timeout: manifest.proxy.tunnel_idle_timeout.get(),
+                http2: manifest.proxy.http2,
                 hold: manifest
                     .autoscale
                     .as_ref()

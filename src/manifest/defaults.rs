@@ -5,7 +5,7 @@ use super::duration::HumanDuration;
 use super::health::{HealthKind, StatusSet};
 use super::resources::Resources;
 use super::{Hashing, Health, KeySource, Limits, ProxyEngine, ProxySettings, ReplacementName, ReplicaSpec};
-use super::{RuntimeKind, UnknownPath};
+use super::{Http2Limits, RuntimeKind, UnknownPath};
 use crate::ring::RingConfig;
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -122,6 +122,18 @@ impl Default for ProxySettings {
             client_timeout: HumanDuration::from_secs(30),
             max_connections: 10_000,
             tunnel_idle_timeout: HumanDuration::from_secs(3600),
+            http2: Http2Limits::default(),
+        }
+    }
+}
+
+impl Default for Http2Limits {
+    fn default() -> Self {
+        Http2Limits {
+            max_concurrent_streams: 128,
+            max_header_bytes: 64 * 1024,
+            stream_window_bytes: 256 * 1024,
+            connection_window_bytes: 1024 * 1024,
         }
     }
 }

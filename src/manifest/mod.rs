@@ -42,7 +42,7 @@ pub use hashing::{Hashing, KeySource, KeySourceError};
 pub use health::{Health, HealthKind, StatusSet};
 pub use limits::{Limits, MAX_REPLICAS_CEILING};
 pub use names::{NAME_RULE, is_valid_image, is_valid_name};
-pub use proxy::{ProxyEngine, ProxySettings, UnknownPath};
+pub use proxy::{Http2Limits, ProxyEngine, ProxySettings, UnknownPath};
 pub use replica::{ReplacementName, ReplicaSpec, RuntimeKind};
 pub use resources::{ByteSize, Resources};
 

@@ -49,4 +49,21 @@ pub struct ProxySettings {
     /// How long a tunnel (an upgraded connection, such as a WebSocket) may stay silent both ways
     /// before it is closed.
     pub tunnel_idle_timeout: HumanDuration,
+    /// Limits of HTTP/2 client connections.
+    pub http2: Http2Limits,
+}
+
+/// `proxy.http2`: what one HTTP/2 client connection may use (defaults in `defaults.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Http2Limits {
+    /// Streams (requests) open at once on one connection.
+    pub max_concurrent_streams: u32,
+    /// The largest header list of a request (decoded, as RFC 9113 counts it); a larger one, or a
+    /// flood of CONTINUATION frames, ends the connection.
+    pub max_header_bytes: u32,
+    /// The flow-control window of each stream: request body bytes a client may send ahead.
+    pub stream_window_bytes: u32,
+    /// The flow-control window of the whole connection.
+    pub connection_window_bytes: u32,
 }

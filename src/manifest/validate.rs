@@ -305,8 +305,31 @@ fn check_health_and_proxy(m: &Manifest, errors: &mut Errors) {
     if m.proxy.max_connections == 0 {
         errors.fail("proxy.max_connections", "must be at least 1");
     }
+    check_http2(&m.proxy.http2, errors);
     if m.health.replace_after == 0 {
         errors.fail("health.replace_after", "must be at least 1");
+    }
+}
+
+/// `proxy.http2`: limits HTTP/2 can carry (RFC 9113 section 6.5.2 and 6.9.1).
+fn check_http2(limits: &super::Http2Limits, errors: &mut Errors) {
+    const MAX_WINDOW: u32 = (1 << 31) - 1;
+    if limits.max_concurrent_streams == 0 {
+        errors.fail("proxy.http2.max_concurrent_streams", "must be at least 1");
+    }
+    if !(1024..=1024 * 1024).contains(&limits.max_header_bytes) {
+        errors.fail(
+            "proxy.http2.max_header_bytes",
+            format!("must be between 1024 and 1048576, found {}", limits.max_header_bytes),
+        );
+    }
+    for (field, window) in [
+        ("proxy.http2.stream_window_bytes", limits.stream_window_bytes),
+        ("proxy.http2.connection_window_bytes", limits.connection_window_bytes),
+    ] {
+        if !(65_535..=MAX_WINDOW).contains(&window) {
+            errors.fail(field, format!("must be between 65535 and {MAX_WINDOW}, found {window}"));
+        }
     }
 }
 

@@ -1,11 +1,14 @@
-//! The hyper engine (`proxy.engine: hyper`): requests parsed by hyper's HTTP/1.1 server and sent on
-//! with hyper-util's client, under the forwarding rules of [`crate::proxy`]. It is the reference the
-//! fast path is tested against (`tests/fast_path.rs`), and it serves what the fast path hands over
-//! (HTTP/1.0, chunked uploads, `Expect`, `Upgrade`, other target forms, the access log).
+//! The hyper engine (`proxy.engine: hyper`): requests parsed by hyper's HTTP/1.1 and HTTP/2
+//! servers and sent on with hyper-util's client, under the forwarding rules of [`crate::proxy`].
+//! It is the reference the fast path is tested against (`tests/fast_path.rs`), and it serves what
+//! the fast path hands over (HTTP/2, HTTP/1.0, chunked uploads, `Expect`, other target forms, the
+//! access log).
 //!
-//! `server.rs` serves a client connection; this file forwards one request; `upstream.rs` holds
-//! the clients and the body wrappers that make retries safe.
+//! `server.rs` serves a client connection (`resets.rs` guards HTTP/2 ones against rapid resets);
+//! this file forwards one request; `upstream.rs` holds the clients and the body wrappers that make
+//! retries safe.
 
+mod resets;
 mod server;
 mod upstream;
 
@@ -94,6 +97,18 @@ impl Engine {
             }
         }
         let (mut parts, body) = request.into_parts();
+        let body = if parts.version == Version::HTTP_2 {
+            // HTTP/2 names the host in `:authority`; an HTTP/1.1 replica needs it as `Host`.
+            if let Some(host) = parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+                parts.headers.insert(http::header::HOST, host);
+            }
+            match read_declared_body(&parts, body, snapshot.routing.client_timeout).await {
+                Ok(body) => body,
+                Err(why) => return error(StatusCode::BAD_REQUEST, why),
+            }
+        } else {
+            Replayable::new(body)
+        };
         let key = key::request_key(&snapshot.routing.key, &parts.headers, &parts.uri, client.ip());
         if let Some(id) = key.generated_id {
             parts.headers.insert(key::X_REQUEST_ID, HeaderValue::from(id));
@@ -104,7 +119,6 @@ impl Engine {
             headers::restore_upgrade(&mut parts.headers, protocols);
         }
         parts.version = Version::HTTP_11;
-        let body = Replayable::new(body);
         let clients = self.clients(snapshot.routing.connect_timeout);
         let deadline = tokio::time::Instant::now() + snapshot.routing.timeout;
         let mut route = Route::new(candidates::choices(&snapshot, key.key), &parts.method);
@@ -139,6 +153,38 @@ impl Engine {
         }
         let (status, message) = route.exhausted();
         error(status, message)
+    }
+}
+
+/// The largest HTTP/2 request body that is read whole before it is forwarded (when it declares its
+/// `content-length`).
+const MAX_CHECKED_BODY: u64 = 64 * 1024;
+
+/// An HTTP/2 request's body, for the replica. A body that declares its `content-length` (up to
+/// [`MAX_CHECKED_BODY`]) is read whole first: h2 checks that the `DATA` frames add up to it (RFC
+/// 9113 section 8.1.1), so a request whose length lies never reaches a replica, where an
+/// HTTP/1.1 replica would read the rest as another request. A longer body streams; a lie found
+/// on the way cuts the request short (the replica never gets a whole request).
+async fn read_declared_body(
+    parts: &http::request::Parts,
+    body: Incoming,
+    within: Duration,
+) -> Result<Replayable, &'static str> {
+    use http_body_util::BodyExt;
+    let declared = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(length) if length <= MAX_CHECKED_BODY => {
+            match tokio::time::timeout(within, body.collect()).await {
+                Ok(Ok(collected)) => Ok(Replayable::whole(collected.to_bytes())),
+                Ok(Err(_)) => Err("the request body does not match its content-length"),
+                Err(_) => Err("the request body did not arrive in time"),
+            }
+        }
+        _ => Ok(Replayable::new(body)),
     }
 }
 

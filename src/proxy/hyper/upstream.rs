@@ -55,6 +55,8 @@ impl Clients {
 pub struct Replayable {
     /// `None` for a request without a body: every attempt gets an empty one.
     slot: Option<Arc<Mutex<Option<Incoming>>>>,
+    /// A body read whole before the first attempt: every attempt gets it again.
+    whole: Option<Bytes>,
     size_hint: SizeHint,
 }
 
@@ -63,21 +65,38 @@ impl Replayable {
     pub fn new(body: Incoming) -> Replayable {
         let size_hint = body.size_hint();
         let slot = if body.is_end_stream() { None } else { Some(Arc::new(Mutex::new(Some(body)))) };
-        Replayable { slot, size_hint }
+        Replayable { slot, whole: None, size_hint }
+    }
+
+    /// A body already read whole.
+    pub fn whole(body: Bytes) -> Replayable {
+        let size_hint = SizeHint::with_exact(body.len() as u64);
+        Replayable { slot: None, whole: Some(body).filter(|b| !b.is_empty()), size_hint }
     }
 
     /// The body for the next attempt, or `None` if an earlier attempt already read it.
     pub fn attempt(&self) -> Option<RequestBody> {
-        match &self.slot {
-            None => Some(RequestBody { source: None, taken: None, size_hint: SizeHint::with_exact(0) }),
-            Some(slot) if self.is_untouched() => {
-                Some(RequestBody { source: Some(Arc::clone(slot)), taken: None, size_hint: self.size_hint })
-            }
-            Some(_) => None,
+        let empty = SizeHint::with_exact(0);
+        match (&self.slot, &self.whole) {
+            (_, Some(whole)) => Some(RequestBody {
+                source: None,
+                taken: None,
+                whole: Some(whole.clone()),
+                size_hint: self.size_hint,
+            }),
+            (None, None) => Some(RequestBody { source: None, taken: None, whole: None, size_hint: empty }),
+            (Some(slot), None) if self.is_untouched() => Some(RequestBody {
+                source: Some(Arc::clone(slot)),
+                taken: None,
+                whole: None,
+                size_hint: self.size_hint,
+            }),
+            (Some(_), None) => None,
         }
     }
 
-    /// True if no attempt read from the body (or there is none), so it can still be sent.
+    /// True if no attempt read from the body (or there is none, or it was read whole), so it can
+    /// still be sent.
     pub fn is_untouched(&self) -> bool {
         self.slot.as_ref().is_none_or(|slot| slot.lock().unwrap_or_else(PoisonError::into_inner).is_some())
     }
@@ -87,6 +106,8 @@ impl Replayable {
 pub struct RequestBody {
     source: Option<Arc<Mutex<Option<Incoming>>>>,
     taken: Option<Incoming>,
+    /// A body read whole, sent as one frame.
+    whole: Option<Bytes>,
     size_hint: SizeHint,
 }
 
@@ -99,6 +120,10 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = &mut *self;
+        if let Some(whole) = this.whole.take() {
+            this.size_hint = SizeHint::with_exact(0);
+            return Poll::Ready(Some(Ok(Frame::data(whole))));
+        }
         if this.taken.is_none() {
             match &this.source {
                 None => return Poll::Ready(None),
@@ -112,7 +137,8 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.source.is_none() || self.taken.as_ref().is_some_and(Body::is_end_stream)
+        self.whole.is_none()
+            && (self.source.is_none() || self.taken.as_ref().is_some_and(Body::is_end_stream))
     }
 
     fn size_hint(&self) -> SizeHint {
