@@ -6,7 +6,7 @@
 
 use crate::admin::{self, AdminState};
 use crate::controller::Controller;
-use crate::listener;
+use crate::listener::{self, TlsListener, certs, tls};
 use crate::manifest::source::ManifestSource;
 use crate::manifest::watch;
 use crate::proxy::Proxy;
@@ -40,21 +40,42 @@ impl Default for Options {
     }
 }
 
-/// The listener could not be opened.
+/// Why a load balancer could not start.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {addr} (the manifest's `listen`): {source}")]
-pub struct BindError {
-    /// The address asked for.
-    pub addr: SocketAddr,
-    /// Why.
-    #[source]
-    pub source: std::io::Error,
+pub enum StartError {
+    /// A listener could not be opened.
+    #[error("cannot listen on {addr} (the manifest's `{key}`): {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// `listen` or `tls.listen`.
+        key: &'static str,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A certificate of `tls.certificates` cannot be served.
+    #[error("tls.certificates: {0}")]
+    Certificate(#[from] crate::listener::certs::CertificateError),
+    /// rustls refused the TLS settings.
+    #[error("the TLS settings: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// Binds `addr` (the manifest's `key`), with the address it got.
+async fn bind(addr: SocketAddr, key: &'static str) -> Result<(TcpListener, SocketAddr), StartError> {
+    let failed = |source| StartError::Bind { addr, key, source };
+    let socket = TcpListener::bind(addr).await.map_err(failed)?;
+    let bound = socket.local_addr().map_err(failed)?;
+    Ok((socket, bound))
 }
 
 /// A load balancer serving on [`Balancer::addr`] until [`Balancer::stop`].
 pub struct Balancer {
     /// Where it listens (the real port when the manifest asked for port 0).
     pub addr: SocketAddr,
+    /// Where it listens for TLS, with a `tls:` section.
+    pub tls_addr: Option<SocketAddr>,
     /// Its routing snapshots, for in-process observers.
     pub snapshots: Arc<Snapshots>,
     shutdown: CancellationToken,
@@ -68,16 +89,27 @@ impl Balancer {
     /// first reconcile pass (bounded), and starts serving.
     ///
     /// # Errors
-    /// The listen address cannot be bound.
+    /// A listen address cannot be bound; a certificate cannot be served.
     pub async fn start<R: Runtime>(
         runtime: Arc<R>,
         source: Arc<ManifestSource>,
         trigger: Trigger,
         options: Options,
-    ) -> Result<Balancer, BindError> {
-        let listen = source.current().manifest.listen;
-        let socket = TcpListener::bind(listen).await.map_err(|source| BindError { addr: listen, source })?;
-        let addr = socket.local_addr().map_err(|source| BindError { addr: listen, source })?;
+    ) -> Result<Balancer, StartError> {
+        let manifest = source.current().manifest;
+        let (socket, addr) = bind(manifest.listen, "listen").await?;
+        let tls = match &manifest.tls {
+            None => None,
+            Some(settings) => {
+                let dir = source.path().parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+                let loaded = certs::load_all(&settings.certificates, &dir, std::time::SystemTime::now())?;
+                let certificates = Arc::new(certs::Certificates::new(loaded));
+                let acceptor = tls::acceptor(Arc::clone(&certificates))?;
+                let (socket, tls_addr) = bind(settings.listen, "tls.listen").await?;
+                tls::log_serving(&certificates, "TLS");
+                Some((TlsListener { socket, acceptor }, tls_addr, certificates))
+            }
+        };
         let snapshots = Arc::new(Snapshots::default());
         let shutdown = CancellationToken::new();
 
@@ -89,6 +121,13 @@ impl Balancer {
         );
         let controller = tokio::spawn(controller.run(shutdown.child_token()));
         let watcher = tokio::spawn(watch::run(Arc::clone(&source), shutdown.child_token()));
+        let (tls, tls_addr) = match tls {
+            None => (None, None),
+            Some((listener, tls_addr, certificates)) => {
+                tokio::spawn(tls::watch(certificates, Arc::clone(&source), shutdown.child_token()));
+                (Some(listener), Some(tls_addr))
+            }
+        };
         if snapshots.wait_for_version(1, FIRST_PASS).await.is_none() {
             tracing::warn!("the first reconcile pass is slow; serving anyway");
         }
@@ -104,13 +143,17 @@ impl Balancer {
         let proxy = Arc::new(Proxy::new(Arc::clone(&snapshots), trigger));
         let front = tokio::spawn(listener::serve(
             socket,
+            tls,
             proxy,
             admin::router(admin_state),
             shutdown.child_token(),
             options.drain,
         ));
         tracing::info!(event = "listening", address = %addr, "load balancer listening on http://{addr}");
-        Ok(Balancer { addr, snapshots, shutdown, front, controller, watcher })
+        if let Some(tls_addr) = tls_addr {
+            tracing::info!(event = "listening_tls", address = %tls_addr, "load balancer listening on https://{tls_addr}");
+        }
+        Ok(Balancer { addr, tls_addr, snapshots, shutdown, front, controller, watcher })
     }
 
     /// Stops accepting, lets requests in flight finish (bounded by the drain time), and stops the

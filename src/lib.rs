@@ -49,7 +49,7 @@ pub mod telemetry;
 pub mod trigger;
 
 pub use admin::TOKEN_ENV as ADMIN_TOKEN_ENV;
-pub use balancer::{Balancer, BindError, Options as BalancerOptions};
+pub use balancer::{Balancer, Options as BalancerOptions, StartError};
 
 /// What the fuzz targets (`fuzz/`) drive directly: the fast path's parsers and the admin API's
 /// body checks, which are private otherwise. Not an API for anything else.

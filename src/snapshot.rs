@@ -151,6 +151,8 @@ pub struct Routing {
     pub tunnel_idle_timeout: Duration,
     /// Limits of HTTP/2 client connections (applied to new connections).
     pub http2: crate::manifest::Http2Limits,
+    /// `tls.redirect_http`: plain-HTTP requests get a 308 to https.
+    pub redirect_http: bool,
 }
 
 /// How requests wait while a cluster scaled to zero starts its first replica.
@@ -178,6 +180,7 @@ impl Default for Routing {
             max_connections: 10_000,
             tunnel_idle_timeout: Duration::from_secs(3600),
             http2: crate::manifest::Http2Limits::default(),
+            redirect_http: false,
         }
     }
 }

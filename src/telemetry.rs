@@ -46,6 +46,8 @@ pub const AUTOSCALER_OBSERVED: &str = "ringlb_autoscaler_observed_inflight_reque
 pub const HANDOVERS: &str = "ringlb_fast_path_handovers_total";
 /// Tunnels (upgraded connections: WebSocket and the like) open now.
 pub const TUNNELS_OPEN: &str = "ringlb_tunnels_open";
+/// Certificate replacements after their files changed, by result (`loaded`, `refused`).
+pub const TLS_RELOADS: &str = "ringlb_tls_certificate_reloads_total";
 /// Client connections cut off for abuse, by reason (`rapid_reset`).
 pub const CONNECTIONS_CUT: &str = "ringlb_client_connections_cut_total";
 /// Tunnels closed, by why (`closed`, `idle`, `drained`, `error`).
@@ -100,6 +102,11 @@ pub fn install() -> Result<PrometheusHandle, BuildError> {
         UNROUTED,
         Unit::Count,
         "Requests answered by the load balancer itself (503) because no replica could take them, by reason."
+    );
+    describe_counter!(
+        TLS_RELOADS,
+        Unit::Count,
+        "Certificate replacements after their files changed: loaded, or refused (the old ones keep serving)."
     );
     describe_counter!(
         CONNECTIONS_CUT,

@@ -69,7 +69,7 @@ pub enum AnalyzeError {
     GeneratedManifest(#[source] crate::manifest::ManifestError),
     /// An analysis cluster's load balancer could not start.
     #[error(transparent)]
-    Bind(#[from] crate::balancer::BindError),
+    Start(#[from] crate::balancer::StartError),
     /// The runtime of an analysis cluster failed.
     #[error(transparent)]
     Runtime(#[from] crate::runtime::RuntimeError),

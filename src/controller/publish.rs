@@ -135,6 +135,7 @@ impl Publisher {
                 max_connections: manifest.proxy.max_connections,
                 tunnel_idle_timeout: manifest.proxy.tunnel_idle_timeout.get(),
                 http2: manifest.proxy.http2,
+                redirect_http: manifest.tls.as_ref().is_some_and(|tls| tls.redirect_http),
                 hold: manifest
                     .autoscale
                     .as_ref()

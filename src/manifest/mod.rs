@@ -33,6 +33,7 @@ mod proxy;
 mod replica;
 mod resources;
 pub mod template;
+pub mod tls;
 mod validate;
 mod yaml_tree;
 
@@ -45,6 +46,7 @@ pub use names::{NAME_RULE, is_valid_image, is_valid_name};
 pub use proxy::{Http2Limits, ProxyEngine, ProxySettings, UnknownPath};
 pub use replica::{ReplacementName, ReplicaSpec, RuntimeKind};
 pub use resources::{ByteSize, Resources};
+pub use tls::{CertificateFiles, TlsSettings};
 
 use crate::ring::{Algorithm, RingConfig};
 use serde::Deserialize;
@@ -84,6 +86,9 @@ pub struct Manifest {
     /// Present: the replica count follows load within `[min, max]`; `replicas:` is the start.
     #[serde(default)]
     pub autoscale: Option<Autoscale>,
+    /// Present: TLS is terminated on a second listener.
+    #[serde(default)]
+    pub tls: Option<TlsSettings>,
 }
 
 impl Manifest {
@@ -198,6 +203,8 @@ impl Manifest {
         };
         check("name", self.name != next.name, self.name.clone(), next.name.clone());
         check("listen", self.listen != next.listen, self.listen.to_string(), next.listen.to_string());
+        let tls_listen = |m: &Manifest| m.tls.as_ref().map_or("no tls".to_owned(), |t| t.listen.to_string());
+        check("tls.listen", tls_listen(self) != tls_listen(next), tls_listen(self), tls_listen(next));
         check(
             "replica.runtime",
             self.replica.runtime != next.replica.runtime,

@@ -24,6 +24,9 @@ impl Manifest {
         check_launch(self, &mut errors);
         check_timeouts(self, &mut errors);
         check_health_and_proxy(self, &mut errors);
+        if let Some(tls) = &self.tls {
+            check_tls(self, tls, &mut errors);
+        }
         check_balance_factor(&self.hashing, &mut errors);
         if let Some(autoscale) = &self.autoscale {
             check_autoscale(autoscale, self.limits.max_replicas, &mut errors);
@@ -330,6 +333,24 @@ fn check_http2(limits: &super::Http2Limits, errors: &mut Errors) {
         if !(65_535..=MAX_WINDOW).contains(&window) {
             errors.fail(field, format!("must be between 65535 and {MAX_WINDOW}, found {window}"));
         }
+    }
+}
+
+/// `tls`: at least one certificate, both files named, and a listener of its own. (Whether the
+/// files hold a usable certificate is checked when they are loaded, and by `ringlb check`.)
+fn check_tls(m: &Manifest, tls: &super::TlsSettings, errors: &mut Errors) {
+    if tls.certificates.is_empty() {
+        errors.fail("tls.certificates", "must list at least one certificate (cert and key)");
+    }
+    for (i, files) in tls.certificates.iter().enumerate() {
+        for (which, path) in [("cert", &files.cert), ("key", &files.key)] {
+            if path.as_os_str().is_empty() {
+                errors.fail(&format!("tls.certificates[{i}].{which}"), "must name a PEM file");
+            }
+        }
+    }
+    if tls.listen == m.listen {
+        errors.fail("tls.listen", format!("must differ from listen ({})", m.listen));
     }
 }
 

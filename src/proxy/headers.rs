@@ -25,6 +25,25 @@ pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-ho
 /// The answer's header naming the replica that answered.
 pub const X_RINGLB_REPLICA: HeaderName = HeaderName::from_static("x-ringlb-replica");
 
+/// How the client reached ringlb, for `X-Forwarded-Proto`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    /// Plain HTTP on `listen`.
+    Http,
+    /// Over TLS on `tls.listen`.
+    Https,
+}
+
+impl Scheme {
+    /// `http` or `https`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
 /// True for a header that concerns one connection only (the name in any case).
 pub fn is_hop_by_hop(name: &[u8]) -> bool {
     HOP_BY_HOP.iter().any(|h| h.as_bytes().eq_ignore_ascii_case(name))
@@ -55,9 +74,9 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Prepares a client's request headers for the replica: hop-by-hop headers out, the client's
-/// address appended to `X-Forwarded-For`, `X-Forwarded-Proto` and `X-Forwarded-Host` set unless an
-/// earlier proxy set them.
-pub fn for_upstream(headers: &mut HeaderMap, client: IpAddr) {
+/// address appended to `X-Forwarded-For`, `X-Forwarded-Proto` (`scheme`) and `X-Forwarded-Host`
+/// set unless an earlier proxy set them.
+pub fn for_upstream(headers: &mut HeaderMap, client: IpAddr, scheme: Scheme) {
     remove_hop_by_hop(headers);
     let client = plain_ip(client);
     let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
@@ -68,7 +87,7 @@ pub fn for_upstream(headers: &mut HeaderMap, client: IpAddr) {
         headers.insert(X_FORWARDED_FOR, value);
     }
     if !headers.contains_key(&X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(scheme.as_str()));
     }
     if !headers.contains_key(&X_FORWARDED_HOST)
         && let Some(host) = headers.get(HOST).cloned()
@@ -176,13 +195,13 @@ mod tests {
     #[test]
     fn forwarded_headers_are_added_and_appended() {
         let mut headers = map(&[("host", "lb.example:5000")]);
-        for_upstream(&mut headers, "10.1.2.3".parse().unwrap());
+        for_upstream(&mut headers, "10.1.2.3".parse().unwrap(), Scheme::Http);
         assert_eq!(headers["x-forwarded-for"], "10.1.2.3");
         assert_eq!(headers["x-forwarded-proto"], "http");
         assert_eq!(headers["x-forwarded-host"], "lb.example:5000");
 
         let mut behind = map(&[("x-forwarded-for", "1.1.1.1"), ("x-forwarded-proto", "https")]);
-        for_upstream(&mut behind, "::ffff:10.0.0.9".parse().unwrap());
+        for_upstream(&mut behind, "::ffff:10.0.0.9".parse().unwrap(), Scheme::Https);
         assert_eq!(behind["x-forwarded-for"], "1.1.1.1, 10.0.0.9");
         assert_eq!(behind["x-forwarded-proto"], "https");
     }

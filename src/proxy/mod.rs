@@ -29,6 +29,7 @@ pub mod headers;
 mod hold;
 pub mod hyper;
 pub mod key;
+mod redirect;
 pub mod retry;
 pub mod tunnel;
 

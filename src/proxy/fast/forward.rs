@@ -15,7 +15,7 @@ use crate::snapshot::{Backend, InflightGuard, Snapshot};
 use http::StatusCode;
 use std::io;
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
 /// Why a request could not be answered by a replica.
@@ -30,7 +30,7 @@ pub(super) enum Failure {
     Client(io::Error),
 }
 
-impl Client {
+impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     /// Forwards one request and its answer; see [`crate::proxy::retry`] for what follows a failed
     /// attempt.
     pub(super) async fn forward(

@@ -6,23 +6,22 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
-/// A socket with bytes to replay in front of it.
-pub struct Prefixed {
+/// A socket (or TLS stream) with bytes to replay in front of it.
+pub struct Prefixed<S> {
     prefix: Vec<u8>,
     read: usize,
-    stream: TcpStream,
+    stream: S,
 }
 
-impl Prefixed {
+impl<S> Prefixed<S> {
     /// `stream`, whose next bytes are `prefix`.
-    pub fn new(prefix: Vec<u8>, stream: TcpStream) -> Prefixed {
+    pub fn new(prefix: Vec<u8>, stream: S) -> Prefixed<S> {
         Prefixed { prefix, read: 0, stream }
     }
 }
 
-impl AsyncRead for Prefixed {
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if this.read < this.prefix.len() {
@@ -40,7 +39,7 @@ impl AsyncRead for Prefixed {
     }
 }
 
-impl AsyncWrite for Prefixed {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
     }
@@ -70,6 +69,7 @@ impl AsyncWrite for Prefixed {
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
 
     #[tokio::test]
     async fn the_prefix_is_read_before_the_socket() {

@@ -30,6 +30,7 @@ pub mod response;
 pub mod wire;
 
 use super::{Local, Proxy};
+use crate::proxy::headers::Scheme;
 use crate::snapshot::Snapshot;
 use crate::telemetry;
 use deadline::{Deadline, before};
@@ -41,8 +42,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -71,26 +71,28 @@ impl Engine {
 }
 
 /// How a client connection served by the fast path ended.
-pub enum Ended {
+pub enum Ended<S> {
     /// Closed (by either side, or after an answer that closes it).
     Closed,
     /// A request the fast path does not serve: the connection, from that request on, is the hyper
     /// path's.
-    Handover(Prefixed),
+    Handover(Prefixed<S>),
 }
 
 /// Serves one client connection until it closes or is handed over; ringlb's own routes go to
 /// `local`. Stops between requests once `shutdown` is cancelled.
-pub async fn serve(
-    stream: TcpStream,
+pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
     peer: SocketAddr,
+    scheme: Scheme,
     engine: &Engine,
     local: &Local,
     shutdown: &CancellationToken,
-) -> Ended {
+) -> Ended<S> {
     let mut client = Client {
         stream,
         peer,
+        scheme,
         buf: vec![0; CLIENT_BUFFER],
         pos: 0,
         filled: 0,
@@ -133,9 +135,11 @@ enum Next {
 }
 
 /// A client connection and its buffers.
-struct Client {
-    stream: TcpStream,
+struct Client<S> {
+    stream: S,
     peer: SocketAddr,
+    /// How the client reached ringlb (`X-Forwarded-Proto`).
+    scheme: Scheme,
     /// Read buffer: `buf[pos..filled]` is read and not yet served.
     buf: Vec<u8>,
     /// Where the current request starts.
@@ -154,7 +158,7 @@ struct Client {
     replica_deadline: Deadline,
 }
 
-impl Client {
+impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     async fn run(
         &mut self,
         engine: &Engine,
@@ -179,6 +183,11 @@ impl Client {
             if snapshot.routing.access_log {
                 // The access log is the hyper path's.
                 metrics::counter!(telemetry::HANDOVERS, "reason" => "access log").increment(1);
+                return Ok(Next::Handover);
+            }
+            if snapshot.routing.redirect_http && self.scheme == Scheme::Http {
+                // So is the redirect to https (`proxy/redirect.rs`).
+                metrics::counter!(telemetry::HANDOVERS, "reason" => "redirect").increment(1);
                 return Ok(Next::Handover);
             }
             let snapshot = match snapshot.routing.hold.filter(|_| snapshot.members.is_empty()) {
@@ -223,6 +232,7 @@ impl Client {
                 let snapshot = engine.proxy.snapshots().load();
                 let context = request::Context {
                     key: &snapshot.routing.key,
+                    scheme: self.scheme,
                     client: self.peer.ip(),
                     is_reserved: local.is_reserved,
                 };

@@ -14,10 +14,10 @@ use crate::snapshot::{Backend, Snapshot};
 use http::StatusCode;
 use std::io;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
-impl Client {
+impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     /// Writes the answer to the client: its head, then its body as it arrives from the replica.
     /// The replica connection goes back to the pool if the answer ended cleanly.
     pub(super) async fn relay(

@@ -4,7 +4,7 @@
 //!
 //! Requests for ringlb's own routes are recognised here and answered by the admin router. An
 //! upgrade request (`Connection: upgrade` with `Upgrade`, and no body) is forwarded with both
-//! headers, for the replica to switch protocols (then [`crate::proxy::tunnel`]). What the fast
+//! headers, for the replica to switch protocols (then the tunnel, `proxy/tunnel.rs`). What the fast
 //! path does not handle itself it hands, with the rest of the connection, to the hyper path:
 //! HTTP/2 (its connection preface), HTTP/1.0, `Transfer-Encoding` (chunked uploads), an upgrade
 //! with a body, `Expect`, `CONNECT`, and targets that are not origin-form.
@@ -12,7 +12,7 @@
 use super::wire::{has_bare_lf, parse_length, push_field, trim};
 use crate::manifest::KeySource;
 use crate::proxy::headers::{
-    X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, is_hop_by_hop, is_protected, plain_ip,
+    Scheme, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, is_hop_by_hop, is_protected, plain_ip,
 };
 use crate::proxy::key::{self, RequestKey};
 use http::{Method, StatusCode};
@@ -90,6 +90,8 @@ pub struct LocalRequest {
 pub struct Context<'a> {
     /// What is hashed.
     pub key: &'a KeySource,
+    /// How the client reached ringlb (`X-Forwarded-Proto`).
+    pub scheme: Scheme,
     /// The client's address.
     pub client: IpAddr,
     /// True for paths that ringlb answers itself.
@@ -253,7 +255,7 @@ pub fn parse(buf: &[u8], context: &Context<'_>, out: &mut Vec<u8>) -> Parsed {
     // Writing into a Vec cannot fail.
     let _ = write!(out, "{}\r\n", plain_ip(context.client));
     if !has_proto {
-        push_field(out, X_FORWARDED_PROTO.as_str().as_bytes(), b"http");
+        push_field(out, X_FORWARDED_PROTO.as_str().as_bytes(), context.scheme.as_str().as_bytes());
     }
     if !has_forwarded_host {
         push_field(out, X_FORWARDED_HOST.as_str().as_bytes(), host);
@@ -301,7 +303,12 @@ mod tests {
     use super::*;
 
     fn context(key: &KeySource) -> Context<'_> {
-        Context { key, client: "10.0.0.7".parse().unwrap(), is_reserved: crate::reserved::is_reserved }
+        Context {
+            key,
+            scheme: Scheme::Http,
+            client: "10.0.0.7".parse().unwrap(),
+            is_reserved: crate::reserved::is_reserved,
+        }
     }
 
     fn forward(raw: &str) -> (RequestHead, String) {

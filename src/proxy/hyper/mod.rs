@@ -15,10 +15,10 @@ mod upstream;
 pub use server::serve_connection;
 
 use super::errors::{asks_to_retry, unknown_path_message};
-use super::headers::{self, X_RINGLB_REPLICA};
+use super::headers::{self, Scheme, X_RINGLB_REPLICA};
 use super::retry::Outcome;
 use super::tunnel::{self, Early};
-use super::{Proxy, Route, candidates, errors, key};
+use super::{Proxy, Route, candidates, errors, key, redirect};
 use crate::json;
 use crate::manifest::UnknownPath;
 use crate::snapshot::{Backend, InflightGuard, Snapshot};
@@ -36,16 +36,18 @@ use upstream::{Clients, Replayable, ResponseBody};
 /// The hyper engine. Cheap to share; one per load balancer.
 pub struct Engine {
     proxy: Arc<Proxy>,
+    /// The TLS listener's port, where `tls.redirect_http` sends plain-HTTP requests.
+    https_port: Option<u16>,
     /// The clients and the connect timeout they were built with (rebuilt when the manifest
     /// changes it).
     clients: ArcSwap<(Duration, Clients)>,
 }
 
 impl Engine {
-    /// An engine over `proxy`'s routing state.
-    pub fn new(proxy: Arc<Proxy>) -> Engine {
+    /// An engine over `proxy`'s routing state; `https_port`: the TLS listener's, if there is one.
+    pub fn new(proxy: Arc<Proxy>, https_port: Option<u16>) -> Engine {
         let timeout = proxy.snapshots().load().routing.connect_timeout;
-        Engine { proxy, clients: ArcSwap::from_pointee((timeout, Clients::new(timeout))) }
+        Engine { proxy, https_port, clients: ArcSwap::from_pointee((timeout, Clients::new(timeout))) }
     }
 
     fn clients(&self, connect_timeout: Duration) -> Clients {
@@ -58,16 +60,23 @@ impl Engine {
         clients
     }
 
-    /// Forwards `request` from `client` and returns the replica's response or a JSON error.
-    pub async fn forward(&self, request: Request<Incoming>, client: SocketAddr) -> Response {
+    /// Forwards `request` from `client` (which came over `scheme`) and returns the replica's
+    /// response or a JSON error; with `tls.redirect_http`, a plain-HTTP request gets its 308.
+    pub async fn forward(&self, request: Request<Incoming>, client: SocketAddr, scheme: Scheme) -> Response {
         // The one snapshot load of this request.
         let snapshot = self.proxy.snapshots().load();
+        if scheme == Scheme::Http
+            && snapshot.routing.redirect_http
+            && let Some(port) = self.https_port
+        {
+            return redirect::to_https(&request, port);
+        }
         if !snapshot.routing.access_log {
-            return self.route(snapshot, request, client).await;
+            return self.route(snapshot, request, client, scheme).await;
         }
         let started = Instant::now();
         let (method, path) = (request.method().clone(), request.uri().path().to_owned());
-        let response = self.route(snapshot, request, client).await;
+        let response = self.route(snapshot, request, client, scheme).await;
         let replica = response.headers().get(X_RINGLB_REPLICA).and_then(|v| v.to_str().ok()).unwrap_or("-");
         tracing::info!(target: "ringlb::access", %client, %method, path, status = response.status().as_u16(), replica,
             ms = started.elapsed().as_secs_f64() * 1000.0, "{client} {method} {path} {} {replica}", response.status().as_u16());
@@ -80,6 +89,7 @@ impl Engine {
         mut snapshot: Arc<Snapshot>,
         mut request: Request<Incoming>,
         client: SocketAddr,
+        scheme: Scheme,
     ) -> Response {
         if request.method() == Method::CONNECT {
             return error(StatusCode::METHOD_NOT_ALLOWED, errors::CONNECT_REFUSED);
@@ -113,7 +123,7 @@ impl Engine {
         if let Some(id) = key.generated_id {
             parts.headers.insert(key::X_REQUEST_ID, HeaderValue::from(id));
         }
-        headers::for_upstream(&mut parts.headers, client.ip());
+        headers::for_upstream(&mut parts.headers, client.ip(), scheme);
         let (protocols, client_side) = upgrade.unzip();
         if let Some(protocols) = protocols {
             headers::restore_upgrade(&mut parts.headers, protocols);

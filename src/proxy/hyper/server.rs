@@ -11,6 +11,7 @@
 use super::Engine;
 use super::resets::{Guarded, Resets};
 use crate::proxy::Local;
+use crate::proxy::headers::Scheme;
 use crate::snapshot::Routing;
 use crate::telemetry;
 use axum::body::Body;
@@ -47,6 +48,7 @@ fn builder(routing: &Routing) -> auto::Builder<TokioExecutor> {
 pub async fn serve_connection<I>(
     io: I,
     peer: SocketAddr,
+    scheme: Scheme,
     engine: Arc<Engine>,
     local: Local,
     shutdown: &CancellationToken,
@@ -58,7 +60,7 @@ pub async fn serve_connection<I>(
     let service = {
         let resets = Arc::clone(&resets);
         service_fn(move |request| {
-            dispatch(request, peer, Arc::clone(&engine), local.clone(), Arc::clone(&resets))
+            dispatch(request, peer, scheme, Arc::clone(&engine), local.clone(), Arc::clone(&resets))
         })
     };
     let connection = http.serve_connection_with_upgrades(TokioIo::new(io), service);
@@ -85,6 +87,7 @@ pub async fn serve_connection<I>(
 async fn dispatch(
     request: http::Request<Incoming>,
     peer: SocketAddr,
+    scheme: Scheme,
     engine: Arc<Engine>,
     local: Local,
     resets: Arc<Resets>,
@@ -96,7 +99,7 @@ async fn dispatch(
             Err(never) => match never {},
         }
     } else {
-        engine.forward(request, peer).await
+        engine.forward(request, peer, scheme).await
     };
     Ok(match guard {
         Some(guard) => response.map(|body| Body::new(Guarded::new(body, guard))),

@@ -1,0 +1,166 @@
+//! The few fields of an X.509 certificate ringlb reports (its serial number and its validity), read
+//! from the DER encoding (RFC 5280 section 4.1) without a full parser: rustls and webpki check
+//! what matters for the handshake; these are for `ringlb check`, the log and the expiry check.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// What ringlb tells about a certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertificateFacts {
+    /// The serial number in upper-case hex, as `openssl x509 -serial` prints it.
+    pub serial: String,
+    /// Valid from.
+    pub not_before: SystemTime,
+    /// Valid until.
+    pub not_after: SystemTime,
+}
+
+/// Reads the serial and validity of the DER certificate `der`; `None` if it is not one.
+pub fn facts(der: &[u8]) -> Option<CertificateFacts> {
+    let (0x30, certificate, _) = tlv(der)? else { return None };
+    let (0x30, tbs, _) = tlv(certificate)? else { return None };
+    let mut rest = tbs;
+    // version [0] EXPLICIT, absent for v1.
+    if let Some((0xa0, _, after)) = tlv(rest) {
+        rest = after;
+    }
+    let (0x02, serial, after) = tlv(rest)? else { return None };
+    let (0x30, _signature, after) = tlv(after)? else { return None };
+    let (0x30, _issuer, after) = tlv(after)? else { return None };
+    let (0x30, validity, _) = tlv(after)? else { return None };
+    let (before_tag, before, after) = tlv(validity)?;
+    let (after_tag, not_after, _) = tlv(after)?;
+    let digits = match serial {
+        [0, rest @ ..] if !rest.is_empty() => rest,
+        all => all,
+    };
+    Some(CertificateFacts {
+        serial: digits.iter().map(|b| format!("{b:02X}")).collect(),
+        not_before: time(before_tag, before)?,
+        not_after: time(after_tag, not_after)?,
+    })
+}
+
+/// One DER element at the front of `input`: its tag, its content and what follows it.
+fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, mut rest) = rest.split_first()?;
+    let length = if first < 0x80 {
+        usize::from(first)
+    } else {
+        let count = usize::from(first & 0x7f);
+        if count == 0 || count > 4 {
+            return None;
+        }
+        let (bytes, after) = rest.split_at_checked(count)?;
+        rest = after;
+        bytes.iter().fold(0usize, |length, b| (length << 8) | usize::from(*b))
+    };
+    let (content, rest) = rest.split_at_checked(length)?;
+    Some((tag, content, rest))
+}
+
+/// A UTCTime (tag 0x17, `YYMMDDHHMMSSZ`, years 1950 to 2049) or GeneralizedTime (tag 0x18,
+/// `YYYYMMDDHHMMSSZ`), as RFC 5280 section 4.1.2.5 allows them.
+fn time(tag: u8, text: &[u8]) -> Option<SystemTime> {
+    let text = std::str::from_utf8(text).ok()?.strip_suffix('Z')?;
+    let (year, rest) = match tag {
+        0x17 if text.len() == 12 => {
+            let yy: i64 = text[..2].parse().ok()?;
+            (if yy < 50 { 2000 + yy } else { 1900 + yy }, &text[2..])
+        }
+        0x18 if text.len() == 14 => (text[..4].parse().ok()?, &text[4..]),
+        _ => return None,
+    };
+    if !rest.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let field = |i: usize| rest[i..i + 2].parse::<i64>().ok();
+    let (month, day, hour, minute, second) = (field(0)?, field(2)?, field(4)?, field(6)?, field(8)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    let seconds = days_since_epoch(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second;
+    Some(match u64::try_from(seconds) {
+        Ok(after) => UNIX_EPOCH + Duration::from_secs(after),
+        Err(_) => UNIX_EPOCH - Duration::from_secs(seconds.unsigned_abs()),
+    })
+}
+
+/// Days from 1970-01-01 to the given date of the proleptic Gregorian calendar: years counted from
+/// March, so that the leap day ends a year.
+fn days_since_epoch(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let month_from_march = (month + 9) % 12;
+    let day_of_year = (153 * month_from_march + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+/// `t` as a UTC date and time, `2026-12-03 17:05:00 UTC` (times before 1970 as 1970).
+pub fn utc(t: SystemTime) -> String {
+    let seconds = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let days = i64::try_from(seconds / 86_400).unwrap_or(i64::MAX / 2);
+    let of_day = seconds % 86_400;
+    // The inverse of `days_since_epoch`.
+    let shifted = days + 719_468;
+    let era = shifted.div_euclid(146_097);
+    let day_of_era = shifted - era * 146_097;
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_from_march = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
+    let month = if month_from_march < 10 { month_from_march + 3 } else { month_from_march - 9 };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        of_day / 3600,
+        of_day % 3600 / 60,
+        of_day % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_count_days_like_the_calendar() {
+        assert_eq!(days_since_epoch(1970, 1, 1), 0);
+        assert_eq!(days_since_epoch(2000, 3, 1), 11_017);
+        assert_eq!(days_since_epoch(2024, 2, 29), 19_782);
+        assert_eq!(days_since_epoch(1969, 12, 31), -1);
+    }
+
+    #[test]
+    fn utc_dates_print_the_calendar() {
+        assert_eq!(utc(UNIX_EPOCH), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc(UNIX_EPOCH + Duration::from_secs(1_767_268_800)), "2026-01-01 12:00:00 UTC");
+        assert_eq!(utc(UNIX_EPOCH + Duration::from_secs(19_782 * 86_400 + 61)), "2024-02-29 00:01:01 UTC");
+        assert_eq!(utc(UNIX_EPOCH + Duration::from_secs(946_684_799)), "1999-12-31 23:59:59 UTC");
+    }
+
+    #[test]
+    fn both_time_forms_are_read() {
+        let utc = time(0x17, b"260101120000Z").unwrap();
+        assert_eq!(utc.duration_since(UNIX_EPOCH).unwrap().as_secs(), 1_767_268_800);
+        let general = time(0x18, b"20260101120000Z").unwrap();
+        assert_eq!(utc, general);
+        assert_eq!(
+            time(0x17, b"991231235959Z").unwrap().duration_since(UNIX_EPOCH).unwrap().as_secs(),
+            946_684_799
+        );
+        assert!(time(0x17, b"2601011200Z").is_none());
+        assert!(time(0x18, b"20261301120000Z").is_none());
+        assert!(time(0x17, b"260101120000+0100").is_none());
+    }
+
+    #[test]
+    fn anything_but_a_certificate_has_no_facts() {
+        assert!(facts(b"").is_none());
+        assert!(facts(&[0x30, 0x03, 0x02, 0x01, 0x01]).is_none());
+        assert!(facts(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]).is_none());
+    }
+}
