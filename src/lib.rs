@@ -31,6 +31,7 @@ mod admin;
 #[cfg(feature = "analyze")]
 pub mod analyze;
 mod balancer;
+mod calendar;
 mod controller;
 mod events;
 mod ids;

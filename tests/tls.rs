@@ -117,6 +117,15 @@ fn curl(dir: &Path, port: u16, path: &str, extra: &[&str]) -> (String, String) {
     (last.to_owned(), body.to_owned())
 }
 
+/// Certificate replacements the load balancer refused.
+async fn refused(lb: &Lb) -> f64 {
+    let text = lb.get("/_ringlb/metrics").await.body;
+    text.lines()
+        .find_map(|l| l.strip_prefix("ringlb_tls_certificate_reloads_total{result=\"refused\"}"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_serves_h1_and_h2_picks_by_sni_and_keeps_the_old_certificate_over_a_broken_one() {
     let certs = tempfile::tempdir().expect("temp dir");
@@ -125,7 +134,7 @@ async fn tls_serves_h1_and_h2_picks_by_sni_and_keeps_the_old_certificate_over_a_
     let serial_b = make_certificate(dir, "b");
     let port = common::free_port();
     let d = dir.display();
-    let _lb = Lb::start(&common::manifest(
+    let lb = Lb::start(&common::manifest(
         "tls",
         2,
         &format!(
@@ -149,7 +158,12 @@ async fn tls_serves_h1_and_h2_picks_by_sni_and_keeps_the_old_certificate_over_a_
     // A broken replacement is refused; the old certificate keeps serving.
     std::fs::write(dir.join("a.pem"), "-----BEGIN CERTIFICATE-----\nbroken\n-----END CERTIFICATE-----\n")
         .expect("write");
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    common::until!(
+        Duration::from_secs(10),
+        || async { refused(&lb).await == 1.0 },
+        "the broken certificate file was not refused: {}",
+        lb.get("/_ringlb/metrics").await.body
+    );
     assert_eq!(served_serial(dir, port, "a.test"), serial_a, "the broken file replaced the certificate");
     let (version, _) = curl(dir, port, "/home", &["--http1.1"]);
     assert_eq!(version, "1.1 200");

@@ -37,6 +37,12 @@ fn ws_client(lb: &Lb, scenario: &str, amount: &str) -> JsonLines {
     )
 }
 
+/// The replica a WebSocket client reported talking to (its first line).
+async fn replica_of(client: &mut JsonLines) -> String {
+    let line = client.next_with("replica", Duration::from_secs(20)).await;
+    line["replica"].as_str().expect("a name").to_owned()
+}
+
 /// The value of the metric line that starts with `series` (name and labels), 0 if absent.
 async fn metric(lb: &Lb, series: &str) -> f64 {
     let text = lb.get("/_ringlb/metrics").await.body;
@@ -60,8 +66,7 @@ async fn websocket_messages_cross_both_engines_and_the_tunnel_counts_in_flight()
     for engine in ENGINES {
         let lb = Lb::start(&websocket_manifest("ws", 2, engine, "")).await;
         let mut client = ws_client(&lb, "echo", "300");
-        let replica = client.next_with("replica", Duration::from_secs(20)).await;
-        let replica = replica["replica"].as_str().expect("a name").to_owned();
+        let replica = replica_of(&mut client).await;
         assert!(lb.ring().await.contains(&replica), "{engine}: answered by {replica}, not in the ring");
         let done = client.next_with("echoed", Duration::from_secs(30)).await;
         assert_eq!(done["echoed"], 300, "{engine}: {:?}", client.seen);
@@ -76,8 +81,7 @@ async fn websocket_messages_cross_both_engines_and_the_tunnel_counts_in_flight()
 
         // While a tunnel is open it is a request in flight to its replica.
         let mut client = ws_client(&lb, "chatter", "100");
-        let replica = client.next_with("replica", Duration::from_secs(20)).await;
-        let replica = replica["replica"].as_str().expect("a name").to_owned();
+        let replica = replica_of(&mut client).await;
         client.next_with("echoed", Duration::from_secs(10)).await;
         assert_eq!(inflight_of(&lb, &replica).await, 1, "{engine}: {}", lb.status().await);
         assert_eq!(metric(&lb, "ringlb_tunnels_open").await, 1.0, "{engine}");
@@ -123,8 +127,7 @@ async fn a_replica_drained_with_an_open_tunnel_keeps_it_for_its_drain_timeout_th
     for engine in ENGINES {
         let lb = Lb::start(&websocket_manifest("drain", 2, engine, "")).await;
         let mut client = ws_client(&lb, "chatter", "50");
-        let replica = client.next_with("replica", Duration::from_secs(20)).await;
-        let replica = replica["replica"].as_str().expect("a name").to_owned();
+        let replica = replica_of(&mut client).await;
         client.next_with("echoed", Duration::from_secs(10)).await;
         let body = format!(r#"{{"n": 1, "hostnames": ["{replica}"]}}"#);
         let removed = lb.request("DELETE", "/rm", &body, &[("content-type", "application/json")]).await;

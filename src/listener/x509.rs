@@ -2,6 +2,7 @@
 //! from the DER encoding (RFC 5280 section 4.1) without a full parser: rustls and webpki check
 //! what matters for the handshake; these are for `ringlb check`, the log and the expiry check.
 
+use crate::calendar::{civil_from_days, days_from_civil};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// What ringlb tells about a certificate.
@@ -80,23 +81,11 @@ fn time(tag: u8, text: &[u8]) -> Option<SystemTime> {
     if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
         return None;
     }
-    let seconds = days_since_epoch(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second;
+    let seconds = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second;
     Some(match u64::try_from(seconds) {
         Ok(after) => UNIX_EPOCH + Duration::from_secs(after),
         Err(_) => UNIX_EPOCH - Duration::from_secs(seconds.unsigned_abs()),
     })
-}
-
-/// Days from 1970-01-01 to the given date of the proleptic Gregorian calendar: years counted from
-/// March, so that the leap day ends a year.
-fn days_since_epoch(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let month_from_march = (month + 9) % 12;
-    let day_of_year = (153 * month_from_march + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
 }
 
 /// `t` as a UTC date and time, `2026-12-03 17:05:00 UTC` (times before 1970 as 1970).
@@ -104,16 +93,7 @@ pub fn utc(t: SystemTime) -> String {
     let seconds = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let days = i64::try_from(seconds / 86_400).unwrap_or(i64::MAX / 2);
     let of_day = seconds % 86_400;
-    // The inverse of `days_since_epoch`.
-    let shifted = days + 719_468;
-    let era = shifted.div_euclid(146_097);
-    let day_of_era = shifted - era * 146_097;
-    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_from_march = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
-    let month = if month_from_march < 10 { month_from_march + 3 } else { month_from_march - 9 };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    let (year, month, day) = civil_from_days(days);
     format!(
         "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
         of_day / 3600,
@@ -125,14 +105,6 @@ pub fn utc(t: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dates_count_days_like_the_calendar() {
-        assert_eq!(days_since_epoch(1970, 1, 1), 0);
-        assert_eq!(days_since_epoch(2000, 3, 1), 11_017);
-        assert_eq!(days_since_epoch(2024, 2, 29), 19_782);
-        assert_eq!(days_since_epoch(1969, 12, 31), -1);
-    }
 
     #[test]
     fn utc_dates_print_the_calendar() {

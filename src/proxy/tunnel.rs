@@ -219,16 +219,16 @@ where
             (Poll::Ready(Ok(())), Poll::Ready(Ok(()))) => return Poll::Ready(End::Closed),
             _ => {}
         }
-        let now = Instant::now();
         if moved {
-            this.last_moved = now;
+            this.last_moved = Instant::now();
         }
         loop {
             if this.idle.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
+            // The clock is read per move and when the timer fires, not per poll.
             let silent_until = this.last_moved + this.idle_timeout;
-            if silent_until <= now {
+            if silent_until <= Instant::now() {
                 return Poll::Ready(End::Idle);
             }
             this.idle.as_mut().reset(silent_until);

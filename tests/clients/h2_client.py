@@ -174,7 +174,7 @@ def continuation_flood(host: str, port: int) -> None:
                     cut = True
                     break
         except (socket.timeout, OSError):
-            cut = cut or False
+            pass
     say(frames=frames, cut=cut)
 
 
