@@ -5,6 +5,9 @@ MANIFEST ?= manifests/cluster.yaml
 # The port `make run` publishes the load balancer on.
 PORT ?= 5000
 IMAGE ?= ringlb:latest
+# Tests run `make` from inside `cargo nextest`, whose environment carries CARGO_MANIFEST_DIR: ring's
+# build script watches that variable, so passing it on would rebuild the static binary from scratch.
+unexport CARGO_MANIFEST_DIR
 TARGET := x86_64-unknown-linux-gnu
 STATIC := target/$(TARGET)/release/ringlb
 # `docker compose` (plugin) where it exists, else `docker-compose`.
