@@ -132,6 +132,11 @@ impl Balancer {
             tracing::warn!("the first reconcile pass is slow; serving anyway");
         }
 
+        for listen in std::iter::once(addr).chain(tls_addr) {
+            if let Some(warning) = admin::open_admin_warning(options.admin_token.as_deref(), listen) {
+                tracing::warn!(event = "admin_open", address = %listen, "{warning}");
+            }
+        }
         let admin_state = Arc::new(AdminState {
             source,
             snapshots: Arc::clone(&snapshots),

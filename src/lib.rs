@@ -49,7 +49,10 @@ mod snapshot;
 pub mod telemetry;
 pub mod trigger;
 
-pub use admin::TOKEN_ENV as ADMIN_TOKEN_ENV;
+pub use admin::{
+    TOKEN_ENV as ADMIN_TOKEN_ENV, TOKEN_FILE_ENV as ADMIN_TOKEN_FILE_ENV, TokenError as AdminTokenError,
+    admin_token,
+};
 pub use balancer::{Balancer, Options as BalancerOptions, StartError};
 
 /// What the fuzz targets (`fuzz/`) drive directly: the fast path's parsers and the admin API's

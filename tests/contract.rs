@@ -187,6 +187,108 @@ async fn the_admin_token_guards_add_and_rm_but_not_rep() {
 }
 
 #[tokio::test]
+async fn the_admin_token_can_come_from_a_secret_file() {
+    let secrets = tempfile::tempdir().expect("temp dir");
+    let file = secrets.path().join("admin_token");
+    std::fs::write(&file, "from-a-file\n").expect("write the token file");
+    let file = file.display().to_string();
+    let lb = Lb::start_with_env(&three("contract-token-file"), &[("RINGLB_ADMIN_TOKEN_FILE", &file)]).await;
+    let refused = lb.request("POST", "/add", r#"{"n": 1}"#, &[]).await;
+    assert_eq!(refused.status, 401, "{}", refused.body);
+    let wrong = lb.request("POST", "/add", r#"{"n": 1}"#, &[("authorization", "Bearer from-a-fil")]).await;
+    assert_eq!(wrong.status, 401, "{}", wrong.body);
+    let ok = lb.request("POST", "/add", r#"{"n": 1}"#, &[("authorization", "Bearer from-a-file")]).await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+}
+
+/// Runs `ringlb run` on `manifest_text` with `envs` until it exits (at most 20 s) and returns its
+/// exit status and everything it logged.
+fn run_until_exit(manifest_text: &str, envs: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("cluster.yaml");
+    std::fs::write(&path, manifest_text).expect("write manifest");
+    let mut child = std::process::Command::new(common::bin())
+        .args(["run", "--manifest"])
+        .arg(&path)
+        .env_remove("RINGLB_ADMIN_TOKEN")
+        .envs(envs.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn ringlb");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while child.try_wait().expect("poll ringlb").is_none() {
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("ringlb run kept running; it should have refused to start");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().expect("ringlb's output");
+    (output.status, String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+#[test]
+fn an_ambiguous_or_unreadable_admin_token_stops_the_start() {
+    let text = three("contract-token-refused");
+    let (status, log) =
+        run_until_exit(&text, &[("RINGLB_ADMIN_TOKEN", "a"), ("RINGLB_ADMIN_TOKEN_FILE", "/x")]);
+    assert!(!status.success());
+    assert!(log.contains("both RINGLB_ADMIN_TOKEN and RINGLB_ADMIN_TOKEN_FILE are set"), "{log}");
+
+    let missing = "/nonexistent/ringlb/admin_token";
+    let (status, log) = run_until_exit(&text, &[("RINGLB_ADMIN_TOKEN_FILE", missing)]);
+    assert!(!status.success());
+    assert!(
+        log.contains(&format!("RINGLB_ADMIN_TOKEN_FILE={missing}: cannot read the admin token")),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn an_open_admin_api_beyond_loopback_is_warned_about_at_start() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("cluster.yaml");
+    let text = three("contract-open-admin").replace("listen: 127.0.0.1:0", "listen: 0.0.0.0:0");
+    std::fs::write(&path, text).expect("write manifest");
+    let mut child = std::process::Command::new(common::bin())
+        .args(["--log-format", "json", "run", "--manifest"])
+        .arg(&path)
+        .env_remove("RINGLB_ADMIN_TOKEN")
+        .env_remove("RINGLB_ADMIN_TOKEN_FILE")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn ringlb");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (send, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if send.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut warning = None;
+    while warning.is_none() {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains("admin_open") => warning = Some(line),
+            Ok(line) if line.contains("\"listening\"") => break,
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let warning = warning.expect("a warning about the open admin API before the listening line");
+    assert!(warning.contains("WARN"), "{warning}");
+    assert!(warning.contains("set RINGLB_ADMIN_TOKEN"), "{warning}");
+}
+
+#[tokio::test]
 async fn the_exercise_mode_turns_a_replica_404_into_its_400() {
     let text = manifest(
         "contract-exercise",

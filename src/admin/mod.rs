@@ -9,7 +9,7 @@ mod metrics;
 mod scale;
 mod status;
 
-pub use auth::TOKEN_ENV;
+pub use auth::{TOKEN_ENV, TOKEN_FILE_ENV, TokenError, admin_token, open_admin_warning};
 pub use scale::{ScaleBodyError, ScaleCheckError, ScaleRequest, check_scale_request, parse_scale_body};
 
 use crate::json;

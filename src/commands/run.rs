@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use ringlb::manifest::source::ManifestSource;
 use ringlb::runtime::{AnyRuntime, Runtime, Setup};
 use ringlb::trigger::Trigger;
-use ringlb::{ADMIN_TOKEN_ENV, Balancer};
+use ringlb::{ADMIN_TOKEN_ENV, ADMIN_TOKEN_FILE_ENV, Balancer};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -16,6 +16,8 @@ use std::sync::Arc;
 pub async fn run(args: RunArgs, child_args: Vec<String>) -> Result<()> {
     let (manifest_path, ready_file) = (args.manifest.as_path(), args.ready_file.as_deref());
     let termination = Termination::catch()?;
+    let admin_token =
+        ringlb::admin_token(std::env::var(ADMIN_TOKEN_ENV).ok(), std::env::var(ADMIN_TOKEN_FILE_ENV).ok())?;
     let source = ManifestSource::open_as(manifest_path, args.runtime).map_err(|e| match e.position() {
         Some(p) => anyhow::anyhow!("{}:{}:{}: {e}", manifest_path.display(), p.line, p.column),
         None => anyhow::anyhow!("{}: {e}", manifest_path.display()),
@@ -35,7 +37,7 @@ pub async fn run(args: RunArgs, child_args: Vec<String>) -> Result<()> {
         server_args: Vec::new(),
     };
     let runtime = Arc::new(AnyRuntime::for_manifest(&manifest, setup).await?);
-    serve(runtime, source, trigger, ready_file, termination).await
+    serve(runtime, source, trigger, ready_file, termination, admin_token).await
 }
 
 /// Runs the load balancer over `runtime` until SIGTERM or SIGINT.
@@ -45,6 +47,7 @@ async fn serve(
     trigger: Trigger,
     ready_file: Option<&Path>,
     termination: Termination,
+    admin_token: Option<String>,
 ) -> Result<()> {
     let stop_timeout = source.current().manifest.replica.stop_timeout.get();
     let metrics = match ringlb::telemetry::install() {
@@ -54,11 +57,7 @@ async fn serve(
             None
         }
     };
-    let options = ringlb::BalancerOptions {
-        admin_token: std::env::var(ADMIN_TOKEN_ENV).ok().filter(|t| !t.is_empty()),
-        drain: super::SHUTDOWN_DRAIN,
-        metrics,
-    };
+    let options = ringlb::BalancerOptions { admin_token, drain: super::SHUTDOWN_DRAIN, metrics };
     let balancer = Balancer::start(Arc::clone(&runtime), source, trigger, options).await?;
     if let Some(path) = ready_file {
         std::fs::write(path, balancer.addr.to_string())
