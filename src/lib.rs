@@ -53,6 +53,11 @@ pub use admin::{
     TOKEN_ENV as ADMIN_TOKEN_ENV, TOKEN_FILE_ENV as ADMIN_TOKEN_FILE_ENV, TokenError as AdminTokenError,
     admin_token,
 };
+/// The certificate checks `ringlb check` shares with the TLS listener.
+pub mod certificates {
+    pub use crate::listener::certs::{CertificateError, check_each};
+    pub use crate::listener::x509::{CertificateFacts, utc};
+}
 pub use balancer::{Balancer, Options as BalancerOptions, StartError};
 
 /// What the fuzz targets (`fuzz/`) drive directly: the fast path's parsers and the admin API's

@@ -8,6 +8,7 @@
 use super::x509::{self, CertificateFacts};
 use crate::manifest::CertificateFiles;
 use arc_swap::ArcSwap;
+use rustls::InconsistentKeys;
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -128,8 +129,15 @@ pub fn load(
     let key = PrivateKeyDer::from_pem_slice(&pem.key).map_err(|e| no_key(e.to_string()))?;
     let signing = provider().key_provider.load_private_key(key).map_err(|e| no_key(e.to_string()))?;
     let key = CertifiedKey::new(chain, signing);
-    key.keys_match()
-        .map_err(|_| CertificateError::Mismatch { cert: files.cert.clone(), key: files.key.clone() })?;
+    // As rustls' own `from_der`: a key whose public half cannot be known is not a mismatch.
+    match key.keys_match() {
+        Ok(()) | Err(rustls::Error::InconsistentKeys(InconsistentKeys::Unknown)) => {}
+        Err(rustls::Error::InconsistentKeys(_)) => {
+            return Err(CertificateError::Mismatch { cert: files.cert.clone(), key: files.key.clone() });
+        }
+        // The leaf did not parse as a certificate webpki accepts (an X.509 v1 one, say).
+        Err(other) => return Err(no_certificate(Some(other.to_string()))),
+    }
     let date = x509::utc;
     if now > facts.not_after {
         return Err(CertificateError::NotValidNow {
@@ -159,6 +167,37 @@ pub fn load_all(
         .map(|files| {
             let files = files.resolved(dir);
             load(&files, &PemFiles::read(&files)?, now)
+        })
+        .collect()
+}
+
+impl CertificateError {
+    /// Which of the two files of `files` the error is about: `"cert"` or `"key"`.
+    pub fn file_key(&self, files: &CertificateFiles) -> &'static str {
+        match self {
+            CertificateError::Read { path, .. } if *path == files.key => "key",
+            CertificateError::NoKey { .. } | CertificateError::Mismatch { .. } => "key",
+            _ => "cert",
+        }
+    }
+}
+
+/// What `ringlb check` reports about one entry of `tls.certificates`: its manifest field
+/// (`tls.certificates[0].cert`, or `tls.certificates[0]` when it loads) and what the same checks as
+/// at load time found, with relative paths joined to `dir`.
+pub fn check_each(
+    list: &[CertificateFiles],
+    dir: &Path,
+    now: SystemTime,
+) -> Vec<(String, Result<CertificateFacts, CertificateError>)> {
+    list.iter()
+        .enumerate()
+        .map(|(i, files)| {
+            let files = files.resolved(dir);
+            match PemFiles::read(&files).and_then(|pem| load(&files, &pem, now)) {
+                Ok(certificate) => (format!("tls.certificates[{i}]"), Ok(certificate.facts)),
+                Err(error) => (format!("tls.certificates[{i}].{}", error.file_key(&files)), Err(error)),
+            }
         })
         .collect()
 }
