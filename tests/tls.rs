@@ -1,7 +1,9 @@
 //! TLS termination with clients this project did not write: curl over HTTP/1.1 and h2 (ALPN),
 //! `openssl s_client` reading the served certificate's serial, SNI choosing between two
-//! certificates, `X-Forwarded-Proto: https`, and a broken replacement that leaves the old
-//! certificate serving. Certificates are made by the `openssl` command in a temporary directory.
+//! certificates, `X-Forwarded-Proto: https`, a broken replacement that leaves the old certificate
+//! serving, a replacement under load (keep-alive and new-connection clients) that fails nothing,
+//! `redirect_http`, and `ringlb check` on bad certificates. Certificates are made by the `openssl`
+//! command in a temporary directory.
 
 mod common;
 
@@ -336,4 +338,161 @@ async fn redirect_http_sends_plain_requests_to_https_except_the_exercise_api() {
     for path in ["/rep", "/_ringlb/status"] {
         assert!(plain(&[], path).starts_with("200 "), "{path}");
     }
+}
+
+/// A TLS client that trusts the test CA and offers `http/1.1`.
+fn tls_connector(dir: &Path) -> tokio_rustls::TlsConnector {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in rustls_pki_types::CertificateDer::pem_file_iter(dir.join("ca.pem")).expect("read ca.pem") {
+        roots.add(ca.expect("a CA certificate")).expect("a usable CA certificate");
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // A full handshake every time: a resumed session would not show the certificate served now.
+    config.resumption = rustls::client::Resumption::disabled();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+}
+
+/// One HTTP/1.1-over-TLS connection to `port`: the request sender and the leaf certificate served.
+async fn tls_connection(
+    connector: &tokio_rustls::TlsConnector,
+    port: u16,
+) -> Result<(hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>, Vec<u8>), String> {
+    let tcp =
+        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.map_err(|e| format!("connect: {e}"))?;
+    let name = rustls_pki_types::ServerName::try_from("localhost").expect("a server name");
+    let tls = connector.connect(name, tcp).await.map_err(|e| format!("handshake: {e}"))?;
+    let leaf =
+        tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.to_vec()).unwrap_or_default();
+    let (sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .map_err(|e| format!("http handshake: {e}"))?;
+    tokio::spawn(connection);
+    Ok((sender, leaf))
+}
+
+/// `GET /home` on `sender`: `Ok` when a replica answered 200 with its whole body.
+async fn home(
+    sender: &mut hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+) -> Result<(), String> {
+    use http_body_util::BodyExt;
+    sender.ready().await.map_err(|e| format!("connection: {e}"))?;
+    let request = hyper::Request::get("/home")
+        .header("host", "localhost")
+        .body(http_body_util::Empty::new())
+        .expect("a request");
+    let answer = sender.send_request(request).await.map_err(|e| format!("request: {e}"))?;
+    let status = answer.status();
+    let body = answer.into_body().collect().await.map_err(|e| format!("body: {e}"))?.to_bytes();
+    if status != 200 || !body.starts_with(b"{\"message\": \"Hello from Server:") {
+        return Err(format!("{status} {}", String::from_utf8_lossy(&body)));
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_replaced_under_load_fails_no_request_and_drops_no_connection() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let certs = tempfile::tempdir().expect("temp dir");
+    let dir = certs.path().to_path_buf();
+    make_certificate(&dir, "a");
+    let port = common::free_port();
+    let d = dir.display();
+    let lb = Lb::start(&common::manifest(
+        "tls-load",
+        2,
+        &format!(
+            "tls:\n  listen: 127.0.0.1:{port}\n  certificates:\n    - {{cert: {d}/a.pem, key: {d}/a.key}}\n"
+        ),
+    ))
+    .await;
+    let connector = tls_connector(&dir);
+    let (stop, done) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
+    let leaves = Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+    let mut clients = Vec::new();
+    // Four keep-alive clients, each on the one connection it opened before the replacement.
+    for _ in 0..4 {
+        let (mut sender, _) = tls_connection(&connector, port).await.expect("a keep-alive connection");
+        let (stop, done) = (Arc::clone(&stop), Arc::clone(&done));
+        clients.push(tokio::spawn(async move {
+            let mut failures = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                match home(&mut sender).await {
+                    Ok(()) => done.fetch_add(1, Ordering::Relaxed),
+                    Err(e) => {
+                        failures.push(format!("keep-alive: {e}"));
+                        break;
+                    }
+                };
+            }
+            failures
+        }));
+    }
+    // Two clients opening a new TLS connection for every request, noting the certificate served.
+    for _ in 0..2 {
+        let (connector, stop, done, leaves) =
+            (connector.clone(), Arc::clone(&stop), Arc::clone(&done), Arc::clone(&leaves));
+        clients.push(tokio::spawn(async move {
+            let mut failures = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let result = match tls_connection(&connector, port).await {
+                    Ok((mut sender, leaf)) => {
+                        leaves.lock().expect("the leaves").insert(leaf);
+                        home(&mut sender).await
+                    }
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Ok(()) => {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => failures.push(format!("new connection: {e}")),
+                }
+            }
+            failures
+        }));
+    }
+    let served = |n: usize| {
+        let done = Arc::clone(&done);
+        async move { done.load(Ordering::Relaxed) >= n }
+    };
+    common::until!(Duration::from_secs(20), || served(200), "the clients were not served");
+    let before = done.load(Ordering::Relaxed);
+    make_certificate(&dir, "a");
+    let new_leaf = {
+        use rustls_pki_types::pem::PemObject;
+        rustls_pki_types::CertificateDer::from_pem_file(dir.join("a.pem"))
+            .expect("the new certificate")
+            .to_vec()
+    };
+    common::until!(
+        Duration::from_secs(15),
+        || async { leaves.lock().expect("the leaves").contains(&new_leaf) },
+        "no new connection was served the replaced certificate"
+    );
+    common::until!(Duration::from_secs(20), || served(before + 400), "the clients stopped being served");
+    stop.store(true, Ordering::Relaxed);
+    let mut failures = Vec::new();
+    for client in clients {
+        failures.extend(client.await.expect("a client task"));
+    }
+    assert_eq!(
+        leaves.lock().expect("the leaves").len(),
+        2,
+        "only the old and the new certificate were served"
+    );
+    assert!(
+        failures.is_empty(),
+        "{} failed of {}: {failures:?}",
+        failures.len(),
+        done.load(Ordering::Relaxed)
+    );
+    drop(lb);
 }
