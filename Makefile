@@ -5,9 +5,11 @@ MANIFEST ?= manifests/cluster.yaml
 # The port `make run` publishes the load balancer on.
 PORT ?= 5000
 IMAGE ?= ringlb:latest
-# Tests run `make` from inside `cargo nextest`, whose environment carries CARGO_MANIFEST_DIR: ring's
-# build script watches that variable, so passing it on would rebuild the static binary from scratch.
-unexport CARGO_MANIFEST_DIR
+# Tests run `make` from inside `cargo nextest`, whose environment carries cargo's per-package
+# variables (CARGO_MANIFEST_DIR, CARGO_PKG_NAME, CARGO_PKG_VERSION_MAJOR, ...). ring's build script
+# watches several of them, so passing them on to cargo would rebuild the binaries from scratch.
+CARGO_ENV_CLEARED = env $(foreach v,$(filter CARGO_PKG_% CARGO_MANIFEST_% CARGO_CFG_% CARGO_CRATE_NAME \
+	CARGO_BIN_NAME CARGO_PRIMARY_PACKAGE OUT_DIR,$(.VARIABLES)),-u $(v))
 TARGET := x86_64-unknown-linux-gnu
 STATIC := target/$(TARGET)/release/ringlb
 # `docker compose` (plugin) where it exists, else `docker-compose`.
@@ -123,7 +125,7 @@ logs:
 ## The static binary the image is made of: the load balancer and the replica, without the
 ## `analyze` feature (the analysis and its charts run from `make analyze` on the host).
 static:
-	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --release --locked --target $(TARGET) --no-default-features
+	$(CARGO_ENV_CLEARED) RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --release --locked --target $(TARGET) --no-default-features
 
 ## The image, FROM scratch around the static binary: no registry needed.
 image: static
@@ -135,7 +137,7 @@ image: static
 
 ## Build the release binary for this host.
 build:
-	$(CARGO) build --release --locked
+	$(CARGO_ENV_CLEARED) $(CARGO) build --release --locked
 
 ## Run the load balancer with process replicas on 127.0.0.1, no Docker needed (Ctrl-C stops all):
 ## manifests/local.yaml, or MANIFEST=... run as processes whatever its replica.runtime says.
