@@ -163,12 +163,12 @@ pub fn load_all(
     dir: &Path,
     now: SystemTime,
 ) -> Result<Vec<Certificate>, CertificateError> {
-    list.iter()
-        .map(|files| {
-            let files = files.resolved(dir);
-            load(&files, &PemFiles::read(&files)?, now)
-        })
-        .collect()
+    list.iter().map(|files| read_and_load(&files.resolved(dir), now)).collect()
+}
+
+/// Reads `files` (already resolved) and loads the certificate as of `now`.
+fn read_and_load(files: &CertificateFiles, now: SystemTime) -> Result<Certificate, CertificateError> {
+    load(files, &PemFiles::read(files)?, now)
 }
 
 impl CertificateError {
@@ -194,7 +194,7 @@ pub fn check_each(
         .enumerate()
         .map(|(i, files)| {
             let files = files.resolved(dir);
-            match PemFiles::read(&files).and_then(|pem| load(&files, &pem, now)) {
+            match read_and_load(&files, now) {
                 Ok(certificate) => (format!("tls.certificates[{i}]"), Ok(certificate.facts)),
                 Err(error) => (format!("tls.certificates[{i}].{}", error.file_key(&files)), Err(error)),
             }
