@@ -117,8 +117,11 @@ pub struct ProbeArgs {
     #[arg(long, default_value = "200-399", value_parser = ringlb::manifest::StatusSet::parse)]
     pub status: ringlb::manifest::StatusSet,
     /// A connect is the heartbeat (`health.kind: tcp`); no request is sent.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "grpc")]
     pub tcp: bool,
+    /// The standard gRPC health check is the heartbeat (`health.kind: grpc`), over h2c.
+    #[arg(long)]
+    pub grpc: bool,
 }
 
 /// The arguments of `ringlb check`.

@@ -34,6 +34,7 @@ mod balancer;
 mod calendar;
 mod controller;
 mod events;
+mod grpc_health;
 mod ids;
 mod json;
 mod listener;

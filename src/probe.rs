@@ -71,6 +71,15 @@ pub enum ProbeError {
         /// The first line it sent.
         line: String,
     },
+    /// The gRPC health check failed.
+    #[error("{addr}: {source}")]
+    Grpc {
+        /// The replica.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: crate::grpc_health::GrpcHealthError,
+    },
     /// A status outside `health.status`.
     #[error("{addr} answered {path} with status {status}")]
     Status {
@@ -81,6 +90,24 @@ pub enum ProbeError {
         /// The status it answered.
         status: u16,
     },
+}
+
+/// One gRPC health check of `addr` within `timeout` (`health.kind: grpc`), the one the controller
+/// sends ([`crate::grpc_health`]), on a small runtime of its own.
+///
+/// # Errors
+/// [`ProbeError::Grpc`] with the reason, or [`ProbeError::TimedOut`].
+pub fn grpc(addr: SocketAddr, timeout: Duration) -> Result<(), ProbeError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| ProbeError::Send { addr, source })?;
+    runtime.block_on(async {
+        match tokio::time::timeout(timeout, crate::grpc_health::check(addr)).await {
+            Err(_) => Err(ProbeError::TimedOut { addr, timeout }),
+            Ok(result) => result.map_err(|source| ProbeError::Grpc { addr, source }),
+        }
+    })
 }
 
 /// Connects to `addr` within `timeout` (`health.kind: tcp`).

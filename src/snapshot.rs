@@ -153,6 +153,8 @@ pub struct Routing {
     pub http2: crate::manifest::Http2Limits,
     /// `tls.redirect_http`: plain-HTTP requests get a 308 to https.
     pub redirect_http: bool,
+    /// `replica.protocol`: the HTTP version spoken to the replicas.
+    pub upstream: crate::manifest::ReplicaProtocol,
 }
 
 /// How requests wait while a cluster scaled to zero starts its first replica.
@@ -181,6 +183,7 @@ impl Default for Routing {
             tunnel_idle_timeout: Duration::from_secs(3600),
             http2: crate::manifest::Http2Limits::default(),
             redirect_http: false,
+            upstream: crate::manifest::ReplicaProtocol::Http1,
         }
     }
 }

@@ -288,6 +288,7 @@ fn never_answered(name: &str, manifest: &Manifest) -> String {
     let heartbeat = match health.kind {
         crate::manifest::HealthKind::Tcp => "a connect".to_owned(),
         crate::manifest::HealthKind::Http => format!("GET {} answered {}", health.path, health.status),
+        crate::manifest::HealthKind::Grpc => "grpc.health.v1.Health/Check answered SERVING".to_owned(),
     };
     format!(
         "replica {name} gave no good heartbeat ({heartbeat}) within replica.start_timeout ({}): \

@@ -4,8 +4,10 @@
 //! A new instance is probed every 50 ms until its first good heartbeat, so it joins the ring as
 //! soon as it can serve; after that, every `health.interval`. An HTTP heartbeat succeeds on an
 //! answer whose status is in `health.status` (200-399 unless set) within `health.timeout`, on a
-//! new connection each time; a TCP heartbeat (`health.kind: tcp`) on a connect. The probe task only observes; what a result means (leave the
-//! ring, come back, be replaced) is the controller's decision.
+//! new connection each time; a TCP heartbeat (`health.kind: tcp`) on a connect; a gRPC one
+//! (`health.kind: grpc`) on `SERVING` from `grpc.health.v1.Health/Check` (`grpc_health.rs`).
+//! The probe task only observes; what a result means (leave the ring, come back, be replaced)
+//! is the controller's decision.
 
 use crate::ids::InstanceId;
 use crate::manifest::{HealthKind, StatusSet};
@@ -60,6 +62,9 @@ pub enum HeartbeatError {
     /// Connected, but the request failed before an answer (the connection closed or broke).
     #[error(transparent)]
     Request(hyper_util::client::legacy::Error),
+    /// The gRPC health check failed (`health.kind: grpc`).
+    #[error(transparent)]
+    Grpc(crate::grpc_health::GrpcHealthError),
     /// An answer outside `health.status`.
     #[error("answered {status}")]
     BadStatus {
@@ -139,6 +144,12 @@ impl Prober {
                 Err(_) => Err(HeartbeatError::TimedOut { after: settings.timeout }),
                 Ok(Err(source)) => Err(HeartbeatError::Refused(source)),
                 Ok(Ok(_)) => Ok(()),
+            };
+        }
+        if settings.kind == HealthKind::Grpc {
+            return match tokio::time::timeout(settings.timeout, crate::grpc_health::check(addr)).await {
+                Err(_) => Err(HeartbeatError::TimedOut { after: settings.timeout }),
+                Ok(result) => result.map_err(HeartbeatError::Grpc),
             };
         }
         let uri: http::Uri =

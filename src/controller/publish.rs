@@ -136,6 +136,7 @@ impl Publisher {
                 tunnel_idle_timeout: manifest.proxy.tunnel_idle_timeout.get(),
                 http2: manifest.proxy.http2,
                 redirect_http: manifest.tls.as_ref().is_some_and(|tls| tls.redirect_http),
+                upstream: manifest.replica.protocol,
                 hold: manifest
                     .autoscale
                     .as_ref()

@@ -5,7 +5,7 @@ use super::duration::HumanDuration;
 use super::health::{HealthKind, StatusSet};
 use super::resources::Resources;
 use super::{Hashing, Health, KeySource, Limits, ProxyEngine, ProxySettings, ReplacementName, ReplicaSpec};
-use super::{Http2Limits, RuntimeKind, UnknownPath};
+use super::{Http2Limits, ReplicaProtocol, RuntimeKind, UnknownPath};
 use crate::ring::RingConfig;
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -67,6 +67,7 @@ impl Default for ReplicaSpec {
             image: "ringlb:latest".into(),
             network: "net1".into(),
             port: 5000,
+            protocol: ReplicaProtocol::Http1,
             endpoints: Vec::new(),
             replacement_name: ReplacementName::Same,
             start_timeout: HumanDuration::from_secs(30),

@@ -8,7 +8,7 @@ use std::fmt;
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Health {
-    /// What a heartbeat is: an HTTP request of `path`, or a TCP connect.
+    /// What a heartbeat is: an HTTP request of `path`, a TCP connect, or a gRPC health check.
     pub kind: HealthKind,
     /// The heartbeat path (`kind: http`).
     pub path: String,
@@ -32,6 +32,9 @@ pub enum HealthKind {
     Http,
     /// A TCP connect to the replica's port, for applications without an HTTP health path.
     Tcp,
+    /// The standard gRPC health check (`grpc.health.v1.Health/Check` over h2c, for the whole
+    /// server), healthy when the answer is `SERVING`.
+    Grpc,
 }
 
 /// Sets of HTTP statuses: `200`, `"200-399"`, or a list of either (`[200, "300-302"]`).

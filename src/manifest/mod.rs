@@ -44,7 +44,7 @@ pub use health::{Health, HealthKind, StatusSet};
 pub use limits::{Limits, MAX_REPLICAS_CEILING};
 pub use names::{NAME_RULE, is_valid_image, is_valid_name};
 pub use proxy::{Http2Limits, ProxyEngine, ProxySettings, UnknownPath};
-pub use replica::{ReplacementName, ReplicaSpec, RuntimeKind};
+pub use replica::{ReplacementName, ReplicaProtocol, ReplicaSpec, RuntimeKind};
 pub use resources::{ByteSize, Resources};
 pub use tls::{CertificateFiles, TlsSettings};
 

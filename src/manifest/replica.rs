@@ -48,6 +48,27 @@ impl std::str::FromStr for RuntimeKind {
     }
 }
 
+/// The HTTP version ringlb speaks to the replicas.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReplicaProtocol {
+    /// HTTP/1.1 over keep-alive connections.
+    #[default]
+    Http1,
+    /// HTTP/2 with prior knowledge (no TLS, no upgrade): requests multiplexed over one connection
+    /// per replica, trailers kept; what gRPC servers speak.
+    H2c,
+}
+
+impl fmt::Display for ReplicaProtocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ReplicaProtocol::Http1 => "http1",
+            ReplicaProtocol::H2c => "h2c",
+        })
+    }
+}
+
 /// What a replacement for a failed replica is called.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -71,6 +92,8 @@ pub struct ReplicaSpec {
     pub network: String,
     /// The port a replica listens on (Docker); the process runtime picks free ports itself.
     pub port: u16,
+    /// The HTTP version spoken to the replicas: `http1` or `h2c`.
+    pub protocol: ReplicaProtocol,
     /// Static: the `ip:port` of each replica, which ringlb balances but does not run.
     pub endpoints: Vec<String>,
     /// What a replacement for a failed replica is called.

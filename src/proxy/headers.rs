@@ -96,6 +96,27 @@ pub fn for_upstream(headers: &mut HeaderMap, client: IpAddr, scheme: Scheme) {
     }
 }
 
+/// True when the client's `TE` header accepts trailers (before the hop-by-hop headers go).
+pub fn accepts_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(http::header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|option| option.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers")))
+}
+
+/// Makes headers prepared by [`for_upstream`] those of an HTTP/2 request to an `h2c` replica:
+/// `Host` goes (the replica's address is the `:authority`, and the client's host is in
+/// `X-Forwarded-Host`), and `te: trailers`, the one `TE` HTTP/2 allows and gRPC servers look
+/// for, comes back when the client sent it (`trailers`, from [`accepts_trailers`]).
+pub fn for_h2c(headers: &mut HeaderMap, trailers: bool) {
+    headers.remove(HOST);
+    if trailers {
+        headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
 /// The protocols an upgrade request asks for (its one `Upgrade` header), when `Connection` lists
 /// `upgrade`; `None` for any other request. The fast path reads the same rule off raw bytes.
 pub fn upgrade_protocols(headers: &HeaderMap) -> Option<HeaderValue> {
@@ -204,5 +225,22 @@ mod tests {
         for_upstream(&mut behind, "::ffff:10.0.0.9".parse().unwrap(), Scheme::Https);
         assert_eq!(behind["x-forwarded-for"], "1.1.1.1, 10.0.0.9");
         assert_eq!(behind["x-forwarded-proto"], "https");
+    }
+
+    #[test]
+    fn an_h2c_request_keeps_te_trailers_and_drops_host() {
+        let mut headers = map(&[("host", "shop.example"), ("te", "gzip, trailers;q=1"), ("x", "1")]);
+        let trailers = accepts_trailers(&headers);
+        assert!(trailers);
+        for_upstream(&mut headers, "10.0.0.9".parse().unwrap(), Scheme::Http);
+        for_h2c(&mut headers, trailers);
+        assert_eq!(headers["te"], "trailers");
+        assert!(!headers.contains_key("host"));
+        assert_eq!(headers["x-forwarded-host"], "shop.example");
+        let mut plain = map(&[("host", "a"), ("te", "gzip")]);
+        assert!(!accepts_trailers(&plain));
+        for_upstream(&mut plain, "10.0.0.9".parse().unwrap(), Scheme::Http);
+        for_h2c(&mut plain, false);
+        assert!(!plain.contains_key("te"));
     }
 }

@@ -14,6 +14,8 @@
 //!   504 when no answer came within `proxy.timeout`, the exercise's 400 for a replica's 404;
 //! - a cluster scaled to zero holds the request (bounded queue, bounded wait) while the controller
 //!   starts a replica (`hold.rs`);
+//! - gRPC (`grpc.rs`): a call's `grpc-timeout` bounds its wait, and ringlb's own errors reach a
+//!   gRPC client as a gRPC status (replicas' answers pass through untouched);
 //! - an upgraded connection (WebSocket and the like) becomes a byte tunnel (`tunnel.rs`), counted
 //!   in flight against its replica, closed when idle or when its replica's drain is over.
 //!
@@ -25,6 +27,7 @@ mod balance;
 pub mod candidates;
 pub mod errors;
 pub mod fast;
+pub mod grpc;
 pub mod headers;
 mod hold;
 pub mod hyper;

@@ -30,6 +30,7 @@ pub mod response;
 pub mod wire;
 
 use super::{Local, Proxy};
+use crate::manifest::ReplicaProtocol;
 use crate::proxy::headers::Scheme;
 use crate::snapshot::Snapshot;
 use crate::telemetry;
@@ -183,6 +184,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             if snapshot.routing.access_log {
                 // The access log is the hyper path's.
                 metrics::counter!(telemetry::HANDOVERS, "reason" => "access log").increment(1);
+                return Ok(Next::Handover);
+            }
+            if snapshot.routing.upstream == ReplicaProtocol::H2c {
+                // The fast path speaks HTTP/1.1 to replicas; HTTP/2 to them is hyper's.
+                metrics::counter!(telemetry::HANDOVERS, "reason" => "h2c replicas").increment(1);
                 return Ok(Next::Handover);
             }
             if snapshot.routing.redirect_http && self.scheme == Scheme::Http {

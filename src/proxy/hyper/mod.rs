@@ -18,9 +18,9 @@ use super::errors::{asks_to_retry, unknown_path_message};
 use super::headers::{self, Scheme, X_RINGLB_REPLICA};
 use super::retry::Outcome;
 use super::tunnel::{self, Early};
-use super::{Proxy, Route, candidates, errors, key, redirect};
+use super::{Proxy, Route, candidates, errors, grpc, key, redirect};
 use crate::json;
-use crate::manifest::UnknownPath;
+use crate::manifest::{ReplicaProtocol, UnknownPath};
 use crate::snapshot::{Backend, InflightGuard, Snapshot};
 use arc_swap::ArcSwap;
 use axum::body::Body;
@@ -71,8 +71,10 @@ impl Engine {
         {
             return redirect::to_https(&request, port);
         }
+        let grpc = grpc::is_grpc(request.headers());
         if !snapshot.routing.access_log {
-            return self.route(snapshot, request, client, scheme).await;
+            let response = self.route(snapshot, request, client, scheme).await;
+            return if grpc { for_grpc(response) } else { response };
         }
         let started = Instant::now();
         let (method, path) = (request.method().clone(), request.uri().path().to_owned());
@@ -80,7 +82,7 @@ impl Engine {
         let replica = response.headers().get(X_RINGLB_REPLICA).and_then(|v| v.to_str().ok()).unwrap_or("-");
         tracing::info!(target: "ringlb::access", %client, %method, path, status = response.status().as_u16(), replica,
             ms = started.elapsed().as_secs_f64() * 1000.0, "{client} {method} {path} {} {replica}", response.status().as_u16());
-        response
+        if grpc { for_grpc(response) } else { response }
     }
 
     /// Forwards one request; see [`crate::proxy::retry`] for what follows a failed attempt.
@@ -123,14 +125,26 @@ impl Engine {
         if let Some(id) = key.generated_id {
             parts.headers.insert(key::X_REQUEST_ID, HeaderValue::from(id));
         }
+        // HTTP/2 has no `Upgrade`: an upgrade goes to the replica over HTTP/1.1 whatever
+        // `replica.protocol` says.
+        let protocol = if upgrade.is_some() { ReplicaProtocol::Http1 } else { snapshot.routing.upstream };
+        let trailers = headers::accepts_trailers(&parts.headers);
+        // A gRPC call's own deadline, when it is the shorter one.
+        let timeout = grpc::timeout(&parts.headers).map_or(snapshot.routing.timeout, |t| t.min(snapshot.routing.timeout));
         headers::for_upstream(&mut parts.headers, client.ip(), scheme);
         let (protocols, client_side) = upgrade.unzip();
         if let Some(protocols) = protocols {
             headers::restore_upgrade(&mut parts.headers, protocols);
         }
-        parts.version = Version::HTTP_11;
+        parts.version = match protocol {
+            ReplicaProtocol::Http1 => Version::HTTP_11,
+            ReplicaProtocol::H2c => {
+                headers::for_h2c(&mut parts.headers, trailers);
+                Version::HTTP_2
+            }
+        };
         let clients = self.clients(snapshot.routing.connect_timeout);
-        let deadline = tokio::time::Instant::now() + snapshot.routing.timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
         let mut route = Route::new(candidates::choices(&snapshot, key.key), &parts.method);
         while let Some((backend, fresh)) = route.target() {
             let Some(attempt_body) = body.attempt() else { break };
@@ -141,7 +155,7 @@ impl Engine {
             *upstream.uri_mut() = uri;
             let inflight = backend.begin_request();
             let sent = Instant::now();
-            let client = if fresh { &clients.fresh } else { &clients.pooled };
+            let client = clients.pick(protocol, fresh);
             let (outcome, why) = match tokio::time::timeout_at(deadline, client.request(upstream)).await {
                 Ok(Ok(response)) => {
                     self.proxy.answered(backend, &parts.method, response.status(), sent);
@@ -198,13 +212,29 @@ async fn read_declared_body(
     }
 }
 
+/// Marks an answer as ringlb's own error, with its message.
+#[derive(Clone)]
+struct OwnError(String);
+
 /// A JSON error answer; a 503 tells the client to retry in a second.
 fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
-    let mut response = json::failure(status, message);
+    let message = message.to_string();
+    let mut response = json::failure(status, &message);
     if asks_to_retry(status) {
         response.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
+    response.extensions_mut().insert(OwnError(message));
     response
+}
+
+/// The answer to a gRPC call: a replica's as it is, ringlb's own error as a gRPC status.
+fn for_grpc(response: Response) -> Response {
+    let Some(OwnError(message)) = response.extensions().get::<OwnError>().cloned() else {
+        return response;
+    };
+    let mut answer = Response::new(Body::empty());
+    *answer.headers_mut() = grpc::trailers_only(grpc::code_of(response.status()), &message);
+    answer
 }
 
 /// `http://<replica><path and query>`.

@@ -1,5 +1,5 @@
-//! The hyper engine's upstream side: hyper-util clients (a pooled keep-alive one, and one that
-//! opens a new connection per request for a retry over a new connection), and the two body
+//! The hyper engine's upstream side: hyper-util clients for each `replica.protocol` (a pooled one,
+//! and one that opens a new connection per request for a retry over a new connection), and the two body
 //! wrappers that make retries safe and in-flight counts exact.
 //!
 //! [`RequestBody`] hands the client's request body to one attempt at a time and can tell afterwards
@@ -7,13 +7,14 @@
 //! next replica; one that was read cannot be replayed. [`ResponseBody`] keeps the replica's
 //! in-flight count up until the response body has been streamed to the client.
 
+use crate::manifest::ReplicaProtocol;
 use crate::snapshot::InflightGuard;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
@@ -26,14 +27,23 @@ pub type UpstreamClient = Client<HttpConnector, RequestBody>;
 const POOL_IDLE_PER_REPLICA: usize = 256;
 /// How long an idle upstream connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often an HTTP/2 connection to a replica is pinged.
+const H2C_PING_INTERVAL: Duration = Duration::from_secs(20);
+/// How long a ping's answer may take before the connection is closed.
+const H2C_PING_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The clients of one connect timeout.
 #[derive(Clone)]
 pub struct Clients {
-    /// Reuses idle keep-alive connections.
-    pub pooled: UpstreamClient,
-    /// Opens a new connection for each request and closes it after the answer.
-    pub fresh: UpstreamClient,
+    /// HTTP/1.1: reuses idle keep-alive connections.
+    pooled: UpstreamClient,
+    /// HTTP/1.1: opens a new connection for each request and closes it after the answer.
+    fresh: UpstreamClient,
+    /// HTTP/2 with prior knowledge (`replica.protocol: h2c`): one connection per replica, shared
+    /// by the requests in flight.
+    h2c_pooled: UpstreamClient,
+    /// HTTP/2 with prior knowledge over a new connection, for a retry.
+    h2c_fresh: UpstreamClient,
 }
 
 impl Clients {
@@ -46,8 +56,31 @@ impl Clients {
             .pool_max_idle_per_host(POOL_IDLE_PER_REPLICA)
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .build(connector.clone());
-        let fresh = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(0).build(connector);
-        Clients { pooled, fresh }
+        let fresh = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(0).build(connector.clone());
+        let h2c = |idle_per_replica| {
+            Client::builder(TokioExecutor::new())
+                .http2_only(true)
+                .timer(TokioTimer::new())
+                .pool_timer(TokioTimer::new())
+                .pool_max_idle_per_host(idle_per_replica)
+                .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+                // A replica that stops answering on a shared connection is found out by a ping,
+                // not only by the requests that then wait on it.
+                .http2_keep_alive_interval(H2C_PING_INTERVAL)
+                .http2_keep_alive_timeout(H2C_PING_TIMEOUT)
+                .build(connector.clone())
+        };
+        Clients { pooled, fresh, h2c_pooled: h2c(POOL_IDLE_PER_REPLICA), h2c_fresh: h2c(0) }
+    }
+
+    /// The client for `protocol`; `fresh`: over a new connection.
+    pub fn pick(&self, protocol: ReplicaProtocol, fresh: bool) -> &UpstreamClient {
+        match (protocol, fresh) {
+            (ReplicaProtocol::Http1, false) => &self.pooled,
+            (ReplicaProtocol::Http1, true) => &self.fresh,
+            (ReplicaProtocol::H2c, false) => &self.h2c_pooled,
+            (ReplicaProtocol::H2c, true) => &self.h2c_fresh,
+        }
     }
 }
 

@@ -135,8 +135,10 @@ fn health_check(spec: &ReplicaSpec, health: &Health) -> HealthConfig {
     if !health.status.is_default() {
         test.extend(["--status".to_owned(), health.status.to_string()]);
     }
-    if health.kind == HealthKind::Tcp {
-        test.push("--tcp".to_owned());
+    match health.kind {
+        HealthKind::Tcp => test.push("--tcp".to_owned()),
+        HealthKind::Grpc => test.push("--grpc".to_owned()),
+        HealthKind::Http => {}
     }
     HealthConfig {
         test: Some(test),
