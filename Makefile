@@ -186,8 +186,8 @@ test: test-docker-image test-clients
 			why+=("no /bin/busybox (apt install busybox-static): the foreign-image tests"); \
 		fi; \
 		if ! cmp -s tests/clients/requirements.txt target/pyenv/requirements.txt; then \
-			out+=('binary(websocket) | binary(http2)'); \
-			why+=("no Python test clients in target/pyenv (make test-clients): tests/websocket.rs, tests/http2.rs"); \
+			out+=('binary(websocket) | binary(http2) | binary(grpc)'); \
+			why+=("no Python test clients in target/pyenv (make test-clients): tests/websocket.rs, tests/http2.rs, tests/grpc.rs"); \
 		fi; \
 		if ! command -v h2load >/dev/null 2>&1; then \
 			out+=('test(/h2load/)'); \

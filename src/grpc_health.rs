@@ -68,9 +68,10 @@ fn serving_name(status: u64) -> String {
 pub async fn check(addr: SocketAddr) -> Result<(), GrpcHealthError> {
     let stream = tokio::net::TcpStream::connect(addr).await.map_err(GrpcHealthError::Connect)?;
     let _ = stream.set_nodelay(true);
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-        .await
-        .map_err(GrpcHealthError::Handshake)?;
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .map_err(GrpcHealthError::Handshake)?;
     // The connection is driven beside the call and ends with it (the caller's timeout drops both).
     let driver = tokio::spawn(connection);
     let result = call(&mut sender, addr).await;
@@ -93,10 +94,11 @@ async fn call(
         return Err(GrpcHealthError::HttpStatus(response.status()));
     }
     let (parts, body) = response.into_parts();
-    let collected = Limited::new(body, ANSWER_LIMIT).collect().await.map_err(|e| match e.downcast::<hyper::Error>() {
-        Ok(e) => GrpcHealthError::Call(*e),
-        Err(_) => GrpcHealthError::Malformed("the answer is too long"),
-    })?;
+    let collected =
+        Limited::new(body, ANSWER_LIMIT).collect().await.map_err(|e| match e.downcast::<hyper::Error>() {
+            Ok(e) => GrpcHealthError::Call(*e),
+            Err(_) => GrpcHealthError::Malformed("the answer is too long"),
+        })?;
     let trailers = collected.trailers().cloned();
     // A trailers-only answer carries its status in the headers.
     grpc_status(trailers.as_ref().unwrap_or(&parts.headers))?;
@@ -195,7 +197,10 @@ mod tests {
         assert_eq!(bad(&[1, 0, 0, 0, 0]), "malformed health answer: a compressed message");
         assert_eq!(bad(&[0, 0, 0, 0, 5, 8]), "malformed health answer: the message length does not match");
         assert_eq!(bad(&[0, 0, 0, 0, 1, 8]), "malformed health answer: a cut varint");
-        assert_eq!(bad(&[0, 0, 0, 0, 2, 0x12, 0x09]), "malformed health answer: a field runs past the message");
+        assert_eq!(
+            bad(&[0, 0, 0, 0, 2, 0x12, 0x09]),
+            "malformed health answer: a field runs past the message"
+        );
     }
 
     #[test]
@@ -204,7 +209,10 @@ mod tests {
         headers.insert("grpc-status", "12".parse().unwrap());
         headers.insert("grpc-message", "Method not found".parse().unwrap());
         assert_eq!(grpc_status(&headers).unwrap_err().to_string(), "gRPC status 12: Method not found");
-        assert_eq!(grpc_status(&HeaderMap::new()).unwrap_err().to_string(), "malformed health answer: no grpc-status");
+        assert_eq!(
+            grpc_status(&HeaderMap::new()).unwrap_err().to_string(),
+            "malformed health answer: no grpc-status"
+        );
         headers.insert("grpc-status", "0".parse().unwrap());
         assert!(grpc_status(&headers).is_ok());
     }

@@ -650,10 +650,14 @@ mod tests {
 
     #[test]
     fn grpc_replicas_speak_h2c_and_other_protocols_are_named_errors() {
-        let m = Manifest::parse("name: d\nreplica: {protocol: h2c}\nhealth: {kind: grpc, path: ''}\n").unwrap();
+        let m =
+            Manifest::parse("name: d\nreplica: {protocol: h2c}\nhealth: {kind: grpc, path: ''}\n").unwrap();
         assert_eq!(m.replica.protocol, super::super::ReplicaProtocol::H2c);
         assert_eq!(m.health.kind, super::super::HealthKind::Grpc);
-        assert_eq!(Manifest::parse("name: d\n").unwrap().replica.protocol, super::super::ReplicaProtocol::Http1);
+        assert_eq!(
+            Manifest::parse("name: d\n").unwrap().replica.protocol,
+            super::super::ReplicaProtocol::Http1
+        );
         let err = Manifest::parse("name: d\nreplica: {protocol: h3}\n").unwrap_err().to_string();
         assert!(err.contains("h3") && err.contains("h2c") && err.contains("line 2"), "{err}");
     }

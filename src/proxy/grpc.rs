@@ -104,7 +104,8 @@ mod tests {
 
     #[test]
     fn grpc_requests_are_told_by_their_content_type() {
-        for grpc in ["application/grpc", "application/grpc+proto", "Application/GRPC", "application/grpc;x=1"] {
+        for grpc in ["application/grpc", "application/grpc+proto", "Application/GRPC", "application/grpc;x=1"]
+        {
             assert!(is_grpc(&headers(&[("content-type", grpc)])), "{grpc}");
         }
         for other in ["application/grpc-web", "application/json", "text/plain"] {

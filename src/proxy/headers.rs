@@ -117,6 +117,25 @@ pub fn for_h2c(headers: &mut HeaderMap, trailers: bool) {
     }
 }
 
+/// The gRPC trailers a gRPC answer ends with, declared to HTTP/1.1 clients when the replica
+/// declared none (gRPC servers speak HTTP/2, where trailers need no declaration).
+const GRPC_TRAILERS: &str = "grpc-status, grpc-message, grpc-status-details-bin";
+
+/// The `Trailer` declaration an answer keeps for a client that accepts trailers: HTTP/1.1 sends
+/// only the trailer fields its head declared. The replica's own `Trailer` header when it sent one,
+/// else the gRPC trailers for a gRPC answer, else none (read before [`remove_hop_by_hop`], which
+/// takes `Trailer` out with the rest).
+pub fn declared_trailers(headers: &HeaderMap) -> Option<HeaderValue> {
+    if let Some(declared) = headers.get(http::header::TRAILER) {
+        return Some(declared.clone());
+    }
+    let content_type = headers.get(http::header::CONTENT_TYPE)?.as_bytes();
+    content_type
+        .get(..16)
+        .is_some_and(|t| t.eq_ignore_ascii_case(b"application/grpc"))
+        .then_some(HeaderValue::from_static(GRPC_TRAILERS))
+}
+
 /// The protocols an upgrade request asks for (its one `Upgrade` header), when `Connection` lists
 /// `upgrade`; `None` for any other request. The fast path reads the same rule off raw bytes.
 pub fn upgrade_protocols(headers: &HeaderMap) -> Option<HeaderValue> {
@@ -225,6 +244,19 @@ mod tests {
         for_upstream(&mut behind, "::ffff:10.0.0.9".parse().unwrap(), Scheme::Https);
         assert_eq!(behind["x-forwarded-for"], "1.1.1.1, 10.0.0.9");
         assert_eq!(behind["x-forwarded-proto"], "https");
+    }
+
+    #[test]
+    fn a_grpc_answer_declares_its_trailers_and_a_declared_trailer_is_kept() {
+        let mut grpc = HeaderMap::new();
+        grpc.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc+proto"));
+        assert_eq!(declared_trailers(&grpc).unwrap(), GRPC_TRAILERS);
+        grpc.insert(http::header::TRAILER, HeaderValue::from_static("x-checksum"));
+        assert_eq!(declared_trailers(&grpc).unwrap(), "x-checksum");
+        let mut plain = HeaderMap::new();
+        plain.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        assert_eq!(declared_trailers(&plain), None);
+        assert_eq!(declared_trailers(&HeaderMap::new()), None);
     }
 
     #[test]

@@ -106,6 +106,24 @@ impl Lb {
         lb
     }
 
+    /// Starts `ringlb run` on `manifest_text` and waits only until it answers, ready or not (for
+    /// clusters whose replicas are meant to fail their heartbeat).
+    #[allow(dead_code)]
+    pub async fn start_unready(manifest_text: &str) -> Lb {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let manifest = dir.path().join("cluster.yaml");
+        std::fs::write(&manifest, manifest_text).expect("write manifest");
+        let (child, addr) = spawn(dir.path(), &manifest, &[]).await;
+        let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+        let lb = Lb { child, dir, manifest, addr, client, envs: Vec::new() };
+        until!(
+            Duration::from_secs(20),
+            || async { lb.try_request("GET", "/_ringlb/status", "", &[]).await.is_ok() },
+            "the load balancer at {addr} does not answer"
+        );
+        lb
+    }
+
     /// A load balancer started some other way (`docker run` in the foreground, say), serving on
     /// `addr` with its manifest at `manifest` inside `dir`. Waits only until it answers.
     pub async fn adopt(child: Child, dir: tempfile::TempDir, manifest: PathBuf, addr: SocketAddr) -> Lb {

@@ -101,8 +101,12 @@ impl Engine {
         let upgrade = headers::upgrade_protocols(request.headers())
             .map(|protocols| (protocols, hyper::upgrade::on(&mut request)));
         if snapshot.members.is_empty()
-            && let Some(hold) = snapshot.routing.hold
+            && let Some(mut hold) = snapshot.routing.hold
         {
+            // A gRPC call waits no longer than its own deadline.
+            if let Some(deadline) = grpc::timeout(request.headers()) {
+                hold.timeout = hold.timeout.min(deadline);
+            }
             match self.proxy.hold(hold).await {
                 Ok(ready) => snapshot = ready,
                 Err(why) => return error(StatusCode::SERVICE_UNAVAILABLE, why),
@@ -130,7 +134,8 @@ impl Engine {
         let protocol = if upgrade.is_some() { ReplicaProtocol::Http1 } else { snapshot.routing.upstream };
         let trailers = headers::accepts_trailers(&parts.headers);
         // A gRPC call's own deadline, when it is the shorter one.
-        let timeout = grpc::timeout(&parts.headers).map_or(snapshot.routing.timeout, |t| t.min(snapshot.routing.timeout));
+        let timeout = grpc::timeout(&parts.headers)
+            .map_or(snapshot.routing.timeout, |t| t.min(snapshot.routing.timeout));
         headers::for_upstream(&mut parts.headers, client.ip(), scheme);
         let (protocols, client_side) = upgrade.unzip();
         if let Some(protocols) = protocols {
@@ -162,7 +167,7 @@ impl Engine {
                     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
                         return switch(response, client_side, backend, inflight, &snapshot);
                     }
-                    return respond(response, backend, inflight, &parts.uri, &snapshot);
+                    return respond(response, backend, inflight, &parts.uri, &snapshot, trailers);
                 }
                 Err(_) => (Outcome::TimedOut, String::new()),
                 Ok(Err(failure)) if failure.is_connect() => (Outcome::Refused, crate::error_chain(&failure)),
@@ -284,19 +289,26 @@ fn switch(
     Response::from_parts(parts, Body::empty())
 }
 
-/// Turns the replica's response into the client's.
+/// Turns the replica's response into the client's: hop-by-hop headers out, but for a client that
+/// accepts trailers the `Trailer` declaration HTTP/1.1 needs to send them
+/// ([`headers::declared_trailers`]).
 fn respond(
     response: http::Response<Incoming>,
     backend: &Arc<Backend>,
     inflight: InflightGuard,
     uri: &Uri,
     snapshot: &Snapshot,
+    client_accepts_trailers: bool,
 ) -> Response {
     if response.status() == StatusCode::NOT_FOUND && snapshot.routing.unknown_path == UnknownPath::Exercise {
         return error(StatusCode::BAD_REQUEST, unknown_path_message(uri.path()));
     }
     let (mut parts, body) = response.into_parts();
+    let trailers = client_accepts_trailers.then(|| headers::declared_trailers(&parts.headers)).flatten();
     headers::remove_hop_by_hop(&mut parts.headers);
+    if let Some(trailers) = trailers {
+        parts.headers.insert(http::header::TRAILER, trailers);
+    }
     parts.headers.insert(X_RINGLB_REPLICA, backend.name_header.clone());
     Response::from_parts(parts, Body::new(ResponseBody::new(body, inflight)))
 }
