@@ -93,7 +93,7 @@ pub enum ProbeError {
 }
 
 /// One gRPC health check of `addr` within `timeout` (`health.kind: grpc`), the one the controller
-/// sends ([`crate::grpc_health`]), on a small runtime of its own.
+/// sends (`grpc_health.rs`), on a small runtime of its own.
 ///
 /// # Errors
 /// [`ProbeError::Grpc`] with the reason, or [`ProbeError::TimedOut`].
