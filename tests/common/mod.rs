@@ -95,13 +95,7 @@ impl Lb {
     }
 
     pub async fn start_with_env(manifest_text: &str, envs: &[(&str, &str)]) -> Lb {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let manifest = dir.path().join("cluster.yaml");
-        std::fs::write(&manifest, manifest_text).expect("write manifest");
-        let envs: Vec<(String, String)> = envs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let (child, addr) = spawn(dir.path(), &manifest, &envs).await;
-        let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
-        let lb = Lb { child, dir, manifest, addr, client, envs };
+        let lb = Self::launch(manifest_text, envs).await;
         lb.wait_ready(Duration::from_secs(20)).await;
         lb
     }
@@ -110,18 +104,30 @@ impl Lb {
     /// clusters whose replicas are meant to fail their heartbeat).
     #[allow(dead_code)]
     pub async fn start_unready(manifest_text: &str) -> Lb {
+        let lb = Self::launch(manifest_text, &[]).await;
+        lb.wait_answering(Duration::from_secs(20)).await;
+        lb
+    }
+
+    /// Writes the manifest into a new temporary directory and starts `ringlb run` on it.
+    async fn launch(manifest_text: &str, envs: &[(&str, &str)]) -> Lb {
         let dir = tempfile::tempdir().expect("temp dir");
         let manifest = dir.path().join("cluster.yaml");
         std::fs::write(&manifest, manifest_text).expect("write manifest");
-        let (child, addr) = spawn(dir.path(), &manifest, &[]).await;
+        let envs: Vec<(String, String)> = envs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let (child, addr) = spawn(dir.path(), &manifest, &envs).await;
         let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
-        let lb = Lb { child, dir, manifest, addr, client, envs: Vec::new() };
+        Lb { child, dir, manifest, addr, client, envs }
+    }
+
+    /// Waits until the status page answers.
+    async fn wait_answering(&self, within: Duration) {
         until!(
-            Duration::from_secs(20),
-            || async { lb.try_request("GET", "/_ringlb/status", "", &[]).await.is_ok() },
-            "the load balancer at {addr} does not answer"
+            within,
+            || async { self.try_request("GET", "/_ringlb/status", "", &[]).await.is_ok() },
+            "the load balancer at {} does not answer",
+            self.addr
         );
-        lb
     }
 
     /// A load balancer started some other way (`docker run` in the foreground, say), serving on
@@ -129,11 +135,7 @@ impl Lb {
     pub async fn adopt(child: Child, dir: tempfile::TempDir, manifest: PathBuf, addr: SocketAddr) -> Lb {
         let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
         let lb = Lb { child, dir, manifest, addr, client, envs: Vec::new() };
-        until!(
-            Duration::from_secs(60),
-            || async { lb.try_request("GET", "/_ringlb/status", "", &[]).await.is_ok() },
-            "the load balancer at {addr} does not answer"
-        );
+        lb.wait_answering(Duration::from_secs(60)).await;
         lb
     }
 
