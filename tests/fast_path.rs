@@ -468,6 +468,12 @@ async fn the_exercises_404_is_the_same_on_both_paths() {
 /// A replica that takes requests and then resets the connection without answering (a crash with
 /// the request unread) but answers its heartbeats, so it stays in the ring; it counts what it got.
 async fn resetting_replica(listener: TcpListener, got: Arc<Mutex<usize>>) {
+    dying_replica(listener, got, b"").await;
+}
+
+/// A replica like [`resetting_replica`] that first sends `last_words` (an answer's head, say)
+/// and then closes; with nothing to send, it resets the connection with the request unread.
+async fn dying_replica(listener: TcpListener, got: Arc<Mutex<usize>>, last_words: &'static [u8]) {
     loop {
         let Ok((mut stream, _)) = listener.accept().await else { return };
         let got = Arc::clone(&got);
@@ -489,8 +495,12 @@ async fn resetting_replica(listener: TcpListener, got: Arc<Mutex<usize>>) {
                     continue;
                 }
                 *got.lock().unwrap() += 1;
-                // Close with the request unread: the kernel answers with a reset.
-                let _ = stream.set_zero_linger();
+                if last_words.is_empty() {
+                    // Close with the request unread: the kernel answers with a reset.
+                    let _ = stream.set_zero_linger();
+                } else {
+                    let _ = stream.write_all(last_words).await;
+                }
                 return;
             }
         });
@@ -527,6 +537,32 @@ async fn a_replica_that_fails_twice_sends_the_request_to_the_next() {
         }
         assert!(*got.lock().unwrap() > before, "{engine}: no request went to the failing replica first");
     }
+}
+
+/// On the fast path, a replica that dies between a small answer's head and its body costs an
+/// idempotent request nothing: the answer is read whole before it goes to the client, so the
+/// request goes to the next replica as one cut inside the head would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_dies_between_head_and_body_costs_the_fast_path_no_request() {
+    let bad = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let bad_addr = bad.local_addr().unwrap();
+    let got = Arc::new(Mutex::new(0));
+    let head_only: &'static [u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 12\r\n\r\n";
+    tokio::spawn(dying_replica(bad, Arc::clone(&got), head_only));
+    let good = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let good_addr = good.local_addr().unwrap();
+    tokio::spawn(replica(good, Arc::new(Mutex::new(Vec::new()))));
+    let lb = Lb::start(&format!(
+        "name: headonly\nreplicas: 2\nhostnames: [bad, good]\nlisten: 127.0.0.1:0\nreplica:\n  \
+         runtime: static\n  endpoints: [\"{bad_addr}\", \"{good_addr}\"]\nhealth:\n  interval: 200ms\n  \
+         timeout: 150ms\nproxy:\n  engine: fast\n"
+    ))
+    .await;
+    for id in 100_000..100_020 {
+        let answer = lb.request("GET", "/plain", "", &[("x-request-id", &id.to_string())]).await;
+        assert_eq!((answer.status, answer.replica().as_str()), (200, "good"), "id {id}: {}", answer.body);
+    }
+    assert!(*got.lock().unwrap() > 0, "no request went to the dying replica first");
 }
 
 /// A replica that answers the first request of each connection and resets the connection at the

@@ -5,7 +5,7 @@
 use super::deadline::before;
 use super::pool::Upstream;
 use super::request::RequestHead;
-use super::response::{self, ResponseHead};
+use super::response::{self, Framing, ResponseHead};
 use super::{BODY_CHUNK, Client, Engine, Next};
 use crate::proxy::Route;
 use crate::proxy::candidates::choices;
@@ -17,6 +17,10 @@ use std::io;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
+
+/// The largest answer (head and body) read whole from the replica before it goes to the client
+/// ([`Client::read_small_body`]).
+const SMALL_ANSWER: usize = 16 * 1024;
 
 /// Why a request could not be answered by a replica.
 pub(super) enum Failure {
@@ -155,7 +159,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                         upstream.filled -= answer.head_len;
                         continue;
                     }
-                    Ok(Some(answer)) => return Ok(answer),
+                    Ok(Some(answer)) => {
+                        self.read_small_body(upstream, &answer, deadline).await?;
+                        return Ok(answer);
+                    }
                     Ok(None) => {}
                     Err(bad) => return Err(Failure::BadAnswer(bad.to_string())),
                 }
@@ -188,6 +195,40 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                 Some(Err(error)) => return Err(Failure::BadAnswer(error.to_string())),
             }
         }
+    }
+
+    /// Reads the rest of a small answer (head and `Content-Length` body within
+    /// [`SMALL_ANSWER`]) before anything of it goes to the client. A replica that dies between its
+    /// head and its body then fails only this attempt, which an idempotent request retries as
+    /// one cut inside its head, instead of a client's answer cut short. Larger bodies stream.
+    async fn read_small_body(
+        &mut self,
+        upstream: &mut Upstream,
+        answer: &ResponseHead,
+        deadline: Instant,
+    ) -> Result<(), Failure> {
+        let Framing::Length(length) = answer.framing else { return Ok(()) };
+        let whole = usize::try_from(length).ok().and_then(|length| length.checked_add(answer.head_len));
+        let Some(whole) = whole.filter(|whole| *whole <= SMALL_ANSWER) else { return Ok(()) };
+        if upstream.buf.len() < whole {
+            upstream.buf.resize(whole, 0);
+        }
+        while upstream.filled < whole {
+            let read = before(
+                &mut self.replica_deadline,
+                deadline,
+                upstream.stream.read(&mut upstream.buf[upstream.filled..]),
+            );
+            match read.await {
+                None => return Err(Failure::Timeout),
+                Some(Ok(0)) => {
+                    return Err(Failure::BadAnswer("connection closed inside a small answer's body".into()));
+                }
+                Some(Ok(n)) => upstream.filled += n,
+                Some(Err(error)) => return Err(Failure::BadAnswer(error.to_string())),
+            }
+        }
+        Ok(())
     }
 
     /// Sends the part of the request body that was not buffered with the head: what is in the
