@@ -11,6 +11,15 @@ The TLS scenarios (`tls-*`) put ringlb's TLS listener beside an nginx with the s
 ECDSA certificate, TLS 1.2 and 1.3 and ALPN; `h2-get` drives ringlb's and nginx's HTTP/2 with prior
 knowledge through h2load (64 connections, 10 streams each). Replicas get HTTP/1.1 in every scenario.
 
+Two bare prototype proxies run beside ringlb as measuring sticks: `proto-tokio` (`b_tokio`, hand-written
+HTTP/1.1 framing on httparse, tokio current_thread) and `proto-monoio` (`c_monoio`, the same framing on
+io_uring). They have none of ringlb's features (no hashing, metrics, forwarded headers, health checks),
+so ringlb's rows also give its requests/s and CPU per request relative to proto-tokio's in the same
+scenario. Their source is the team's shared directory, not this repository: `$RINGLB_PERFPROTO`, else
+`../shared/bench/perfproto` beside the checkout; they are built from there on demand (niced, into
+target/perfproto) when a selected scenario has them. A prototype whose directory is absent, whose build
+fails or that does not start (c_monoio where io_uring is blocked) is skipped with one message on stderr.
+
 Everything started is stopped on exit (by the pid it was started with); only 127.0.0.1 is used.
 """
 
@@ -34,12 +43,16 @@ import urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACKEND_PORTS = [18181, 18182, 18183]
 PORTS = {"nginx": 18190, "haproxy": 18191, "ringlb": 18192, "ringlb-ring": 18193, "ringlb-bounded": 18194, "ringlb-hyper": 18196,
-         "nginx-h2c": 18197, "nginx-tls": 18198, "ringlb-tls": 18199}
+         "nginx-h2c": 18197, "nginx-tls": 18198, "ringlb-tls": 18199, "proto-tokio": 18201, "proto-monoio": 18202}
 # ringlb-tls serves TLS on its PORTS entry and plain HTTP here (wait_http and the status page).
 RINGLB_TLS_PLAIN_PORT = 18200
 # The contenders reached over TLS (wrk does not verify the certificate; both serve the same one).
 TLS_CONTENDERS = {"nginx-tls", "ringlb-tls"}
 ONE_MIB = 1024 * 1024
+# The bare prototypes (see above): contender -> their Cargo package, which is also the binary's name.
+PROTOTYPES = {"proto-tokio": "b_tokio", "proto-monoio": "c_monoio"}
+# Where they are built: the repository's (ignored) target directory, as the shared one may be read-only.
+PROTOTYPE_TARGET = os.path.join(ROOT, "target", "perfproto")
 
 LUA = r"""
 local body = os.getenv("BENCH_BODY_BYTES")
@@ -60,11 +73,19 @@ end
 
 SCENARIOS = {
     # name: (path, connections, extra environment for the Lua script, contenders)
-    "get-keepalive": ("/home", 64, {}, ["direct", "nginx", "haproxy", "ringlb", "ringlb-hyper", "ringlb-ring", "ringlb-bounded"]),
-    "get-new-connection": ("/home", 64, {"BENCH_CLOSE": "1"}, ["direct", "nginx", "haproxy", "ringlb", "ringlb-hyper"]),
+    "get-keepalive": ("/home", 64, {}, ["direct", "nginx", "haproxy", "ringlb", "ringlb-hyper", "ringlb-ring", "ringlb-bounded",
+                                        "proto-tokio", "proto-monoio"]),
+    # The prototypes answer `Connection: close` with `connection: close` and close after the answer;
+    # they open their replica connections anew for every client connection (no pool shared by clients).
+    "get-new-connection": ("/home", 64, {"BENCH_CLOSE": "1"}, ["direct", "nginx", "haproxy", "ringlb", "ringlb-hyper",
+                                                               "proto-tokio", "proto-monoio"]),
     "get-1mib": ("/big", 16, {}, ["direct", "nginx", "haproxy", "ringlb", "ringlb-hyper"]),
     "post-64kib": ("/upload", 64, {"BENCH_BODY_BYTES": str(64 * 1024)}, ["direct", "nginx", "haproxy", "ringlb", "ringlb-hyper"]),
-    "get-1000-connections": ("/home", 1000, {}, ["direct", "nginx", "haproxy", "ringlb", "ringlb-hyper"]),
+    # The prototypes keep up to one replica connection per client connection and replica (3,000 here, within
+    # the backends' 8192 worker_connections and the raised file limit they inherit).
+    "get-1000-connections": ("/home", 1000, {}, ["direct", "nginx", "haproxy", "ringlb", "ringlb-hyper",
+                                                 "proto-tokio", "proto-monoio"]),
+    # No prototype in the TLS and HTTP/2 scenarios: they speak plain HTTP/1.1 only.
     # TLS termination, one certificate (ECDSA P-256) for both; then a full handshake per request.
     "tls-get-keepalive": ("/home", 64, {}, ["nginx-tls", "ringlb-tls"]),
     "tls-get-new-connection": ("/home", 64, {"BENCH_CLOSE": "1"}, ["nginx-tls", "ringlb-tls"]),
@@ -104,9 +125,9 @@ class Processes:
     def __init__(self):
         self.started = []
 
-    def start(self, name, cmd, cpu, env=None, stdout=None):
+    def start(self, name, cmd, cpu, env=None, stdout=None, stderr=None):
         pinned = ["taskset", "-c", str(cpu)] + cmd if cpu is not None else cmd
-        proc = subprocess.Popen(pinned, env=env, stdout=stdout or subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        proc = subprocess.Popen(pinned, env=env, stdout=stdout or subprocess.DEVNULL, stderr=stderr or subprocess.DEVNULL,
                                 start_new_session=True)
         self.started.append((name, proc))
         return proc
@@ -127,9 +148,12 @@ class Processes:
                 proc.wait()
 
 
-def wait_http(port, path="/home", timeout=30):
+def wait_http(port, path="/home", timeout=30, proc=None):
+    """Waits for a 200 on `port`; gives up early when `proc`, the process meant to answer, has exited."""
     deadline = time.time() + timeout
     while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"it exited (status {proc.returncode}) before answering on port {port}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
                 if r.status == 200:
@@ -282,6 +306,63 @@ backend replicas
     with open(f"{work}/hp/haproxy.cfg", "w") as f:
         f.write(conf)
     return procs.start("haproxy", ["haproxy", "-f", f"{work}/hp/haproxy.cfg"], cpu=0)
+
+
+def build_prototypes(names, skipped):
+    """Builds the prototypes `names` (cargo, niced) and returns {contender: binary}. One that cannot be
+    had is left out, its reason in `skipped` and in one message."""
+    source = os.environ.get("RINGLB_PERFPROTO") or os.path.normpath(os.path.join(ROOT, "..", "shared", "bench", "perfproto"))
+    def skip(names, why, how):
+        skipped.update((name, why) for name in names)
+        say(f"bench: skipping {', '.join(names)}: {why}; {how}")
+    if not os.path.isfile(os.path.join(source, "Cargo.toml")):
+        skip(names, f"no prototypes at {source}", "to include them, set RINGLB_PERFPROTO to their Cargo workspace "
+             "(b_tokio, c_monoio) or put it at ../shared/bench/perfproto beside the checkout")
+        return {}
+    if not shutil.which("cargo"):
+        skip(names, "cargo not found to build them", "install a Rust toolchain (rustup) to include them")
+        return {}
+    binaries = {}
+    for name in names:
+        package = PROTOTYPES[name]
+        cmd = ["nice", "cargo", "build", "--release", "-p", package, "--target-dir", PROTOTYPE_TARGET]
+        if os.path.isfile(os.path.join(source, "Cargo.lock")):
+            cmd.insert(4, "--locked")
+        say(f"building {package} in {source}")
+        out = subprocess.run(cmd, cwd=source, capture_output=True, text=True)
+        if out.returncode != 0:
+            lines = out.stderr.strip().splitlines() or ["no output"]
+            first_error = next((l for l in lines if l.startswith("error")), lines[-1])
+            skip([name], f"`{' '.join(cmd[1:])}` failed in {source}: {first_error.strip()}",
+                 "fix that build, or set RINGLB_PERFPROTO to a copy of the prototypes that builds")
+            continue
+        binaries[name] = os.path.join(PROTOTYPE_TARGET, "release", package)
+    return binaries
+
+
+def start_prototype(procs, work, name, binary, skipped):
+    """Starts a prototype on CPU 0; None, its reason in `skipped` and in one message, when it does not
+    answer (c_monoio exits at once where io_uring is blocked)."""
+    env = dict(os.environ, BACKENDS=",".join(f"127.0.0.1:{p}" for p in BACKEND_PORTS), LISTEN_PORT=str(PORTS[name]))
+    log = f"{work}/{name}.log"
+    with open(log, "wb") as f:
+        proc = procs.start(name, [binary], cpu=0, env=env, stderr=f)
+    try:
+        wait_http(PORTS[name], proc=proc)
+        return proc
+    except RuntimeError as e:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        with open(log, errors="replace") as f:
+            said = [l.strip() for l in f if l.strip() and not l.startswith("note:")]
+        why = f"{e}" + (f": {said[-1]}" if said else "")
+        how = ("io_uring is probably blocked here (a container's seccomp profile, or kernel.io_uring_disabled); "
+               "run where io_uring_setup is allowed to include it" if name == "proto-monoio"
+               else f"run `{binary}` by hand with BACKENDS and LISTEN_PORT to see why")
+        skipped[name] = why
+        say(f"bench: skipping {name}: {why}; {how}")
+        return None
 
 
 def ringlb_manifest(name, port, settings):
@@ -497,6 +578,10 @@ def main():
     if os.cpu_count() < 2:
         sys.exit("bench: needs 2 CPUs (proxy and backends on one, wrk on the other)")
     ensure_tools()
+    # Built before anything is started, so the build does not run during a measurement.
+    skipped = {}
+    needed = [c for c in PROTOTYPES if any(c in SCENARIOS[s][3] for s in scenarios)]
+    prototypes = build_prototypes(needed, skipped) if needed else {}
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
 
@@ -517,6 +602,10 @@ def main():
                 "nginx-tls": protocols, "nginx-h2c": protocols}
         wait_http(PORTS["nginx"])
         wait_http(PORTS["haproxy"])
+        for name, binary in prototypes.items():
+            proc = start_prototype(procs, work, name, binary, skipped)
+            if proc is not None:
+                pids[name] = proc.pid
         startup = {}
         for name in RINGLB_SETTINGS:
             proc, took = start_ringlb(procs, work, args.binary, name, cert, key)
@@ -525,7 +614,7 @@ def main():
         time.sleep(1)
         idle_rss = rss_kib(pids["ringlb"])
         for scenario in scenarios:
-            contenders = SCENARIOS[scenario][3]
+            contenders = [c for c in SCENARIOS[scenario][3] if c not in skipped]
             rows = {c: [] for c in contenders}
             for r in range(args.rounds):
                 for contender in contenders:
@@ -552,6 +641,14 @@ def main():
     nginx_rps = {r["scenario"]: r["rps"] for r in results if r["contender"].startswith("nginx")}
     for r in results:
         r["vs_nginx"] = r["rps"] / nginx_rps[r["scenario"]] if nginx_rps.get(r["scenario"]) else None
+    # ringlb's rows against the bare tokio prototype of the same scenario, when it ran: what ringlb's
+    # features cost over the bare framing.
+    proto = {r["scenario"]: r for r in results if r["contender"] == "proto-tokio"}
+    for r in results:
+        p = proto.get(r["scenario"]) if r["contender"].startswith("ringlb") else None
+        r["vs_proto_tokio"] = r["rps"] / p["rps"] if p and p["rps"] else None
+        r["cpu_vs_proto_tokio"] = (r["cpu_us"] / p["cpu_us"]
+                                   if p and p["cpu_us"] and r["cpu_us"] is not None else None)
     loaded_rss = next((r["peak_rss_kib"] for r in results
                        if r["contender"] == "ringlb" and r["scenario"] == "get-1000-connections"), None)
     info = machine()
@@ -562,6 +659,7 @@ def main():
         "ringlb_start_to_first_200_process_s": first_200,
         "manifest_edit_to_new_replica_serving_s": edit_to_serving,
         "bench_seconds": time.time() - begun,
+        "prototypes_skipped": skipped,
     }
     write(args.out, info, results, extra, args)
 
@@ -570,7 +668,7 @@ def write(out, info, results, extra, args):
     os.makedirs(out, exist_ok=True)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
     fields = ["scenario", "contender", "rps", "rps_min", "rps_max", "vs_nginx", "p50_ms", "p99_ms", "p999_ms", "errors",
-              "cpu_us"]
+              "cpu_us", "vs_proto_tokio", "cpu_vs_proto_tokio"]
     with open(os.path.join(out, f"{stamp}.csv"), "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["# " + "; ".join(f"{k}: {v}" for k, v in info.items())])
@@ -582,16 +680,21 @@ def write(out, info, results, extra, args):
         f"`make bench` (`bench/run.py --duration {args.duration} --rounds {args.rounds}`): the proxy under test and "
         "three nginx backends pinned to CPU 0, `wrk -t1` alone on CPU 1, loopback; the median of the rounds "
         "(interleaved); ratio = requests/s divided by nginx's in the same run; CPU = the proxy's user + system "
-        "time per request (all its processes), which moves less than throughput on a busy machine.", "",
+        "time per request (all its processes), which moves less than throughput on a busy machine; for ringlb's "
+        "rows, vs proto-tokio = requests/s and CPU per request divided by the bare tokio prototype's in the same "
+        "scenario (empty when it did not run).", "",
         "Machine: " + "; ".join(f"{k} {v}" for k, v in info.items() if k != "date"), "",
-        "| scenario | contender | requests/s | (min-max) | vs nginx | p50 ms | p99 ms | p99.9 ms | errors | CPU µs/req |",
-        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| scenario | contender | requests/s | (min-max) | vs nginx | vs proto-tokio | p50 ms | p99 ms | p99.9 ms | errors "
+        "| CPU µs/req | CPU vs proto-tokio |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         ratio = f"{r['vs_nginx']:.2f}" if r["vs_nginx"] else "-"
+        proto_ratio = f"{r['vs_proto_tokio']:.2f}" if r["vs_proto_tokio"] else ""
+        proto_cpu = f"{r['cpu_vs_proto_tokio']:.2f}" if r["cpu_vs_proto_tokio"] else ""
         lines.append(f"| {r['scenario']} | {r['contender']} | {r['rps']:.0f} | {r['rps_min']:.0f}-{r['rps_max']:.0f} | "
-                     f"{ratio} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['p999_ms']:.2f} | {r['errors']} | "
-                     + (f"{r['cpu_us']:.1f} |" if r["cpu_us"] is not None else "- |"))
+                     f"{ratio} | {proto_ratio} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['p999_ms']:.2f} | {r['errors']} | "
+                     + (f"{r['cpu_us']:.1f} |" if r["cpu_us"] is not None else "- |") + f" {proto_cpu} |")
     loaded = extra["ringlb_rss_1000_connections_mib"]
     lines += ["",
               f"- ringlb resident memory: {extra['ringlb_rss_idle_mib']:.1f} MiB idle (3 static replicas), "
@@ -602,7 +705,8 @@ def write(out, info, results, extra, args):
               "- Manifest edit (3 to 4 process replicas) to the new replica in the ring: "
               + (f"{extra['manifest_edit_to_new_replica_serving_s'] * 1000:.0f} ms."
                  if extra["manifest_edit_to_new_replica_serving_s"] else "not seen within 30 s."),
-              f"- The whole run took {extra['bench_seconds']:.0f} s.", ""]
+              f"- The whole run took {extra['bench_seconds']:.0f} s."]
+    lines += [f"- {name} did not run: {why}." for name, why in extra["prototypes_skipped"].items()] + [""]
     text = "\n".join(lines)
     for name in [f"{stamp}.md", "latest.md"]:
         with open(os.path.join(out, name), "w") as f:
