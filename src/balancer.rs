@@ -3,17 +3,23 @@
 //!
 //! `ringlb run` is this plus signal handling; `ringlb analyze` starts one in-process to measure it;
 //! nothing here knows which runtime runs the replicas.
+//!
+//! It stops in one of two ways: [`Balancer::stop`] (shutdown: nobody takes over, so idle
+//! connections close at once) or [`Balancer::hand_over`] (an upgrade: a new process serves the
+//! same listening sockets, which it got with [`Options::inherited`], and runs the controller; this
+//! one stops its controller at once and lets its connections end with their next answer).
 
 use crate::admin::{self, AdminState};
 use crate::controller::Controller;
 use crate::listener::{self, TlsListener, certs, tls};
 use crate::manifest::source::ManifestSource;
 use crate::manifest::watch;
-use crate::proxy::Proxy;
+use crate::proxy::{Drain, Proxy};
 use crate::runtime::{NameCheck, Runtime};
 use crate::snapshot::Snapshots;
 use crate::trigger::Trigger;
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -24,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 const FIRST_PASS: Duration = Duration::from_secs(30);
 
 /// What can be set when starting a load balancer.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Options {
     /// `/add` and `/rm` need this bearer token when set.
     pub admin_token: Option<String>,
@@ -32,12 +38,35 @@ pub struct Options {
     pub drain: Duration,
     /// Renders `/_ringlb/metrics` (absent: no metrics are recorded in this process).
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// Listening sockets passed on by the process this one replaces.
+    pub inherited: Inherited,
+    /// Serve only once the ring holds this many replicas (or every desired one, when fewer are
+    /// desired), waiting at most 30 s: a process taking over from another starts with
+    /// the ring the other one had.
+    pub ring_before_serving: Option<usize>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { admin_token: None, drain: Duration::from_secs(10), metrics: None }
+        Options {
+            admin_token: None,
+            drain: Duration::from_secs(10),
+            metrics: None,
+            inherited: Inherited::default(),
+            ring_before_serving: None,
+        }
     }
+}
+
+/// Listening sockets a previous process passed on: each serves its key (`listen`, `tls.listen`)
+/// when it is bound to the address the manifest names there (any port, for port 0); otherwise
+/// the address is bound anew and the socket closed.
+#[derive(Debug, Default)]
+pub struct Inherited {
+    /// For `listen`.
+    pub listen: Option<std::net::TcpListener>,
+    /// For `tls.listen`.
+    pub tls: Option<std::net::TcpListener>,
 }
 
 /// Why a load balancer could not start.
@@ -62,12 +91,49 @@ pub enum StartError {
     Tls(#[from] rustls::Error),
 }
 
-/// Binds `addr` (the manifest's `key`), with the address it got.
-async fn bind(addr: SocketAddr, key: &'static str) -> Result<(TcpListener, SocketAddr), StartError> {
+/// Binds `addr` (the manifest's `key`), or takes `inherited` when it listens there; with the
+/// address it got.
+async fn bind(
+    addr: SocketAddr,
+    key: &'static str,
+    inherited: Option<std::net::TcpListener>,
+) -> Result<(TcpListener, SocketAddr), StartError> {
     let failed = |source| StartError::Bind { addr, key, source };
+    if let Some(socket) = inherited {
+        match socket.local_addr() {
+            Ok(bound) if serves(addr, bound) => {
+                socket.set_nonblocking(true).map_err(failed)?;
+                let socket = TcpListener::from_std(socket).map_err(failed)?;
+                tracing::info!(address = %bound, "`{key}`: serving the socket the previous process passed on");
+                return Ok((socket, bound));
+            }
+            Ok(bound) => tracing::warn!(
+                "the socket passed on for `{key}` listens on {bound}, the manifest says {addr}; binding {addr}"
+            ),
+            Err(error) => {
+                tracing::warn!(%error, "the socket passed on for `{key}` is unusable; binding {addr}")
+            }
+        }
+    }
     let socket = TcpListener::bind(addr).await.map_err(failed)?;
     let bound = socket.local_addr().map_err(failed)?;
     Ok((socket, bound))
+}
+
+/// True when a socket bound to `bound` serves the manifest's `wanted` address.
+fn serves(wanted: SocketAddr, bound: SocketAddr) -> bool {
+    wanted.ip() == bound.ip() && (wanted.port() == 0 || wanted.port() == bound.port())
+}
+
+/// A second descriptor of `socket`'s listening socket, kept to pass it on in an upgrade.
+fn keep(socket: &TcpListener, key: &'static str) -> Option<(&'static str, OwnedFd)> {
+    match socket.as_fd().try_clone_to_owned() {
+        Ok(fd) => Some((key, fd)),
+        Err(error) => {
+            tracing::warn!(%error, "cannot keep `{key}`'s socket; an upgrade will bind it anew");
+            None
+        }
+    }
 }
 
 /// A load balancer serving on [`Balancer::addr`] until [`Balancer::stop`].
@@ -78,7 +144,12 @@ pub struct Balancer {
     pub tls_addr: Option<SocketAddr>,
     /// Its routing snapshots, for in-process observers.
     pub snapshots: Arc<Snapshots>,
+    /// The listening sockets by manifest key, to pass on in an upgrade.
+    sockets: Vec<(&'static str, OwnedFd)>,
+    /// Stops the controller, the watchers.
     shutdown: CancellationToken,
+    /// Ends the connections.
+    drain: Arc<Drain>,
     front: JoinHandle<()>,
     controller: JoinHandle<()>,
     watcher: JoinHandle<()>,
@@ -97,7 +168,9 @@ impl Balancer {
         options: Options,
     ) -> Result<Balancer, StartError> {
         let manifest = source.current().manifest;
-        let (socket, addr) = bind(manifest.listen, "listen").await?;
+        let Options { admin_token, drain: drain_time, metrics, inherited, ring_before_serving } = options;
+        let (socket, addr) = bind(manifest.listen, "listen", inherited.listen).await?;
+        let mut sockets: Vec<_> = keep(&socket, "listen").into_iter().collect();
         let tls = match &manifest.tls {
             None => None,
             Some(settings) => {
@@ -105,7 +178,8 @@ impl Balancer {
                 let loaded = certs::load_all(&settings.certificates, &dir, std::time::SystemTime::now())?;
                 let certificates = Arc::new(certs::Certificates::new(loaded));
                 let acceptor = tls::acceptor(Arc::clone(&certificates))?;
-                let (socket, tls_addr) = bind(settings.listen, "tls.listen").await?;
+                let (socket, tls_addr) = bind(settings.listen, "tls.listen", inherited.tls).await?;
+                sockets.extend(keep(&socket, "tls.listen"));
                 tls::log_serving(&certificates, "TLS");
                 Some((TlsListener { socket, acceptor }, tls_addr, certificates))
             }
@@ -131,9 +205,17 @@ impl Balancer {
         if snapshots.wait_for_version(1, FIRST_PASS).await.is_none() {
             tracing::warn!("the first reconcile pass is slow; serving anyway");
         }
+        if let Some(wanted) = ring_before_serving
+            && snapshots.wait_for_ring(wanted, FIRST_PASS).await.is_none()
+        {
+            let held = snapshots.load().members.len();
+            tracing::warn!(
+                "the ring holds {held} replicas, not the {wanted} the previous process had; serving anyway"
+            );
+        }
 
         for listen in std::iter::once(addr).chain(tls_addr) {
-            if let Some(warning) = admin::open_admin_warning(options.admin_token.as_deref(), listen) {
+            if let Some(warning) = admin::open_admin_warning(admin_token.as_deref(), listen) {
                 tracing::warn!(event = "admin_open", address = %listen, "{warning}");
             }
         }
@@ -141,32 +223,51 @@ impl Balancer {
             source,
             snapshots: Arc::clone(&snapshots),
             edits: tokio::sync::Mutex::new(()),
-            token: options.admin_token,
+            token: admin_token,
             names: runtime as Arc<dyn NameCheck>,
-            metrics: options.metrics,
+            metrics,
         });
         let proxy = Arc::new(Proxy::new(Arc::clone(&snapshots), trigger));
+        let drain = Arc::new(Drain::default());
         let front = tokio::spawn(listener::serve(
             socket,
             tls,
             proxy,
             admin::router(admin_state),
-            shutdown.child_token(),
-            options.drain,
+            Arc::clone(&drain),
+            drain_time,
         ));
         tracing::info!(event = "listening", address = %addr, "load balancer listening on http://{addr}");
         if let Some(tls_addr) = tls_addr {
             tracing::info!(event = "listening_tls", address = %tls_addr, "load balancer listening on https://{tls_addr}");
         }
-        Ok(Balancer { addr, tls_addr, snapshots, shutdown, front, controller, watcher })
+        Ok(Balancer { addr, tls_addr, snapshots, sockets, shutdown, drain, front, controller, watcher })
     }
 
-    /// Stops accepting, lets requests in flight finish (bounded by the drain time), and stops the
-    /// controller and the watcher. Replicas are the runtime's business (`Runtime::shutdown`).
+    /// The listening sockets, by the manifest key they serve (`listen`, `tls.listen`).
+    pub fn sockets(&self) -> impl Iterator<Item = (&'static str, BorrowedFd<'_>)> {
+        self.sockets.iter().map(|(key, fd)| (*key, fd.as_fd()))
+    }
+
+    /// Stops accepting, closes idle connections, lets requests in flight finish (bounded by the
+    /// drain time), and stops the controller and the watcher. Replicas are the runtime's business
+    /// (`Runtime::shutdown`).
     pub async fn stop(self) {
+        self.drain.close_idle();
         self.shutdown.cancel();
         let _ = self.front.await;
         let _ = self.controller.await;
         let _ = self.watcher.await;
+    }
+
+    /// Another process serves the same sockets now: stops the controller and the watchers at
+    /// once (the new process reconciles), stops accepting, and lets every connection end with its
+    /// next answer; connections still idle at the end of the drain time are closed.
+    pub async fn hand_over(self) {
+        self.shutdown.cancel();
+        let _ = self.controller.await;
+        let _ = self.watcher.await;
+        self.drain.begin();
+        let _ = self.front.await;
     }
 }

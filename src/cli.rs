@@ -57,6 +57,12 @@ pub struct RunArgs {
     /// scripts and tests that listen on port 0).
     #[arg(long)]
     pub ready_file: Option<PathBuf>,
+    /// Write this process's id to this file once it serves (and remove it on exit). `kill -USR2`
+    /// of that id upgrades in place: the binary on disk starts with the same arguments, takes
+    /// over the listening sockets and the replicas, rewrites the file, and this process drains
+    /// and exits; no request is refused.
+    #[arg(long)]
+    pub pid_file: Option<PathBuf>,
     /// Run the replicas on this runtime whatever `replica.runtime` says (docker, process,
     /// static, swarm): `--runtime process` runs a manifest written for Docker as local
     /// processes (`make local MANIFEST=...`). The file itself is not changed.

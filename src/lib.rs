@@ -59,7 +59,7 @@ pub mod certificates {
     pub use crate::listener::certs::{CertificateError, check_each};
     pub use crate::listener::x509::{CertificateFacts, utc};
 }
-pub use balancer::{Balancer, Options as BalancerOptions, StartError};
+pub use balancer::{Balancer, Inherited as InheritedSockets, Options as BalancerOptions, StartError};
 
 /// What the fuzz targets (`fuzz/`) drive directly: the fast path's parsers and the admin API's
 /// body checks, which are private otherwise. Not an API for anything else.

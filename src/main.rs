@@ -19,6 +19,18 @@ fn main() -> ExitCode {
         Command::Probe(args) => return commands::probe::run(args),
         _ => {}
     }
+    // What a previous process passed on in an upgrade, taken while this process has one thread.
+    let predecessor = match &cli.command {
+        // SAFETY: no thread has been started yet (no logging, no async runtime).
+        Command::Run(_) => match unsafe { commands::upgrade::Predecessor::take_from_env() } {
+            Ok(predecessor) => predecessor,
+            Err(error) => {
+                eprintln!("ringlb: {error:#}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => commands::upgrade::Predecessor::default(),
+    };
     logging::init(cli.log_format, &cli.log_level);
     // One CPU (a container limit, or taskset): one thread runs everything, with no work-stealing
     // and no cross-thread wake-ups; more CPUs: tokio's multi-thread scheduler.
@@ -46,7 +58,7 @@ fn main() -> ExitCode {
                 };
                 let child_args =
                     vec!["--log-format".into(), format.into(), "--log-level".into(), cli.log_level.clone()];
-                commands::run::run(args, child_args).await
+                commands::run::run(args, child_args, predecessor).await
             }
             Command::Server(args) => commands::server::run(args).await,
             Command::Status(args) => commands::status::run(args).await,

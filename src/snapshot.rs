@@ -374,11 +374,22 @@ impl Snapshots {
 
     /// Waits until a snapshot with at least one ring member is published, up to `timeout`.
     pub async fn wait_for_members(&self, timeout: Duration) -> Option<Arc<Snapshot>> {
+        self.wait_until(timeout, |s| !s.members.is_empty()).await
+    }
+
+    /// Waits until the ring holds `wanted` members, or every desired replica when fewer are
+    /// desired, up to `timeout`. Returns that snapshot, or `None` on timeout.
+    pub async fn wait_for_ring(&self, wanted: usize, timeout: Duration) -> Option<Arc<Snapshot>> {
+        self.wait_until(timeout, |s| s.members.len() >= wanted.min(s.replica_names.len())).await
+    }
+
+    /// Waits until a published snapshot satisfies `done`, up to `timeout`.
+    async fn wait_until(&self, timeout: Duration, done: impl Fn(&Snapshot) -> bool) -> Option<Arc<Snapshot>> {
         let mut rx = self.generation.subscribe();
         let wait = async {
             loop {
                 let snapshot = self.load();
-                if !snapshot.members.is_empty() {
+                if done(&snapshot) {
                     return Some(snapshot);
                 }
                 if rx.changed().await.is_err() {
@@ -436,5 +447,32 @@ mod tests {
         snapshots.publish(snapshot);
         assert_eq!(waiter.await.unwrap().unwrap().manifest_version, 2);
         assert!(snapshots.wait_for_version(3, Duration::from_millis(10)).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn waiting_for_a_ring_wants_the_members_asked_for_or_every_desired_replica() {
+        let snapshots = Arc::new(Snapshots::default());
+        let publish = |names: &[&str], members: usize| {
+            let mut snapshot = Snapshot::empty();
+            snapshot.generation = snapshots.load().generation + 1;
+            snapshot.replica_names = names.iter().map(|n| n.to_string()).collect();
+            snapshot.members = (0..members)
+                .map(|i| Arc::new(Backend::new(names[i], i as u32 + 1, "127.0.0.1:1".parse().unwrap())))
+                .collect();
+            snapshots.publish(snapshot);
+        };
+        let short = Duration::from_millis(10);
+        publish(&["a", "b", "c"], 2);
+        assert!(snapshots.wait_for_ring(3, short).await.is_none(), "two of three");
+        assert!(snapshots.wait_for_ring(2, short).await.is_some(), "the two the old ring had");
+        let waiter = {
+            let snapshots = Arc::clone(&snapshots);
+            tokio::spawn(async move { snapshots.wait_for_ring(3, Duration::from_secs(5)).await })
+        };
+        publish(&["a", "b", "c"], 3);
+        assert_eq!(waiter.await.unwrap().unwrap().members.len(), 3);
+        // Fewer desired than the old ring held (scaled down meanwhile): every desired one will do.
+        publish(&["a"], 1);
+        assert!(snapshots.wait_for_ring(3, short).await.is_some());
     }
 }

@@ -10,6 +10,7 @@ pub mod run;
 pub mod server;
 pub mod status;
 mod termination;
+pub mod upgrade;
 
 use std::time::Duration;
 

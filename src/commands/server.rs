@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 /// `ringlb server`.
 pub async fn run(args: ServerArgs) -> Result<()> {
     let ServerArgs { port, host, id, announce, exit_with_parent: parent, work_slots } = args;
-    let termination = Termination::catch()?;
+    let mut termination = Termination::catch()?;
     if let Some(parent) = parent {
         exit_with_parent(parent)?;
     }
@@ -30,7 +30,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         let mut stdout = std::io::stdout().lock();
         writeln!(stdout, "{}{local}", replica::ANNOUNCE_PREFIX).and_then(|()| stdout.flush())?;
     }
-    let stop = async {
+    let stop = async move {
         termination.received().await;
         tracing::info!("replica stopping: finishing requests in flight");
     };

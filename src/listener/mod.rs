@@ -7,8 +7,9 @@
 //! accepted); the fast engine hands hyper the connections it does not serve itself, and a TLS
 //! client that chose HTTP/2 by ALPN goes to hyper at once. Over `proxy.max_connections` open
 //! connections (both listeners together), a new one gets a 503 and is closed. Connection errors
-//! stay in the connection's task. On shutdown the listener stops accepting, lets every connection
-//! finish the request it is serving (bounded by `drain`), and returns.
+//! stay in the connection's task. When the [`Drain`] begins the listener stops accepting, lets
+//! every connection finish the request it is serving with an answer that closes it ([`Drain`]),
+//! and returns once they are closed or the drain time is over.
 
 pub mod certs;
 pub mod tls;
@@ -17,7 +18,7 @@ pub mod x509;
 use crate::manifest::ProxyEngine;
 use crate::proxy::fast::{self, Ended};
 use crate::proxy::headers::Scheme;
-use crate::proxy::{Local, Proxy, hyper as hyper_engine};
+use crate::proxy::{Drain, Local, Proxy, hyper as hyper_engine};
 use crate::telemetry;
 use axum::Router;
 use std::net::SocketAddr;
@@ -27,7 +28,6 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// The TLS listener: its socket and its acceptor.
@@ -46,18 +46,22 @@ struct Front {
     hyper: Arc<hyper_engine::Engine>,
     connections: TaskTracker,
     open: Arc<AtomicUsize>,
-    shutdown: CancellationToken,
+    drain: Arc<Drain>,
 }
 
-/// Serves `listener` (and `tls`, if any) until `shutdown`, then drains connections for at most
-/// `drain`.
+/// How long connections still open when the drain time is over get after their idle ones were
+/// told to close.
+const LAST_GRACE: Duration = Duration::from_secs(1);
+
+/// Serves `listener` (and `tls`, if any) until `drain` begins, then lets connections finish for at
+/// most `drain_time`; at its end idle connections are closed (if they were not already).
 pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsListener>,
     proxy: Arc<Proxy>,
     admin: Router,
-    shutdown: CancellationToken,
-    drain: Duration,
+    drain: Arc<Drain>,
+    drain_time: Duration,
 ) {
     let https_port = tls.as_ref().and_then(|t| t.socket.local_addr().ok()).map(|a| a.port());
     let front = Arc::new(Front {
@@ -67,7 +71,7 @@ pub async fn serve(
         proxy,
         connections: TaskTracker::new(),
         open: Arc::new(AtomicUsize::new(0)),
-        shutdown,
+        drain,
     });
     let plain = accept_loop(Arc::clone(&front), listener, None);
     match tls {
@@ -77,8 +81,15 @@ pub async fn serve(
         None => plain.await,
     }
     front.connections.close();
-    if tokio::time::timeout(drain, front.connections.wait()).await.is_err() {
-        tracing::warn!("connections still open after {drain:?}; closing them");
+    if tokio::time::timeout(drain_time, front.connections.wait()).await.is_ok() {
+        return;
+    }
+    front.drain.close_idle();
+    if tokio::time::timeout(LAST_GRACE, front.connections.wait()).await.is_err() {
+        tracing::warn!(
+            open = front.open.load(Ordering::Relaxed),
+            "connections still busy after the drain time ({drain_time:?}); closing them"
+        );
     }
 }
 
@@ -87,7 +98,7 @@ async fn accept_loop(front: Arc<Front>, listener: TcpListener, acceptor: Option<
     let mut accept_failures = 0u32;
     loop {
         let (stream, peer) = tokio::select! {
-            () = front.shutdown.cancelled() => break,
+            () = front.drain.began() => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => { accept_failures = 0; accepted }
                 Err(error) => {
@@ -137,7 +148,7 @@ where
     let hyper = Arc::clone(&front.hyper);
     match engine {
         ProxyEngine::Fast => {
-            match fast::serve(stream, peer, scheme, &front.fast, &front.local, &front.shutdown).await {
+            match fast::serve(stream, peer, scheme, &front.fast, &front.local, &front.drain).await {
                 Ended::Closed => {}
                 Ended::Handover(rest) => {
                     hyper_engine::serve_connection(
@@ -146,14 +157,14 @@ where
                         scheme,
                         hyper,
                         front.local.clone(),
-                        &front.shutdown,
+                        &front.drain,
                     )
                     .await;
                 }
             }
         }
         ProxyEngine::Hyper => {
-            hyper_engine::serve_connection(stream, peer, scheme, hyper, front.local.clone(), &front.shutdown)
+            hyper_engine::serve_connection(stream, peer, scheme, hyper, front.local.clone(), &front.drain)
                 .await;
         }
     }

@@ -17,7 +17,9 @@
 //! - gRPC (`grpc.rs`): a call's `grpc-timeout` bounds its wait, and ringlb's own errors reach a
 //!   gRPC client as a gRPC status (replicas' answers pass through untouched);
 //! - an upgraded connection (WebSocket and the like) becomes a byte tunnel (`tunnel.rs`), counted
-//!   in flight against its replica, closed when idle or when its replica's drain is over.
+//!   in flight against its replica, closed when idle or when its replica's drain is over;
+//! - how a listener's connections end when it stops (`drain.rs`): answers close their connection,
+//!   idle ones close at once or, when another process took over the sockets, after the drain time.
 //!
 //! Per request an engine loads the routing [`Snapshot`](crate::snapshot::Snapshot) once
 //! (lock-free) and works on it; the proxy never waits on the controller. Bodies stream both ways;
@@ -25,6 +27,7 @@
 
 mod balance;
 pub mod candidates;
+pub mod drain;
 pub mod errors;
 pub mod fast;
 pub mod grpc;
@@ -35,6 +38,8 @@ pub mod key;
 mod redirect;
 pub mod retry;
 pub mod tunnel;
+
+pub use drain::Drain;
 
 use crate::snapshot::{Backend, Snapshots};
 use crate::telemetry;

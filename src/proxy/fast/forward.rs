@@ -141,7 +141,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             self.stream_body(upstream, head, deadline).await?;
             *body_sent = true;
         }
-        let context = response::Context {
+        let mut context = response::Context {
             is_head: head.is_head,
             close: head.close,
             replica: backend.name_header.as_bytes(),
@@ -150,6 +150,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         let mut answered = false;
         loop {
             if upstream.filled > 0 {
+                // A drain that began while the replica worked still makes this answer the last.
+                context.close = head.close || self.drain.is_closing();
                 match response::parse(&upstream.buf[..upstream.filled], &context, &mut self.to_client) {
                     Ok(Some(answer))
                         if answer.status.is_informational()

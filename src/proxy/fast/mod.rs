@@ -31,6 +31,7 @@ pub mod wire;
 
 use super::{Local, Proxy};
 use crate::manifest::ReplicaProtocol;
+use crate::proxy::Drain;
 use crate::proxy::headers::Scheme;
 use crate::snapshot::Snapshot;
 use crate::telemetry;
@@ -45,7 +46,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 /// The client buffer's first size; it grows up to the largest head accepted. Small, because
 /// every open connection has one.
@@ -81,14 +81,15 @@ pub enum Ended<S> {
 }
 
 /// Serves one client connection until it closes or is handed over; ringlb's own routes go to
-/// `local`. Stops between requests once `shutdown` is cancelled.
+/// `local`. Once `drain` begins, the next answer closes the connection; an idle one closes when
+/// `drain` says idle connections must.
 pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
     peer: SocketAddr,
     scheme: Scheme,
     engine: &Engine,
     local: &Local,
-    shutdown: &CancellationToken,
+    drain: &Arc<Drain>,
 ) -> Ended<S> {
     let mut client = Client {
         stream,
@@ -102,8 +103,9 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         client_timeout: engine.proxy.snapshots().load().routing.client_timeout,
         client_deadline: Deadline::default(),
         replica_deadline: Deadline::default(),
+        drain: Arc::clone(drain),
     };
-    match client.run(engine, local, shutdown).await {
+    match client.run(engine, local, drain).await {
         Ok(Next::Handover) => {
             let prefix = client.buf[client.pos..client.filled].to_vec();
             Ended::Handover(Prefixed::new(prefix, client.stream))
@@ -157,23 +159,21 @@ struct Client<S> {
     client_deadline: Deadline,
     /// For reads from the replica.
     replica_deadline: Deadline,
+    /// Once it begins, answers close the connection.
+    drain: Arc<Drain>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
-    async fn run(
-        &mut self,
-        engine: &Engine,
-        local: &Local,
-        shutdown: &CancellationToken,
-    ) -> io::Result<Next> {
-        let cancelled = shutdown.cancelled();
+    async fn run(&mut self, engine: &Engine, local: &Local, drain: &Drain) -> io::Result<Next> {
+        let cancelled = drain.idle_closed();
         tokio::pin!(cancelled);
         loop {
             // The snapshot is loaded once the head is here: an idle connection must not keep an
             // old one.
-            let (snapshot, head) = match self.read_head(engine, local, cancelled.as_mut()).await? {
+            let (snapshot, mut head) = match self.read_head(engine, local, cancelled.as_mut()).await? {
                 Ok((snapshot, Head::Forward(head))) => (snapshot, head),
-                Ok((_, Head::Local(request))) => {
+                Ok((_, Head::Local(mut request))) => {
+                    request.close |= drain.is_closing();
                     if self.serve_local(local, &request).await? == Next::Close {
                         return Ok(Next::Close);
                     }
@@ -181,6 +181,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                 }
                 Err(next) => return Ok(next),
             };
+            // Draining: this answer is the connection's last.
+            head.close |= drain.is_closing();
             if snapshot.routing.access_log {
                 // The access log is the hyper path's.
                 metrics::counter!(telemetry::HANDOVERS, "reason" => "access log").increment(1);

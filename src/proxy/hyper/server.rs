@@ -1,7 +1,9 @@
 //! One client connection served by hyper: HTTP/1.1 (with upgrades), or HTTP/2 when the client
 //! opens with the HTTP/2 preface (prior knowledge, `h2c`). ringlb's own paths go to the local
-//! router, every other request (every HTTP/2 stream on its own) to [`Engine::forward`]. On
-//! shutdown the requests in progress finish and the connection closes.
+//! router, every other request (every HTTP/2 stream on its own) to [`Engine::forward`]. When the
+//! [`Drain`] begins, an HTTP/2 connection gets GOAWAY and finishes its streams; an HTTP/1.1 one
+//! answers its next request with `Connection: close`, and closes at once when it sits idle and
+//! the drain says idle connections must close.
 //!
 //! HTTP/2 connections get the limits of `proxy.http2` and two protections: h2's own against a
 //! CONTINUATION flood (a header block over `max_header_bytes` ends the connection) and against
@@ -10,8 +12,8 @@
 
 use super::Engine;
 use super::resets::{Guarded, Resets};
-use crate::proxy::Local;
 use crate::proxy::headers::Scheme;
+use crate::proxy::{Drain, Local};
 use crate::snapshot::Routing;
 use crate::telemetry;
 use axum::body::Body;
@@ -23,8 +25,8 @@ use hyper_util::server::conn::auto;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 /// The connection settings of `routing`.
@@ -43,24 +45,34 @@ fn builder(routing: &Routing) -> auto::Builder<TokioExecutor> {
 }
 
 /// Serves `io` (a client connection from `peer`, or what the fast path handed over), with the
-/// connection settings of the routing state now, until it closes, or until `shutdown` and the
-/// requests in progress are done.
+/// connection settings of the routing state now, until it closes, or until `drain` ends it
+/// (module docs).
 pub async fn serve_connection<I>(
     io: I,
     peer: SocketAddr,
     scheme: Scheme,
     engine: Arc<Engine>,
     local: Local,
-    shutdown: &CancellationToken,
+    drain: &Arc<Drain>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let http = builder(&engine.proxy.snapshots().load().routing);
     let resets = Arc::new(Resets::default());
+    // Set by the first HTTP/2 request: such a connection is ended by GOAWAY as soon as the drain
+    // begins (its client retries what was not processed on a new connection).
+    let is_h2 = Arc::new(AtomicBool::new(false));
     let service = {
-        let resets = Arc::clone(&resets);
+        let (resets, drain, is_h2) = (Arc::clone(&resets), Arc::clone(drain), Arc::clone(&is_h2));
         service_fn(move |request| {
-            dispatch(request, peer, scheme, Arc::clone(&engine), local.clone(), Arc::clone(&resets))
+            let connection = Connection {
+                peer,
+                scheme,
+                resets: Arc::clone(&resets),
+                drain: Arc::clone(&drain),
+                is_h2: Arc::clone(&is_h2),
+            };
+            dispatch(request, connection, Arc::clone(&engine), local.clone())
         })
     };
     let connection = http.serve_connection_with_upgrades(TokioIo::new(io), service);
@@ -74,7 +86,7 @@ pub async fn serve_connection<I>(
                 "HTTP/2 client {peer} reset {early} of its {opened} streams before their answers ended; connection closed");
             return;
         }
-        () = shutdown.cancelled() => {
+        () = ended_by(drain, &is_h2) => {
             connection.as_mut().graceful_shutdown();
             connection.await
         }
@@ -84,15 +96,37 @@ pub async fn serve_connection<I>(
     }
 }
 
-async fn dispatch(
-    request: http::Request<Incoming>,
+/// Resolves when the drain ends this connection: as soon as it begins for HTTP/2; for HTTP/1.1
+/// (and a connection that sent nothing yet) only when idle connections must close, since its
+/// answers close it meanwhile (see [`dispatch`]).
+async fn ended_by(drain: &Drain, is_h2: &AtomicBool) {
+    drain.began().await;
+    if !is_h2.load(Ordering::Relaxed) {
+        drain.idle_closed().await;
+    }
+}
+
+/// What a request's handling needs to know of its connection.
+struct Connection {
     peer: SocketAddr,
     scheme: Scheme,
+    resets: Arc<Resets>,
+    drain: Arc<Drain>,
+    is_h2: Arc<AtomicBool>,
+}
+
+async fn dispatch(
+    request: http::Request<Incoming>,
+    connection: Connection,
     engine: Arc<Engine>,
     local: Local,
-    resets: Arc<Resets>,
 ) -> Result<axum::response::Response, Infallible> {
-    let guard = (request.version() == Version::HTTP_2).then(|| resets.open());
+    let Connection { peer, scheme, resets, drain, is_h2 } = connection;
+    let h2 = request.version() == Version::HTTP_2;
+    if h2 {
+        is_h2.store(true, Ordering::Relaxed);
+    }
+    let guard = h2.then(|| resets.open());
     let response = if (local.is_reserved)(request.uri().path()) {
         match local.router.oneshot(request.map(Body::new)).await {
             Ok(response) => response,
@@ -101,6 +135,11 @@ async fn dispatch(
     } else {
         engine.forward(request, peer, scheme).await
     };
+    let mut response = response;
+    if !h2 && drain.is_closing() && response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+        // hyper closes an HTTP/1.1 connection after an answer that says so.
+        response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+    }
     Ok(match guard {
         Some(guard) => response.map(|body| Body::new(Guarded::new(body, guard))),
         None => response,
