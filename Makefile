@@ -250,8 +250,9 @@ demo-autoscale: build
 
 ## ringlb beside nginx and HAProxy over the same backends (wrk, pinned CPUs; under 5 minutes).
 ## Installs wrk, nginx and haproxy from Debian when missing; results in bench/results/.
+## CORES=2: every contender on two cores (thread per core; nginx with 2 workers).
 bench: build
-	python3 bench/run.py
+	python3 bench/run.py $(if $(CORES),--cores $(CORES))
 
 ## Criterion micro-benchmarks: ring lookups, metrics recording and scraping.
 bench-micro:

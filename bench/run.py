@@ -20,6 +20,11 @@ scenario. Their source is the team's shared directory, not this repository: `$RI
 target/perfproto) when a selected scenario has them. A prototype whose directory is absent, whose build
 fails or that does not start (c_monoio where io_uring is blocked) is skipped with one message on stderr.
 
+`--cores 2` (`make bench CORES=2`) measures a layout where every contender uses two cores: the
+proxies, the backends and the load generator share CPUs 0-1, nginx runs 2 workers, HAProxy 2 threads,
+proto-tokio 2 workers, ringlb the threads it picks for the CPUs it may use (thread per core) and, as
+`ringlb-shared`, tokio's work-stealing scheduler on as many threads; wrk and h2load run 2 threads.
+
 Everything started is stopped on exit (by the pid it was started with); only 127.0.0.1 is used.
 """
 
@@ -43,12 +48,26 @@ import urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACKEND_PORTS = [18181, 18182, 18183]
 PORTS = {"nginx": 18190, "haproxy": 18191, "ringlb": 18192, "ringlb-ring": 18193, "ringlb-bounded": 18194, "ringlb-hyper": 18196,
-         "nginx-h2c": 18197, "nginx-tls": 18198, "ringlb-tls": 18199, "proto-tokio": 18201, "proto-monoio": 18202}
+         "nginx-h2c": 18197, "nginx-tls": 18198, "ringlb-tls": 18199, "proto-tokio": 18201, "proto-monoio": 18202,
+         "ringlb-shared": 18203}
 # ringlb-tls serves TLS on its PORTS entry and plain HTTP here (wait_http and the status page).
 RINGLB_TLS_PLAIN_PORT = 18200
 # The contenders reached over TLS (wrk does not verify the certificate; both serve the same one).
 TLS_CONTENDERS = {"nginx-tls", "ringlb-tls"}
 ONE_MIB = 1024 * 1024
+
+
+class Layout:
+    """Where things run: `cores` 1 puts the proxies and backends on CPU 0 and the load generator on
+    CPU 1; more puts everything on CPUs 0..cores-1, each proxy with `cores` workers."""
+
+    def __init__(self, cores):
+        self.cores = cores
+        self.proxy_cpus = "0" if cores == 1 else f"0-{cores - 1}"
+        self.load_cpus = "1" if cores == 1 else f"0-{cores - 1}"
+
+
+LAYOUT = Layout(1)
 # The bare prototypes (see above): contender -> their Cargo package, which is also the binary's name.
 PROTOTYPES = {"proto-tokio": "b_tokio", "proto-monoio": "c_monoio"}
 # Where they are built: the repository's (ignored) target directory, as the shared one may be read-only.
@@ -165,7 +184,7 @@ def wait_http(port, path="/home", timeout=30, proc=None):
 
 def nginx_conf(work, servers):
     return f"""
-worker_processes 1;
+worker_processes {LAYOUT.cores};
 daemon off;
 pid {work}/nginx.pid;
 error_log {work}/error.log crit;
@@ -210,7 +229,7 @@ def start_backends(procs, work):
     with open(f"{work}/be/nginx.conf", "w") as f:
         f.write(nginx_conf(f"{work}/be", servers))
     check_nginx(f"{work}/be/nginx.conf")
-    procs.start("backends", ["nginx", "-c", f"{work}/be/nginx.conf"], cpu=0)
+    procs.start("backends", ["nginx", "-c", f"{work}/be/nginx.conf"], cpu=LAYOUT.proxy_cpus)
     for port in BACKEND_PORTS:
         wait_http(port)
 
@@ -264,7 +283,7 @@ def start_nginx(procs, work):
     with open(f"{work}/nx/nginx.conf", "w") as f:
         f.write(nginx_conf(f"{work}/nx", servers))
     check_nginx(f"{work}/nx/nginx.conf")
-    return procs.start("nginx", ["nginx", "-c", f"{work}/nx/nginx.conf"], cpu=0)
+    return procs.start("nginx", ["nginx", "-c", f"{work}/nx/nginx.conf"], cpu=LAYOUT.proxy_cpus)
 
 
 def start_nginx_protocols(procs, work, cert, key):
@@ -279,7 +298,7 @@ def start_nginx_protocols(procs, work, cert, key):
     with open(f"{work}/nx2/nginx.conf", "w") as f:
         f.write(nginx_conf(f"{work}/nx2", servers))
     check_nginx(f"{work}/nx2/nginx.conf")
-    return procs.start("nginx-protocols", ["nginx", "-c", f"{work}/nx2/nginx.conf"], cpu=0)
+    return procs.start("nginx-protocols", ["nginx", "-c", f"{work}/nx2/nginx.conf"], cpu=LAYOUT.proxy_cpus)
 
 
 def start_haproxy(procs, work):
@@ -287,7 +306,7 @@ def start_haproxy(procs, work):
     servers = "\n".join(f"  server s{i} 127.0.0.1:{p}" for i, p in enumerate(BACKEND_PORTS, 1))
     conf = f"""
 global
-  nbthread 1
+  nbthread {LAYOUT.cores}
   maxconn 8000
 defaults
   mode http
@@ -305,7 +324,7 @@ backend replicas
 """
     with open(f"{work}/hp/haproxy.cfg", "w") as f:
         f.write(conf)
-    return procs.start("haproxy", ["haproxy", "-f", f"{work}/hp/haproxy.cfg"], cpu=0)
+    return procs.start("haproxy", ["haproxy", "-f", f"{work}/hp/haproxy.cfg"], cpu=LAYOUT.proxy_cpus)
 
 
 def build_prototypes(names, skipped):
@@ -343,10 +362,11 @@ def build_prototypes(names, skipped):
 def start_prototype(procs, work, name, binary, skipped):
     """Starts a prototype on CPU 0; None, its reason in `skipped` and in one message, when it does not
     answer (c_monoio exits at once where io_uring is blocked)."""
-    env = dict(os.environ, BACKENDS=",".join(f"127.0.0.1:{p}" for p in BACKEND_PORTS), LISTEN_PORT=str(PORTS[name]))
+    env = dict(os.environ, BACKENDS=",".join(f"127.0.0.1:{p}" for p in BACKEND_PORTS), LISTEN_PORT=str(PORTS[name]),
+               WORKERS=str(LAYOUT.cores))
     log = f"{work}/{name}.log"
     with open(log, "wb") as f:
-        proc = procs.start(name, [binary], cpu=0, env=env, stderr=f)
+        proc = procs.start(name, [binary], cpu=LAYOUT.proxy_cpus, env=env, stderr=f)
     try:
         wait_http(PORTS[name], proc=proc)
         return proc
@@ -378,6 +398,8 @@ RINGLB_SETTINGS = {
     # The reference data path (hyper on both sides), to show what the fast path buys.
     "ringlb-hyper": "proxy:\n  engine: hyper\n",
     # TLS on its own port (the certificate's paths are filled in by start_ringlb).
+    # With --cores above 1: tokio's work-stealing scheduler instead of thread per core.
+    "ringlb-shared": "",
     "ringlb-tls": f"tls:\n  listen: 127.0.0.1:{PORTS['ringlb-tls']}\n  certificates:\n    - {{cert: CERT, key: KEY}}\n",
 }
 
@@ -389,7 +411,8 @@ def start_ringlb(procs, work, binary, name, cert, key):
     with open(path, "w") as f:
         f.write(ringlb_manifest(name, plain, settings))
     started = time.time()
-    proc = procs.start(name, [binary, "--log-level", "warn", "run", "--manifest", path], cpu=0)
+    scheduler = ["--scheduler", "shared"] if name == "ringlb-shared" else []
+    proc = procs.start(name, [binary, "--log-level", "warn", "run", "--manifest", path] + scheduler, cpu=LAYOUT.proxy_cpus)
     ready = wait_http(plain)
     return proc, ready - started
 
@@ -436,7 +459,7 @@ def wrk(contender, scenario, duration, lua, pid=None):
     if "H2LOAD_STREAMS" in env_extra:
         return h2load(contender, scenario, duration, pid)
     env = dict(os.environ, **env_extra)
-    cmd = ["taskset", "-c", "1", "wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--timeout", "5s", "-s", lua,
+    cmd = ["taskset", "-c", LAYOUT.load_cpus, "wrk", f"-t{LAYOUT.cores}", f"-c{conns}", f"-d{duration}s", "--timeout", "5s", "-s", lua,
            f"{url_of(contender)}{path}"]
     out, err, peak, cpu = watch(cmd, pid, env)
     line = next((l for l in out.splitlines() if l.startswith("RESULT")), None)
@@ -453,7 +476,7 @@ def h2load(contender, scenario, duration, pid=None):
     percentiles from its per-request log."""
     path, conns, env_extra, _ = SCENARIOS[scenario]
     with tempfile.NamedTemporaryFile(prefix="h2load-", suffix=".log") as log:
-        cmd = ["taskset", "-c", "1", "h2load", "-t1", f"-c{conns}", f"-m{env_extra['H2LOAD_STREAMS']}",
+        cmd = ["taskset", "-c", LAYOUT.load_cpus, "h2load", f"-t{LAYOUT.cores}", f"-c{conns}", f"-m{env_extra['H2LOAD_STREAMS']}",
                f"-D{duration}", f"--log-file={log.name}", f"{url_of(contender)}{path}"]
         out, err, peak, cpu = watch(cmd, pid)
         durations = []
@@ -570,13 +593,20 @@ def main():
     parser.add_argument("--scenarios", default="all", help="comma-separated scenario names, or all")
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results"), help="where the results go")
     parser.add_argument("--binary", default=os.path.join(ROOT, "target", "release", "ringlb"))
+    parser.add_argument("--cores", type=int, default=1,
+                        help="cores every contender uses (default 1: proxies on CPU 0, the load generator on CPU 1; "
+                             "more: everything shares CPUs 0..cores-1, each proxy with that many workers)")
     args = parser.parse_args()
+    global LAYOUT
+    LAYOUT = Layout(args.cores)
     scenarios = list(SCENARIOS) if args.scenarios == "all" else args.scenarios.split(",")
     for s in scenarios:
         if s not in SCENARIOS:
             sys.exit(f"bench: unknown scenario {s}; known: {', '.join(SCENARIOS)}")
     if os.cpu_count() < 2:
         sys.exit("bench: needs 2 CPUs (proxy and backends on one, wrk on the other)")
+    if not 1 <= args.cores <= os.cpu_count():
+        sys.exit(f"bench: --cores must be between 1 and the {os.cpu_count()} CPUs here")
     ensure_tools()
     # Built before anything is started, so the build does not run during a measurement.
     skipped = {}
@@ -608,6 +638,8 @@ def main():
                 pids[name] = proc.pid
         startup = {}
         for name in RINGLB_SETTINGS:
+            if name == "ringlb-shared" and LAYOUT.cores == 1:
+                continue
             proc, took = start_ringlb(procs, work, args.binary, name, cert, key)
             pids[name] = proc.pid
             startup[name] = took
@@ -615,6 +647,8 @@ def main():
         idle_rss = rss_kib(pids["ringlb"])
         for scenario in scenarios:
             contenders = [c for c in SCENARIOS[scenario][3] if c not in skipped]
+            if LAYOUT.cores > 1 and "ringlb" in contenders:
+                contenders.insert(contenders.index("ringlb") + 1, "ringlb-shared")
             rows = {c: [] for c in contenders}
             for r in range(args.rounds):
                 for contender in contenders:
@@ -677,8 +711,12 @@ def write(out, info, results, extra, args):
             w.writerow(["" if r[k] is None else f"{r[k]:.3f}" if isinstance(r[k], float) else r[k] for k in fields])
     lines = [
         f"# ringlb benchmark, {info['date']}", "",
-        f"`make bench` (`bench/run.py --duration {args.duration} --rounds {args.rounds}`): the proxy under test and "
-        "three nginx backends pinned to CPU 0, `wrk -t1` alone on CPU 1, loopback; the median of the rounds "
+        f"`make bench` (`bench/run.py --duration {args.duration} --rounds {args.rounds} --cores {args.cores}`): "
+        + ("the proxy under test and three nginx backends pinned to CPU 0, `wrk -t1` alone on CPU 1"
+           if args.cores == 1 else
+           f"every proxy with {args.cores} workers (threads), the backends, and `wrk -t{args.cores}` sharing CPUs "
+           f"{LAYOUT.proxy_cpus}")
+        + ", loopback; the median of the rounds "
         "(interleaved); ratio = requests/s divided by nginx's in the same run; CPU = the proxy's user + system "
         "time per request (all its processes), which moves less than throughput on a busy machine; for ringlb's "
         "rows, vs proto-tokio = requests/s and CPU per request divided by the bare tokio prototype's in the same "

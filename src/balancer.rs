@@ -11,7 +11,7 @@
 
 use crate::admin::{self, AdminState};
 use crate::controller::Controller;
-use crate::listener::{self, TlsListener, certs, tls};
+use crate::listener::{self, Listening, certs, tls};
 use crate::manifest::source::ManifestSource;
 use crate::manifest::watch;
 use crate::proxy::{Drain, Proxy};
@@ -22,7 +22,6 @@ use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -44,6 +43,9 @@ pub struct Options {
     /// desired), waiting at most 30 s: a process taking over from another starts with
     /// the ring the other one had.
     pub ring_before_serving: Option<usize>,
+    /// Threads that serve connections, each with a single-threaded runtime of its own (thread
+    /// per core); 1 serves them on the runtime that starts the load balancer.
+    pub workers: usize,
 }
 
 impl Default for Options {
@@ -54,19 +56,20 @@ impl Default for Options {
             metrics: None,
             inherited: Inherited::default(),
             ring_before_serving: None,
+            workers: 1,
         }
     }
 }
 
-/// Listening sockets a previous process passed on: each serves its key (`listen`, `tls.listen`)
-/// when it is bound to the address the manifest names there (any port, for port 0); otherwise
-/// the address is bound anew and the socket closed.
+/// Listening sockets a previous process passed on: they serve their key (`listen`, `tls.listen`)
+/// when they are bound to the address the manifest names there (any port, for port 0); otherwise
+/// the address is bound anew and they are closed.
 #[derive(Debug, Default)]
 pub struct Inherited {
-    /// For `listen`.
-    pub listen: Option<std::net::TcpListener>,
+    /// For `listen`: one socket, or a group of one per worker.
+    pub listen: Vec<std::net::TcpListener>,
     /// For `tls.listen`.
-    pub tls: Option<std::net::TcpListener>,
+    pub tls: Vec<std::net::TcpListener>,
 }
 
 /// Why a load balancer could not start.
@@ -91,49 +94,32 @@ pub enum StartError {
     Tls(#[from] rustls::Error),
 }
 
-/// Binds `addr` (the manifest's `key`), or takes `inherited` when it listens there; with the
-/// address it got.
-async fn bind(
+/// Binds `addr` (the manifest's `key`) for `workers`, or takes `inherited` when it listens there.
+fn bind(
     addr: SocketAddr,
     key: &'static str,
-    inherited: Option<std::net::TcpListener>,
-) -> Result<(TcpListener, SocketAddr), StartError> {
-    let failed = |source| StartError::Bind { addr, key, source };
-    if let Some(socket) = inherited {
-        match socket.local_addr() {
-            Ok(bound) if serves(addr, bound) => {
-                socket.set_nonblocking(true).map_err(failed)?;
-                let socket = TcpListener::from_std(socket).map_err(failed)?;
-                tracing::info!(address = %bound, "`{key}`: serving the socket the previous process passed on");
-                return Ok((socket, bound));
-            }
-            Ok(bound) => tracing::warn!(
-                "the socket passed on for `{key}` listens on {bound}, the manifest says {addr}; binding {addr}"
-            ),
+    workers: usize,
+    inherited: Vec<std::net::TcpListener>,
+) -> Result<listener::bind::Bound, StartError> {
+    listener::bind::bind(addr, key, workers, inherited).map_err(|source| StartError::Bind {
+        addr,
+        key,
+        source,
+    })
+}
+
+/// Second descriptors of `bound`'s sockets, kept to pass them on in an upgrade.
+fn keep(bound: &listener::bind::Bound, key: &'static str) -> Vec<(&'static str, OwnedFd)> {
+    let mut kept = Vec::new();
+    for socket in &bound.sockets {
+        match socket.as_fd().try_clone_to_owned() {
+            Ok(fd) => kept.push((key, fd)),
             Err(error) => {
-                tracing::warn!(%error, "the socket passed on for `{key}` is unusable; binding {addr}")
+                tracing::warn!(%error, "cannot keep `{key}`'s socket; an upgrade will bind it anew")
             }
         }
     }
-    let socket = TcpListener::bind(addr).await.map_err(failed)?;
-    let bound = socket.local_addr().map_err(failed)?;
-    Ok((socket, bound))
-}
-
-/// True when a socket bound to `bound` serves the manifest's `wanted` address.
-fn serves(wanted: SocketAddr, bound: SocketAddr) -> bool {
-    wanted.ip() == bound.ip() && (wanted.port() == 0 || wanted.port() == bound.port())
-}
-
-/// A second descriptor of `socket`'s listening socket, kept to pass it on in an upgrade.
-fn keep(socket: &TcpListener, key: &'static str) -> Option<(&'static str, OwnedFd)> {
-    match socket.as_fd().try_clone_to_owned() {
-        Ok(fd) => Some((key, fd)),
-        Err(error) => {
-            tracing::warn!(%error, "cannot keep `{key}`'s socket; an upgrade will bind it anew");
-            None
-        }
-    }
+    kept
 }
 
 /// A load balancer serving on [`Balancer::addr`] until [`Balancer::stop`].
@@ -168,9 +154,11 @@ impl Balancer {
         options: Options,
     ) -> Result<Balancer, StartError> {
         let manifest = source.current().manifest;
-        let Options { admin_token, drain: drain_time, metrics, inherited, ring_before_serving } = options;
-        let (socket, addr) = bind(manifest.listen, "listen", inherited.listen).await?;
-        let mut sockets: Vec<_> = keep(&socket, "listen").into_iter().collect();
+        let Options { admin_token, drain: drain_time, metrics, inherited, ring_before_serving, workers } =
+            options;
+        let plain = bind(manifest.listen, "listen", workers, inherited.listen)?;
+        let addr = plain.addr;
+        let mut sockets = keep(&plain, "listen");
         let tls = match &manifest.tls {
             None => None,
             Some(settings) => {
@@ -178,10 +166,10 @@ impl Balancer {
                 let loaded = certs::load_all(&settings.certificates, &dir, std::time::SystemTime::now())?;
                 let certificates = Arc::new(certs::Certificates::new(loaded));
                 let acceptor = tls::acceptor(Arc::clone(&certificates))?;
-                let (socket, tls_addr) = bind(settings.listen, "tls.listen", inherited.tls).await?;
-                sockets.extend(keep(&socket, "tls.listen"));
+                let bound = bind(settings.listen, "tls.listen", workers, inherited.tls)?;
+                sockets.extend(keep(&bound, "tls.listen"));
                 tls::log_serving(&certificates, "TLS");
-                Some((TlsListener { socket, acceptor }, tls_addr, certificates))
+                Some(((bound.sockets, acceptor), bound.addr, certificates))
             }
         };
         let snapshots = Arc::new(Snapshots::default());
@@ -230,12 +218,12 @@ impl Balancer {
         let proxy = Arc::new(Proxy::new(Arc::clone(&snapshots), trigger));
         let drain = Arc::new(Drain::default());
         let front = tokio::spawn(listener::serve(
-            socket,
-            tls,
+            Listening { plain: plain.sockets, tls },
             proxy,
             admin::router(admin_state),
             Arc::clone(&drain),
             drain_time,
+            workers,
         ));
         tracing::info!(event = "listening", address = %addr, "load balancer listening on http://{addr}");
         if let Some(tls_addr) = tls_addr {

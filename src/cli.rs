@@ -18,9 +18,10 @@ pub struct Cli {
     /// Log filter: a level (error, warn, info, debug, trace) or tracing directives. RUST_LOG wins.
     #[arg(long, global = true, default_value = "info")]
     pub log_level: String,
-    /// Worker threads [default: the CPUs this process may use; 1 runs everything on one thread].
-    #[arg(long, global = true)]
-    pub threads: Option<usize>,
+    /// Threads [default: the CPUs this process may use, cgroup quota and affinity included; 1 runs
+    /// everything on one thread]. `run` serves connections on this many threads of their own.
+    #[arg(long, global = true, env = "RINGLB_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
 }
 
 /// The commands.
@@ -68,6 +69,20 @@ pub struct RunArgs {
     /// processes (`make local MANIFEST=...`). The file itself is not changed.
     #[arg(long)]
     pub runtime: Option<ringlb::manifest::RuntimeKind>,
+    /// How connections are spread over the threads: `per-core` (each thread a single-threaded
+    /// runtime that accepts and serves its own connections; the controller on a thread of its
+    /// own) or `shared` (one work-stealing runtime for everything, tokio's multi-thread scheduler).
+    #[arg(long, env = "RINGLB_SCHEDULER", value_enum, default_value_t = Scheduler::PerCore)]
+    pub scheduler: Scheduler,
+}
+
+/// How `ringlb run` uses its threads (`--scheduler`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scheduler {
+    /// Thread per core.
+    PerCore,
+    /// tokio's work-stealing multi-thread runtime.
+    Shared,
 }
 
 /// The arguments of `ringlb server`.

@@ -7,7 +7,7 @@ mod cli;
 mod commands;
 
 use clap::Parser;
-use cli::{Cli, Command};
+use cli::{Cli, Command, Scheduler};
 use ringlb::logging::{self, LogFormat};
 use std::process::ExitCode;
 
@@ -33,13 +33,21 @@ fn main() -> ExitCode {
     };
     logging::init(cli.log_format, &cli.log_level);
     // One CPU (a container limit, or taskset): one thread runs everything, with no work-stealing
-    // and no cross-thread wake-ups; more CPUs: tokio's multi-thread scheduler.
-    let cpus =
-        cli.threads.or_else(|| std::thread::available_parallelism().ok().map(|n| n.get())).unwrap_or(1);
-    let built = if cpus <= 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    // and no cross-thread wake-ups. More CPUs: `run` serves connections on one single-threaded
+    // runtime per CPU and runs the controller on this one (`--scheduler per-core`), or everything
+    // on tokio's multi-thread scheduler (`--scheduler shared`, and every other command).
+    let cpus = cli
+        .threads
+        .map(usize::from)
+        .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
+        .unwrap_or(1);
+    let per_core = matches!(&cli.command, Command::Run(args) if args.scheduler == Scheduler::PerCore);
+    let (built, proxy_workers) = if cpus <= 1 {
+        (tokio::runtime::Builder::new_current_thread().enable_all().build(), 1)
+    } else if per_core {
+        (tokio::runtime::Builder::new_current_thread().enable_all().build(), cpus)
     } else {
-        tokio::runtime::Builder::new_multi_thread().worker_threads(cpus).enable_all().build()
+        (tokio::runtime::Builder::new_multi_thread().worker_threads(cpus).enable_all().build(), 1)
     };
     let runtime = match built {
         Ok(runtime) => runtime,
@@ -58,7 +66,7 @@ fn main() -> ExitCode {
                 };
                 let child_args =
                     vec!["--log-format".into(), format.into(), "--log-level".into(), cli.log_level.clone()];
-                commands::run::run(args, child_args, predecessor).await
+                commands::run::run(args, child_args, predecessor, proxy_workers).await
             }
             Command::Server(args) => commands::server::run(args).await,
             Command::Status(args) => commands::status::run(args).await,

@@ -67,12 +67,18 @@ struct Upgradable {
 }
 
 impl Upgradable {
-    async fn start(manifest: &str) -> Upgradable {
+    /// Starts `ringlb run` on `manifest` with `threads` (`--threads`, through the environment the
+    /// new processes inherit; `None`: the default).
+    async fn start(manifest: &str, threads: Option<&str>) -> Upgradable {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("cluster.yaml");
         std::fs::write(&path, manifest).expect("write manifest");
         let ready = dir.path().join("ready");
-        let first = Command::new(common::bin())
+        let mut command = Command::new(common::bin());
+        if let Some(threads) = threads {
+            command.env("RINGLB_THREADS", threads);
+        }
+        let first = command
             .args(["run", "--manifest"])
             .arg(&path)
             .arg("--ready-file")
@@ -292,8 +298,8 @@ fn static_manifest(endpoints: &[&Backend]) -> String {
 
 /// Three upgrades under load on `manifest`: no request fails, each upgrade is a new process, and
 /// the last one serves the exercise's `/rep` with `replicas` replicas.
-async fn three_upgrades_fail_no_request(manifest: &str, replicas: u64) {
-    let mut lb = Upgradable::start(manifest).await;
+async fn three_upgrades_fail_no_request(manifest: &str, replicas: u64, threads: Option<&str>) {
+    let mut lb = Upgradable::start(manifest, threads).await;
     {
         // Dropped before the upgrades: an idle keep-alive connection keeps the old process until
         // the end of its drain time (closing it earlier could lose a request sent meanwhile).
@@ -325,27 +331,30 @@ async fn three_upgrades_fail_no_request(manifest: &str, replicas: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_upgrades_in_a_row_under_load_fail_no_request() {
     let backends = [Backend::start("a"), Backend::start("b"), Backend::start("c")];
-    three_upgrades_fail_no_request(&static_manifest(&backends.iter().collect::<Vec<_>>()), 3).await;
+    // Three proxy threads (thread per core), whatever the machine has.
+    three_upgrades_fail_no_request(&static_manifest(&backends.iter().collect::<Vec<_>>()), 3, Some("3"))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_upgrades_on_the_hyper_engine_fail_no_request() {
     let backends = [Backend::start("a"), Backend::start("b")];
     let manifest = static_manifest(&backends.iter().collect::<Vec<_>>()) + "proxy:\n  engine: hyper\n";
-    three_upgrades_fail_no_request(&manifest, 2).await;
+    // Everything on one thread.
+    three_upgrades_fail_no_request(&manifest, 2, Some("1")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_upgrades_with_replicas_of_the_process_runtime_fail_no_request() {
     // The new process starts replicas of its own (the old ones die with their parent, after its
     // drain) and serves once its ring is as full as the old one's.
-    three_upgrades_fail_no_request(&common::manifest("up", 2, ""), 2).await;
+    three_upgrades_fail_no_request(&common::manifest("up", 2, ""), 2, None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upgrade_whose_new_process_cannot_start_leaves_the_old_one_serving() {
     let backends = [Backend::start("a")];
-    let mut lb = Upgradable::start(&static_manifest(&backends.iter().collect::<Vec<_>>())).await;
+    let mut lb = Upgradable::start(&static_manifest(&backends.iter().collect::<Vec<_>>()), None).await;
     let old = lb.pid().expect("a pid");
     // The new process reads the same manifest: broken now, so it exits before it serves.
     let manifest = lb.dir.path().join("cluster.yaml");
@@ -371,7 +380,7 @@ async fn an_upgrade_whose_new_process_cannot_start_leaves_the_old_one_serving() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_requests_in_flight_and_removes_the_pid_file() {
     let backends = [Backend::start("a")];
-    let mut lb = Upgradable::start(&static_manifest(&backends.iter().collect::<Vec<_>>())).await;
+    let mut lb = Upgradable::start(&static_manifest(&backends.iter().collect::<Vec<_>>()), None).await;
     let pid = lb.pid().expect("a pid");
     // A request that takes 1.5 s is in flight when SIGTERM comes: it is answered.
     let addr = lb.addr;

@@ -16,8 +16,13 @@ use std::sync::Arc;
 
 /// `ringlb run`: `child_args` are the options a replica started by the process runtime gets (so
 /// that it logs like the load balancer); `predecessor` is what the process this one replaces
-/// passed on.
-pub async fn run(args: RunArgs, child_args: Vec<String>, predecessor: Predecessor) -> Result<()> {
+/// passed on; `proxy_workers` threads serve the connections (1: this runtime does).
+pub async fn run(
+    args: RunArgs,
+    child_args: Vec<String>,
+    predecessor: Predecessor,
+    proxy_workers: usize,
+) -> Result<()> {
     let signals = Signals { termination: Termination::catch()?, upgrades: UpgradeRequests::catch()? };
     let manifest_path = args.manifest.as_path();
     let admin_token =
@@ -48,6 +53,7 @@ pub async fn run(args: RunArgs, child_args: Vec<String>, predecessor: Predecesso
         args: std::env::args_os().skip(1).collect(),
         ready_file: args.ready_file,
         pid_file: args.pid_file,
+        proxy_workers,
     };
     serve(runtime, source, trigger, process, signals, admin_token, predecessor).await
 }
@@ -64,6 +70,8 @@ struct Process {
     args: Vec<OsString>,
     ready_file: Option<PathBuf>,
     pid_file: Option<PathBuf>,
+    /// Threads that serve connections.
+    proxy_workers: usize,
 }
 
 /// How serving ended.
@@ -98,6 +106,7 @@ async fn serve(
         metrics,
         inherited: std::mem::take(&mut predecessor.sockets),
         ring_before_serving: predecessor.ring,
+        workers: process.proxy_workers,
     };
     let balancer = Balancer::start(Arc::clone(&runtime), source, trigger, options).await?;
     if let Some(path) = &process.ready_file {

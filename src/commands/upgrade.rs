@@ -21,7 +21,8 @@ use std::path::Path;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 
-/// `listen=FD,tls.listen=FD`: the listening sockets, by manifest key.
+/// `listen=FD,tls.listen=FD`: the listening sockets, by manifest key (a key once per socket of a
+/// group: `listen=3,listen=4`).
 const SOCKETS_ENV: &str = "RINGLB_UPGRADE_SOCKETS";
 /// The descriptor the new process writes `ready` to once it serves.
 const READY_FD_ENV: &str = "RINGLB_UPGRADE_READY_FD";
@@ -67,8 +68,8 @@ impl Predecessor {
                     .local_addr()
                     .with_context(|| format!("{SOCKETS_ENV}: {key} is not a listening socket"))?;
                 match key {
-                    "listen" => predecessor.sockets.listen = Some(socket),
-                    "tls.listen" => predecessor.sockets.tls = Some(socket),
+                    "listen" => predecessor.sockets.listen.push(socket),
+                    "tls.listen" => predecessor.sockets.tls.push(socket),
                     other => bail!("{SOCKETS_ENV}: unknown socket {other:?}"),
                 }
             }

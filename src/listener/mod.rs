@@ -9,10 +9,14 @@
 //! connections (both listeners together), a new one gets a 503 and is closed. Connection errors
 //! stay in the connection's task. When the [`Drain`] begins the listener stops accepting, lets
 //! every connection finish the request it is serving with an answer that closes it ([`Drain`]),
-//! and returns once they are closed or the drain time is over.
+//! and returns once they are closed or the drain time is over. With several workers, each serves
+//! its share of the connections on a thread of its own (`workers.rs`), from sockets of its own
+//! where the address allows (`bind.rs`).
 
+pub mod bind;
 pub mod certs;
 pub mod tls;
+mod workers;
 pub mod x509;
 
 use crate::manifest::ProxyEngine;
@@ -30,12 +34,20 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 
-/// The TLS listener: its socket and its acceptor.
-pub struct TlsListener {
-    /// Bound on `tls.listen`.
-    pub socket: TcpListener,
-    /// Handshakes with the certificates in use.
-    pub acceptor: TlsAcceptor,
+/// The listening sockets to serve (non-blocking, not yet registered with a runtime): `plain` on
+/// `listen`, and with a `tls:` section, `tls` on `tls.listen` with the acceptor that handshakes
+/// with the certificates in use. Each list holds one socket, or one per worker ([`bind`]).
+pub struct Listening {
+    /// On `listen`.
+    pub plain: Vec<std::net::TcpListener>,
+    /// On `tls.listen`, with its acceptor.
+    pub tls: Option<(Vec<std::net::TcpListener>, TlsAcceptor)>,
+}
+
+/// One socket to accept on, registered with the runtime that serves it: TLS with an acceptor.
+struct Accepting {
+    socket: TcpListener,
+    acceptor: Option<TlsAcceptor>,
 }
 
 /// What every connection of both listeners shares.
@@ -53,34 +65,74 @@ struct Front {
 /// told to close.
 const LAST_GRACE: Duration = Duration::from_secs(1);
 
-/// Serves `listener` (and `tls`, if any) until `drain` begins, then lets connections finish for at
+/// What every worker of the listener shares: the routing state, the admin router, the drain, and
+/// the count of open client connections that `proxy.max_connections` bounds.
+#[derive(Clone)]
+struct Shared {
+    proxy: Arc<Proxy>,
+    admin: Router,
+    drain: Arc<Drain>,
+    open: Arc<AtomicUsize>,
+    https_port: Option<u16>,
+    drain_time: Duration,
+}
+
+impl Front {
+    /// A worker's front: engines of its own (so its own idle replica connections and its own
+    /// tasks), with everything else shared.
+    fn new(shared: &Shared) -> Front {
+        Front {
+            local: Local { is_reserved: crate::reserved::is_reserved, router: shared.admin.clone() },
+            fast: Arc::new(fast::Engine::new(Arc::clone(&shared.proxy))),
+            hyper: Arc::new(hyper_engine::Engine::new(Arc::clone(&shared.proxy), shared.https_port)),
+            proxy: Arc::clone(&shared.proxy),
+            connections: TaskTracker::new(),
+            open: Arc::clone(&shared.open),
+            drain: Arc::clone(&shared.drain),
+        }
+    }
+}
+
+/// Serves the sockets of `listening` until `drain` begins, then lets connections finish for at
 /// most `drain_time`; at its end idle connections are closed (if they were not already).
+///
+/// With `workers` above 1, the connections are served by that many threads of their own, one
+/// single-threaded runtime each ([`workers`]); with 1, on the runtime that calls this.
 pub async fn serve(
-    listener: TcpListener,
-    tls: Option<TlsListener>,
+    listening: Listening,
     proxy: Arc<Proxy>,
     admin: Router,
     drain: Arc<Drain>,
     drain_time: Duration,
+    workers: usize,
 ) {
-    let https_port = tls.as_ref().and_then(|t| t.socket.local_addr().ok()).map(|a| a.port());
-    let front = Arc::new(Front {
-        local: Local { is_reserved: crate::reserved::is_reserved, router: admin },
-        fast: Arc::new(fast::Engine::new(Arc::clone(&proxy))),
-        hyper: Arc::new(hyper_engine::Engine::new(Arc::clone(&proxy), https_port)),
-        proxy,
-        connections: TaskTracker::new(),
-        open: Arc::new(AtomicUsize::new(0)),
-        drain,
-    });
-    let plain = accept_loop(Arc::clone(&front), listener, None);
-    match tls {
-        Some(tls) => {
-            tokio::join!(plain, accept_loop(Arc::clone(&front), tls.socket, Some(tls.acceptor)));
-        }
-        None => plain.await,
+    let https_port =
+        listening.tls.as_ref().and_then(|(sockets, _)| sockets.first()?.local_addr().ok()).map(|a| a.port());
+    let shared = Shared { proxy, admin, drain, open: Arc::new(AtomicUsize::new(0)), https_port, drain_time };
+    if workers <= 1 {
+        let sockets = workers::every_socket(listening);
+        serve_here(shared, sockets).await;
+    } else {
+        workers::serve(shared, listening, workers).await;
     }
+}
+
+/// Serves `sockets` on the calling runtime until the drain begins, then waits for the connections
+/// (bounded by the drain time).
+async fn serve_here(shared: Shared, sockets: Vec<(std::net::TcpListener, Option<TlsAcceptor>)>) {
+    let front = Arc::new(Front::new(&shared));
+    let mut accepting = tokio::task::JoinSet::new();
+    for (socket, acceptor) in sockets {
+        match TcpListener::from_std(socket) {
+            Ok(socket) => {
+                accepting.spawn(accept_loop(Arc::clone(&front), Accepting { socket, acceptor }));
+            }
+            Err(error) => tracing::error!(%error, "cannot serve a listening socket"),
+        }
+    }
+    while accepting.join_next().await.is_some() {}
     front.connections.close();
+    let drain_time = shared.drain_time;
     if tokio::time::timeout(drain_time, front.connections.wait()).await.is_ok() {
         return;
     }
@@ -93,8 +145,9 @@ pub async fn serve(
     }
 }
 
-/// Accepts on `listener` until shutdown; with `acceptor`, each connection is TLS.
-async fn accept_loop(front: Arc<Front>, listener: TcpListener, acceptor: Option<TlsAcceptor>) {
+/// Accepts on `listener` until the drain begins; with an acceptor, each connection is TLS.
+async fn accept_loop(front: Arc<Front>, listener: Accepting) {
+    let Accepting { socket: listener, acceptor } = listener;
     let mut accept_failures = 0u32;
     loop {
         let (stream, peer) = tokio::select! {
