@@ -207,6 +207,9 @@ impl Balancer {
                 tracing::warn!(event = "admin_open", address = %listen, "{warning}");
             }
         }
+        if let Some(handle) = &metrics {
+            tokio::spawn(crate::telemetry::keep_up(handle.clone(), shutdown.child_token()));
+        }
         let admin_state = Arc::new(AdminState {
             source,
             snapshots: Arc::clone(&snapshots),

@@ -79,7 +79,26 @@ pub fn status_class(status: StatusCode) -> usize {
     usize::from(status.as_u16() / 100).clamp(1, 5) - 1
 }
 
-/// Installs the global recorder and describes every metric; returns the handle that renders.
+/// How often [`keep_up`] folds the recorded samples into their histograms.
+pub const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Folds the samples recorded since the last time into their histograms' buckets, every
+/// [`UPKEEP_EVERY`], until `stop`. The recorder keeps every sample of a histogram until it is
+/// folded (a scrape folds them too): without this, a load balancer that nobody scrapes grows by
+/// about 16 bytes per request, without end.
+pub async fn keep_up(handle: PrometheusHandle, stop: tokio_util::sync::CancellationToken) {
+    let mut every = tokio::time::interval(UPKEEP_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = every.tick() => handle.run_upkeep(),
+        }
+    }
+}
+
+/// Installs the global recorder and describes every metric; returns the handle that renders
+/// (run [`keep_up`] beside it).
 ///
 /// # Errors
 /// A recorder is already installed.
@@ -212,5 +231,30 @@ mod tests {
         assert_eq!(STATUS_CLASSES[status_class(StatusCode::NOT_FOUND)], "4xx");
         assert_eq!(STATUS_CLASSES[status_class(StatusCode::GATEWAY_TIMEOUT)], "5xx");
         assert_eq!(STATUS_CLASSES[status_class(StatusCode::CONTINUE)], "1xx");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn upkeep_folds_samples_into_their_histogram_and_loses_none() {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.into()), &DURATION_BUCKETS)
+            .expect("buckets")
+            .build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            for _ in 0..3 {
+                metrics::histogram!(REQUEST_DURATION).record(0.002);
+            }
+        });
+        let stop = tokio_util::sync::CancellationToken::new();
+        let upkeep = tokio::spawn(keep_up(handle.clone(), stop.clone()));
+        // Two periods: the first tick comes at once, the second after UPKEEP_EVERY.
+        tokio::time::sleep(UPKEEP_EVERY * 2).await;
+        metrics::with_local_recorder(&recorder, || metrics::histogram!(REQUEST_DURATION).record(0.002));
+        tokio::time::sleep(UPKEEP_EVERY).await;
+        stop.cancel();
+        upkeep.await.expect("upkeep ends when told");
+        let rendered = handle.render();
+        let count = format!("{REQUEST_DURATION}_count 4");
+        assert!(rendered.contains(&count), "{rendered}");
     }
 }

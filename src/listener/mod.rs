@@ -177,23 +177,39 @@ async fn accept_loop(front: Arc<Front>, listener: Accepting) {
         let counted = OpenConnection::new(&front.open);
         let task_front = Arc::clone(&front);
         let acceptor = acceptor.clone();
+        // The task lives as long as the connection: the TLS handshake and the TLS stream (tens
+        // of KiB) are boxed, so that a plain connection's task holds only what it uses.
         front.connections.spawn(async move {
             let _counted = counted;
-            let Some(acceptor) = acceptor else {
-                return serve_one(&task_front, stream, peer, Scheme::Http, engine).await;
-            };
-            match tls::handshake(&acceptor, stream, handshake_within).await {
-                Ok(done) if done.h2 => {
-                    serve_one(&task_front, done.stream, peer, Scheme::Https, ProxyEngine::Hyper).await
+            match acceptor {
+                None => serve_one(&task_front, stream, peer, Scheme::Http, engine).await,
+                Some(acceptor) => {
+                    Box::pin(serve_tls(&task_front, &acceptor, stream, peer, engine, handshake_within)).await
                 }
-                Ok(done) => serve_one(&task_front, done.stream, peer, Scheme::Https, engine).await,
-                Err(error) => tracing::debug!(%peer, %error, "TLS handshake failed"),
             }
         });
     }
 }
 
-/// Serves one client connection with `engine` (the fast one hands over what it does not serve).
+/// Handshakes with a TLS client (within `handshake_within`) and serves it: with hyper when it
+/// chose HTTP/2, else with `engine`.
+async fn serve_tls(
+    front: &Front,
+    acceptor: &TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    engine: ProxyEngine,
+    handshake_within: Duration,
+) {
+    match tls::handshake(acceptor, stream, handshake_within).await {
+        Ok(done) if done.h2 => serve_one(front, done.stream, peer, Scheme::Https, ProxyEngine::Hyper).await,
+        Ok(done) => serve_one(front, done.stream, peer, Scheme::Https, engine).await,
+        Err(error) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+    }
+}
+
+/// Serves one client connection with `engine` (the fast one hands over what it does not serve;
+/// hyper's connection state is boxed, as the fast engine serves most connections to the end).
 async fn serve_one<S>(front: &Front, stream: S, peer: SocketAddr, scheme: Scheme, engine: ProxyEngine)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -204,21 +220,28 @@ where
             match fast::serve(stream, peer, scheme, &front.fast, &front.local, &front.drain).await {
                 Ended::Closed => {}
                 Ended::Handover(rest) => {
-                    hyper_engine::serve_connection(
+                    Box::pin(hyper_engine::serve_connection(
                         rest,
                         peer,
                         scheme,
                         hyper,
                         front.local.clone(),
                         &front.drain,
-                    )
+                    ))
                     .await;
                 }
             }
         }
         ProxyEngine::Hyper => {
-            hyper_engine::serve_connection(stream, peer, scheme, hyper, front.local.clone(), &front.drain)
-                .await;
+            Box::pin(hyper_engine::serve_connection(
+                stream,
+                peer,
+                scheme,
+                hyper,
+                front.local.clone(),
+                &front.drain,
+            ))
+            .await;
         }
     }
 }

@@ -94,6 +94,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let mut client = Client {
         stream,
         peer,
+        peer_text: crate::proxy::headers::plain_ip(peer.ip()).to_string(),
         scheme,
         buf: vec![0; CLIENT_BUFFER],
         pos: 0,
@@ -141,6 +142,8 @@ enum Next {
 struct Client<S> {
     stream: S,
     peer: SocketAddr,
+    /// The client's address as `X-Forwarded-For` names it.
+    peer_text: String,
     /// How the client reached ringlb (`X-Forwarded-Proto`).
     scheme: Scheme,
     /// Read buffer: `buf[pos..filled]` is read and not yet served.
@@ -242,6 +245,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                     key: &snapshot.routing.key,
                     scheme: self.scheme,
                     client: self.peer.ip(),
+                    client_text: self.peer_text.as_bytes(),
                     is_reserved: local.is_reserved,
                 };
                 match request::parse(&self.buf[self.pos..self.filled], &context, &mut self.to_replica) {

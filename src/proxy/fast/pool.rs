@@ -6,10 +6,12 @@
 //! runtime has seen nothing on it. A request that must not be sent twice (not idempotent: see
 //! `proxy/retry.rs`) gets a connection checked with a system call too (a peek at the socket), so
 //! that a close the runtime has not yet noticed does not cost it its only attempt. Connections idle
-//! longer than [`IDLE_TIMEOUT`] are closed.
+//! longer than [`IDLE_TIMEOUT`] are closed, and an idle connection's buffer is no larger than a new
+//! one's (a long answer's growth is given back when it is put back).
 
 use socket2::SockRef;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
@@ -74,19 +76,62 @@ struct Idle {
     since: Instant,
 }
 
+/// Hashes a replica address for the pool's map, twice per request. The addresses are few and come
+/// from the controller, not from clients, so a multiply-and-rotate hash (FxHash's) is enough:
+/// SipHash's defence against keys chosen to collide buys nothing here and cost more than a
+/// tenth of the fast path's own instructions.
+#[derive(Default)]
+struct AddrHasher(u64);
+
+impl AddrHasher {
+    fn mix(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for AddrHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.mix(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u16(&mut self, n: u16) {
+        self.mix(u64::from(n));
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.mix(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.mix(n);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.mix(n as u64);
+    }
+}
+
 /// The idle connections, per replica address.
 pub struct Pool {
     idle: Mutex<State>,
 }
 
 struct State {
-    by_addr: HashMap<SocketAddr, Vec<Idle>>,
+    by_addr: HashMap<SocketAddr, Vec<Idle>, BuildHasherDefault<AddrHasher>>,
     pruned: Instant,
 }
 
 impl Default for Pool {
     fn default() -> Self {
-        Pool { idle: Mutex::new(State { by_addr: HashMap::new(), pruned: Instant::now() }) }
+        Pool { idle: Mutex::new(State { by_addr: HashMap::default(), pruned: Instant::now() }) }
     }
 }
 
@@ -116,6 +161,11 @@ impl Pool {
             return;
         }
         upstream.reused = true;
+        if upstream.buf.len() > BUFFER {
+            // A long answer grew it; an idle connection holds no more than a new one would.
+            upstream.buf.truncate(BUFFER);
+            upstream.buf.shrink_to_fit();
+        }
         let now = Instant::now();
         let mut state = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if now.duration_since(state.pruned) >= PRUNE_EVERY {
@@ -203,5 +253,19 @@ mod tests {
         upstream.filled = 3;
         pool.put(addr, upstream);
         assert_eq!(pool.idle(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_buffer_grown_by_a_long_answer_is_given_back_when_the_connection_is_kept() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let pool = Pool::default();
+        let mut upstream = Upstream::connect(addr, Duration::from_secs(1)).await.unwrap();
+        let _server_side = listener.accept().await.unwrap();
+        upstream.buf.resize(256 * 1024, 0);
+        pool.put(addr, upstream);
+        let kept = pool.take(addr, false).expect("the idle connection");
+        assert_eq!(kept.buf.len(), BUFFER);
+        assert!(kept.buf.capacity() < 2 * BUFFER, "capacity {} kept", kept.buf.capacity());
     }
 }

@@ -65,9 +65,14 @@ pub fn parse(
     context: &Context<'_>,
     out: &mut Vec<u8>,
 ) -> Result<Option<ResponseHead>, BadResponse> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut response = httparse::Response::new(&mut fields);
-    let head_len = match response.parse(buf) {
+    // Left uninitialized, as for requests (`request.rs`).
+    let mut fields = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut []);
+    let head_len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut response,
+        buf,
+        &mut fields,
+    ) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if buf.len() >= super::request::MAX_HEAD => {
             return Err(BadResponse("response head too large"));
@@ -136,7 +141,9 @@ pub fn parse(
     let mut protocols: Option<&[u8]> = None;
 
     out.clear();
-    let _ = write!(out, "HTTP/1.1 {} ", status.as_u16());
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
     let reason = response.reason.filter(|r| !r.is_empty()).or(status.canonical_reason()).unwrap_or("");
     out.extend_from_slice(reason.as_bytes());
     out.extend_from_slice(b"\r\n");

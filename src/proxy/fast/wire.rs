@@ -9,6 +9,22 @@ pub fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// Appends `n` in decimal (what `write!` does, without the formatting machinery: this runs for
+/// every request).
+pub fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
 /// The value without the optional whitespace around it.
 pub fn trim(value: &[u8]) -> &[u8] {
     let start = value.iter().position(|b| !matches!(b, b' ' | b'\t')).unwrap_or(value.len());
@@ -33,6 +49,15 @@ pub fn has_bare_lf(head: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimals_are_written_as_format_writes_them() {
+        for n in [0, 7, 10, 99, 100_000, 999_999, u64::from(u32::MAX), u64::MAX] {
+            let mut out = b"id: ".to_vec();
+            push_decimal(&mut out, n);
+            assert_eq!(out, format!("id: {n}").into_bytes());
+        }
+    }
 
     #[test]
     fn content_lengths_are_digits_only() {
