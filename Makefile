@@ -250,7 +250,7 @@ demo-autoscale: build
 
 ## ringlb beside nginx and HAProxy over the same backends (wrk, pinned CPUs; under 5 minutes).
 ## Installs wrk, nginx and haproxy from Debian when missing; results in bench/results/.
-## CORES=2: every contender on two cores (thread per core; nginx with 2 workers).
+## Runs the data path again with every contender on two cores (CORES=1: only the one-core layout).
 bench: build
 	python3 bench/run.py $(if $(CORES),--cores $(CORES))
 

@@ -148,13 +148,15 @@ def main():
     parser.add_argument("--requests", type=int, default=5000, help="N: the runs send N and 5N requests")
     parser.add_argument("--contenders", default="ringlb,proto-tokio")
     parser.add_argument("--top", type=int, default=25, help="functions listed per contender")
+    parser.add_argument("--binary", default=os.path.join(bench.ROOT, "target", "release", "ringlb"),
+                        help="the ringlb binary (another build, to compare)")
     args = parser.parse_args()
     bench.ensure_tools()
     ensure_profilers()
     contenders = args.contenders.split(",")
-    binaries = {"ringlb": os.path.join(bench.ROOT, "target", "release", "ringlb")}
+    binaries = {"ringlb": args.binary}
     if not os.path.exists(binaries["ringlb"]):
-        sys.exit("profile: build ringlb first (cargo build --release)")
+        sys.exit(f"profile: no {args.binary}: build ringlb first (cargo build --release)")
     skipped = {}
     binaries.update(bench.build_prototypes([c for c in contenders if c.startswith("proto-")], skipped))
     contenders = [c for c in contenders if c.startswith("ringlb") or c in binaries]
@@ -168,7 +170,9 @@ def main():
                 bench.say(f"profile: {contender}: callgrind, {big - n} requests after a warm-up")
                 counted = instructions_of_requests(procs, contender, work, binaries, big - n)
                 ir = total_instructions(counted) / (big - n)
-                costs = functions(counted)
+                # A dump taken while frames are on the stack also lists those frames (main and the
+                # like) with everything below them: not a function's own cost.
+                costs = {k: c for k, c in functions(counted).items() if c < 0.9 * ir * (big - n)}
                 tops[contender] = sorted(((cost / (big - n), k) for k, cost in costs.items()), reverse=True)[:args.top]
                 bench.say(f"profile: {contender}: strace")
                 s_small = syscalls(measured(procs, contender, work, binaries, strace, n))

@@ -20,7 +20,8 @@ scenario. Their source is the team's shared directory, not this repository: `$RI
 target/perfproto) when a selected scenario has them. A prototype whose directory is absent, whose build
 fails or that does not start (c_monoio where io_uring is blocked) is skipped with one message on stderr.
 
-`--cores 2` (`make bench CORES=2`) measures a layout where every contender uses two cores: the
+Then the data path's scenarios (get-keepalive, get-new-connection, get-1000-connections) run again in
+a layout where every contender uses two cores (`--cores 1,2`, the default; `--cores 1` skips it): the
 proxies, the backends and the load generator share CPUs 0-1, nginx runs 2 workers, HAProxy 2 threads,
 proto-tokio 2 workers, ringlb the threads it picks for the CPUs it may use (thread per core) and, as
 `ringlb-shared`, tokio's work-stealing scheduler on as many threads; wrk and h2load run 2 threads.
@@ -586,6 +587,10 @@ def machine():
     }
 
 
+# The scenarios run again on two cores (`--cores 1,2`, the default): the data path's.
+MULTICORE_SCENARIOS = ["get-keepalive", "get-new-connection", "get-1000-connections"]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=4, help="seconds per measurement (default 4)")
@@ -593,20 +598,24 @@ def main():
     parser.add_argument("--scenarios", default="all", help="comma-separated scenario names, or all")
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results"), help="where the results go")
     parser.add_argument("--binary", default=os.path.join(ROOT, "target", "release", "ringlb"))
-    parser.add_argument("--cores", type=int, default=1,
-                        help="cores every contender uses (default 1: proxies on CPU 0, the load generator on CPU 1; "
-                             "more: everything shares CPUs 0..cores-1, each proxy with that many workers)")
+    parser.add_argument("--cores", default="1,2",
+                        help="the layouts, comma-separated (default 1,2): 1 puts the proxies on CPU 0 and the load "
+                             "generator on CPU 1 and runs every scenario; N above 1 shares CPUs 0..N-1 between "
+                             "everything, each proxy with N workers, and runs "
+                             + ", ".join(MULTICORE_SCENARIOS) + " (or the --scenarios asked for)")
     args = parser.parse_args()
-    global LAYOUT
-    LAYOUT = Layout(args.cores)
     scenarios = list(SCENARIOS) if args.scenarios == "all" else args.scenarios.split(",")
     for s in scenarios:
         if s not in SCENARIOS:
             sys.exit(f"bench: unknown scenario {s}; known: {', '.join(SCENARIOS)}")
     if os.cpu_count() < 2:
         sys.exit("bench: needs 2 CPUs (proxy and backends on one, wrk on the other)")
-    if not 1 <= args.cores <= os.cpu_count():
-        sys.exit(f"bench: --cores must be between 1 and the {os.cpu_count()} CPUs here")
+    try:
+        layouts = [int(c) for c in args.cores.split(",")]
+    except ValueError:
+        sys.exit(f"bench: --cores takes numbers of cores, comma-separated, not {args.cores!r}")
+    if any(not 1 <= c <= os.cpu_count() for c in layouts):
+        sys.exit(f"bench: each --cores must be between 1 and the {os.cpu_count()} CPUs here")
     ensure_tools()
     # Built before anything is started, so the build does not run during a measurement.
     skipped = {}
@@ -615,6 +624,49 @@ def main():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
 
+    begun = time.time()
+    results, extra = [], {}
+    for cores in layouts:
+        global LAYOUT
+        LAYOUT = Layout(cores)
+        selected = scenarios if cores == 1 or args.scenarios != "all" else MULTICORE_SCENARIOS
+        say(f"bench: {cores} core(s): {', '.join(selected)}")
+        layout_results, layout_extra = run_layout(args, selected, prototypes, skipped, measure_startup=not extra)
+        results += layout_results
+        extra = extra or layout_extra
+    first_200, edit_to_serving = measure_process_runtime(args.binary, tempfile.mkdtemp(prefix="ringlb-bench-"))
+
+    # Each scenario's nginx contender (nginx, nginx-tls or nginx-h2c) in the same layout is its reference.
+    nginx_rps = {(r["scenario"], r["cores"]): r["rps"] for r in results if r["contender"].startswith("nginx")}
+    for r in results:
+        reference = nginx_rps.get((r["scenario"], r["cores"]))
+        r["vs_nginx"] = r["rps"] / reference if reference else None
+    # ringlb's rows against the bare tokio prototype of the same scenario and layout, when it ran:
+    # what ringlb's features cost over the bare framing.
+    proto = {(r["scenario"], r["cores"]): r for r in results if r["contender"] == "proto-tokio"}
+    for r in results:
+        p = proto.get((r["scenario"], r["cores"])) if r["contender"].startswith("ringlb") else None
+        r["vs_proto_tokio"] = r["rps"] / p["rps"] if p and p["rps"] else None
+        r["cpu_vs_proto_tokio"] = (r["cpu_us"] / p["cpu_us"]
+                                   if p and p["cpu_us"] and r["cpu_us"] is not None else None)
+    loaded_rss = next((r["peak_rss_kib"] for r in results
+                       if r["contender"] == "ringlb" and r["scenario"] == "get-1000-connections" and r["cores"] == layouts[0]),
+                      None)
+    info = machine()
+    extra.update({
+        "ringlb_rss_1000_connections_mib": loaded_rss / 1024 if loaded_rss is not None else None,
+        "ringlb_start_to_first_200_process_s": first_200,
+        "manifest_edit_to_new_replica_serving_s": edit_to_serving,
+        "bench_seconds": time.time() - begun,
+        "prototypes_skipped": skipped,
+        "layouts": layouts,
+    })
+    write(args.out, info, results, extra, args)
+
+
+def run_layout(args, scenarios, prototypes, skipped, measure_startup):
+    """Starts every contender in the current LAYOUT, runs `scenarios`, stops everything; returns the
+    rows (each with its `cores`) and, with `measure_startup`, ringlb's idle memory and start-up time."""
     work = tempfile.mkdtemp(prefix="ringlb-bench-")
     # nginx's workers run as an unprivileged user and must read the 1 MiB file.
     os.chmod(work, 0o755)
@@ -623,7 +675,6 @@ def main():
         f.write(LUA)
     procs = Processes()
     results = []
-    begun = time.time()
     try:
         start_backends(procs, work)
         cert, key = make_certificate(work)
@@ -633,6 +684,8 @@ def main():
         wait_http(PORTS["nginx"])
         wait_http(PORTS["haproxy"])
         for name, binary in prototypes.items():
+            if name in skipped:
+                continue
             proc = start_prototype(procs, work, name, binary, skipped)
             if proc is not None:
                 pids[name] = proc.pid
@@ -656,52 +709,29 @@ def main():
                     # A short warm-up, then the measurement.
                     wrk(contender, scenario, 1, lua)
                     rows[contender].append(wrk(contender, scenario, args.duration, lua, pids.get(contender)))
-                    say(f"{scenario} round {r + 1} {contender}: {rows[contender][-1]['rps']:.0f} req/s")
+                    say(f"{scenario} ({LAYOUT.cores} core(s)) round {r + 1} {contender}: "
+                        f"{rows[contender][-1]['rps']:.0f} req/s")
             for contender, runs in rows.items():
                 med = lambda k: statistics.median(x[k] for x in runs)
                 results.append({
-                    "scenario": scenario, "contender": contender, "rps": med("rps"),
+                    "scenario": scenario, "cores": LAYOUT.cores, "contender": contender, "rps": med("rps"),
                     "rps_min": min(x["rps"] for x in runs), "rps_max": max(x["rps"] for x in runs),
                     "p50_ms": med("p50_ms"), "p99_ms": med("p99_ms"), "p999_ms": med("p999_ms"),
                     "errors": sum(x["errors"] for x in runs), "peak_rss_kib": max(x["peak_rss_kib"] for x in runs),
                     "cpu_us": med("cpu_us") if runs[0]["cpu_us"] is not None else None,
                 })
-        first_200, edit_to_serving = measure_process_runtime(args.binary, work)
     finally:
         procs.stop_all()
         shutil.rmtree(work, ignore_errors=True)
-
-    # Each scenario's nginx contender (nginx, nginx-tls or nginx-h2c) is its reference.
-    nginx_rps = {r["scenario"]: r["rps"] for r in results if r["contender"].startswith("nginx")}
-    for r in results:
-        r["vs_nginx"] = r["rps"] / nginx_rps[r["scenario"]] if nginx_rps.get(r["scenario"]) else None
-    # ringlb's rows against the bare tokio prototype of the same scenario, when it ran: what ringlb's
-    # features cost over the bare framing.
-    proto = {r["scenario"]: r for r in results if r["contender"] == "proto-tokio"}
-    for r in results:
-        p = proto.get(r["scenario"]) if r["contender"].startswith("ringlb") else None
-        r["vs_proto_tokio"] = r["rps"] / p["rps"] if p and p["rps"] else None
-        r["cpu_vs_proto_tokio"] = (r["cpu_us"] / p["cpu_us"]
-                                   if p and p["cpu_us"] and r["cpu_us"] is not None else None)
-    loaded_rss = next((r["peak_rss_kib"] for r in results
-                       if r["contender"] == "ringlb" and r["scenario"] == "get-1000-connections"), None)
-    info = machine()
-    extra = {
-        "ringlb_rss_idle_mib": idle_rss / 1024,
-        "ringlb_rss_1000_connections_mib": loaded_rss / 1024 if loaded_rss is not None else None,
-        "ringlb_start_to_first_200_static_s": startup["ringlb"],
-        "ringlb_start_to_first_200_process_s": first_200,
-        "manifest_edit_to_new_replica_serving_s": edit_to_serving,
-        "bench_seconds": time.time() - begun,
-        "prototypes_skipped": skipped,
-    }
-    write(args.out, info, results, extra, args)
+    extra = {"ringlb_rss_idle_mib": idle_rss / 1024, "ringlb_start_to_first_200_static_s": startup["ringlb"]} \
+        if measure_startup else {}
+    return results, extra
 
 
 def write(out, info, results, extra, args):
     os.makedirs(out, exist_ok=True)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
-    fields = ["scenario", "contender", "rps", "rps_min", "rps_max", "vs_nginx", "p50_ms", "p99_ms", "p999_ms", "errors",
+    fields = ["scenario", "cores", "contender", "rps", "rps_min", "rps_max", "vs_nginx", "p50_ms", "p99_ms", "p999_ms", "errors",
               "cpu_us", "vs_proto_tokio", "cpu_vs_proto_tokio"]
     with open(os.path.join(out, f"{stamp}.csv"), "w", newline="") as f:
         w = csv.writer(f)
@@ -712,31 +742,31 @@ def write(out, info, results, extra, args):
     lines = [
         f"# ringlb benchmark, {info['date']}", "",
         f"`make bench` (`bench/run.py --duration {args.duration} --rounds {args.rounds} --cores {args.cores}`): "
-        + ("the proxy under test and three nginx backends pinned to CPU 0, `wrk -t1` alone on CPU 1"
-           if args.cores == 1 else
-           f"every proxy with {args.cores} workers (threads), the backends, and `wrk -t{args.cores}` sharing CPUs "
-           f"{LAYOUT.proxy_cpus}")
-        + ", loopback; the median of the rounds "
+        "on 1 core, the proxy under test and three nginx backends pinned to CPU 0 and `wrk -t1` alone on CPU 1; "
+        "on N cores, every proxy with N workers (processes or threads), the backends and `wrk -tN` sharing "
+        "CPUs 0..N-1 (ringlb-shared: ringlb on tokio's work-stealing scheduler instead of thread per core); "
+        "loopback; the median of the rounds "
         "(interleaved); ratio = requests/s divided by nginx's in the same run; CPU = the proxy's user + system "
         "time per request (all its processes), which moves less than throughput on a busy machine; for ringlb's "
         "rows, vs proto-tokio = requests/s and CPU per request divided by the bare tokio prototype's in the same "
         "scenario (empty when it did not run).", "",
         "Machine: " + "; ".join(f"{k} {v}" for k, v in info.items() if k != "date"), "",
-        "| scenario | contender | requests/s | (min-max) | vs nginx | vs proto-tokio | p50 ms | p99 ms | p99.9 ms | errors "
-        "| CPU µs/req | CPU vs proto-tokio |",
-        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| scenario | cores | contender | requests/s | (min-max) | vs nginx | vs proto-tokio | p50 ms | p99 ms | p99.9 ms "
+        "| errors | CPU µs/req | CPU vs proto-tokio |",
+        "|---|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         ratio = f"{r['vs_nginx']:.2f}" if r["vs_nginx"] else "-"
         proto_ratio = f"{r['vs_proto_tokio']:.2f}" if r["vs_proto_tokio"] else ""
         proto_cpu = f"{r['cpu_vs_proto_tokio']:.2f}" if r["cpu_vs_proto_tokio"] else ""
-        lines.append(f"| {r['scenario']} | {r['contender']} | {r['rps']:.0f} | {r['rps_min']:.0f}-{r['rps_max']:.0f} | "
+        lines.append(f"| {r['scenario']} | {r['cores']} | {r['contender']} | {r['rps']:.0f} | {r['rps_min']:.0f}-{r['rps_max']:.0f} | "
                      f"{ratio} | {proto_ratio} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['p999_ms']:.2f} | {r['errors']} | "
                      + (f"{r['cpu_us']:.1f} |" if r["cpu_us"] is not None else "- |") + f" {proto_cpu} |")
     loaded = extra["ringlb_rss_1000_connections_mib"]
     lines += ["",
               f"- ringlb resident memory: {extra['ringlb_rss_idle_mib']:.1f} MiB idle (3 static replicas), "
-              + (f"{loaded:.1f} MiB at peak under 1,000 connections." if loaded is not None
+              + (f"{loaded:.1f} MiB at peak under 1,000 connections ({extra['layouts'][0]} core(s), after the "
+                 "scenarios before it)." if loaded is not None
                  else "not measured under 1,000 connections (get-1000-connections did not run)."),
               f"- Start-up to the first proxied 200: {extra['ringlb_start_to_first_200_static_s'] * 1000:.0f} ms "
               f"(static replicas), {extra['ringlb_start_to_first_200_process_s'] * 1000:.0f} ms (3 process replicas).",

@@ -243,7 +243,11 @@ impl Balancer {
     /// Stops accepting, closes idle connections, lets requests in flight finish (bounded by the
     /// drain time), and stops the controller and the watcher. Replicas are the runtime's business
     /// (`Runtime::shutdown`).
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
+        // Nobody takes over: the kept descriptors go first, so that the listening sockets close
+        // as soon as the workers stop accepting, and a client connecting meanwhile is refused at
+        // once (and may retry elsewhere) instead of waiting in the backlog to be reset at exit.
+        self.sockets.clear();
         self.drain.close_idle();
         self.shutdown.cancel();
         let _ = self.front.await;
