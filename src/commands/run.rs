@@ -122,6 +122,15 @@ async fn serve(
         tokio::select! {
             () = signals.termination.received() => break End::Stop,
             () = signals.upgrades.received() => {
+                if std::process::id() == 1 {
+                    // A container's first process: when it exits the container ends, and the
+                    // new process with it.
+                    tracing::error!(event = "upgrade_refused",
+                        "SIGUSR2: no in-place upgrade as process 1 (a container's main process): the \
+                         container would stop with this process; restart the container instead \
+                         (docs/upgrades.md); serving on");
+                    continue;
+                }
                 let ring = balancer.snapshots.load().members.len();
                 tracing::info!(event = "upgrade_starting", executable = %process.executable.display(),
                     "SIGUSR2: starting {} to take over", process.executable.display());
