@@ -248,7 +248,7 @@ analyze: build
 demo-autoscale: build
 	./target/release/ringlb --log-level warn demo-autoscale --out docs/autoscale
 
-## ringlb beside nginx and HAProxy over the same backends (wrk, pinned CPUs; under 5 minutes).
+## ringlb beside nginx, HAProxy and the bare prototypes over the same backends (wrk, pinned CPUs; ~12 minutes).
 ## Installs wrk, nginx and haproxy from Debian when missing; results in bench/results/.
 ## Runs the data path again with every contender on two cores (CORES=1: only the one-core layout).
 bench: build
