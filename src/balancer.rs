@@ -89,6 +89,9 @@ pub enum StartError {
     /// A certificate of `tls.certificates` cannot be served.
     #[error("tls.certificates: {0}")]
     Certificate(#[from] crate::listener::certs::CertificateError),
+    /// The listening sockets cannot be registered for serving (the system is out of resources).
+    #[error("cannot serve the listening sockets: {0}")]
+    Serve(#[source] std::io::Error),
     /// rustls refused the TLS settings.
     #[error("the TLS settings: {0}")]
     Tls(#[from] rustls::Error),
@@ -172,6 +175,14 @@ impl Balancer {
                 Some(((bound.sockets, acceptor), bound.addr, certificates))
             }
         };
+        let (tls_sockets, tls) = match tls {
+            None => (None, None),
+            Some((sockets, tls_addr, certificates)) => (Some(sockets), Some((tls_addr, certificates))),
+        };
+        // Every socket registered with the runtime that will accept on it, before anything else
+        // starts: a socket that cannot be served fails the start (and an upgrade with it).
+        let prepared = listener::prepare(Listening { plain: plain.sockets, tls: tls_sockets }, workers)
+            .map_err(StartError::Serve)?;
         let snapshots = Arc::new(Snapshots::default());
         let shutdown = CancellationToken::new();
 
@@ -183,11 +194,11 @@ impl Balancer {
         );
         let controller = tokio::spawn(controller.run(shutdown.child_token()));
         let watcher = tokio::spawn(watch::run(Arc::clone(&source), shutdown.child_token()));
-        let (tls, tls_addr) = match tls {
-            None => (None, None),
-            Some((listener, tls_addr, certificates)) => {
+        let tls_addr = match tls {
+            None => None,
+            Some((tls_addr, certificates)) => {
                 tokio::spawn(tls::watch(certificates, Arc::clone(&source), shutdown.child_token()));
-                (Some(listener), Some(tls_addr))
+                Some(tls_addr)
             }
         };
         if snapshots.wait_for_version(1, FIRST_PASS).await.is_none() {
@@ -221,12 +232,12 @@ impl Balancer {
         let proxy = Arc::new(Proxy::new(Arc::clone(&snapshots), trigger));
         let drain = Arc::new(Drain::default());
         let front = tokio::spawn(listener::serve(
-            Listening { plain: plain.sockets, tls },
+            prepared,
+            tls_addr.map(|a| a.port()),
             proxy,
             admin::router(admin_state),
             Arc::clone(&drain),
             drain_time,
-            workers,
         ));
         tracing::info!(event = "listening", address = %addr, "load balancer listening on http://{addr}");
         if let Some(tls_addr) = tls_addr {

@@ -19,6 +19,8 @@ pub mod tls;
 mod workers;
 pub mod x509;
 
+pub use workers::{Prepared, prepare};
+
 use crate::manifest::ProxyEngine;
 use crate::proxy::fast::{self, Ended};
 use crate::proxy::headers::Scheme;
@@ -93,42 +95,29 @@ impl Front {
     }
 }
 
-/// Serves the sockets of `listening` until `drain` begins, then lets connections finish for at
-/// most `drain_time`; at its end idle connections are closed (if they were not already).
-///
-/// With `workers` above 1, the connections are served by that many threads of their own, one
-/// single-threaded runtime each ([`workers`]); with 1, on the runtime that calls this.
+/// Serves the `prepared` sockets ([`prepare`]: on the calling runtime, or with more than one
+/// worker on threads of their own, one single-threaded runtime each) until `drain` begins, then
+/// lets connections finish for at most `drain_time`; at its end idle connections are closed (if
+/// they were not already). `https_port` is the TLS listener's, for `redirect_http`.
 pub async fn serve(
-    listening: Listening,
+    prepared: Prepared,
+    https_port: Option<u16>,
     proxy: Arc<Proxy>,
     admin: Router,
     drain: Arc<Drain>,
     drain_time: Duration,
-    workers: usize,
 ) {
-    let https_port =
-        listening.tls.as_ref().and_then(|(sockets, _)| sockets.first()?.local_addr().ok()).map(|a| a.port());
     let shared = Shared { proxy, admin, drain, open: Arc::new(AtomicUsize::new(0)), https_port, drain_time };
-    if workers <= 1 {
-        let sockets = workers::every_socket(listening);
-        serve_here(shared, sockets).await;
-    } else {
-        workers::serve(shared, listening, workers).await;
-    }
+    prepared.serve(shared).await;
 }
 
-/// Serves `sockets` on the calling runtime until the drain begins, then waits for the connections
-/// (bounded by the drain time).
-async fn serve_here(shared: Shared, sockets: Vec<(std::net::TcpListener, Option<TlsAcceptor>)>) {
+/// Serves `sockets` (registered with the calling runtime) until the drain begins, then waits for
+/// the connections (bounded by the drain time).
+async fn serve_here(shared: Shared, sockets: Vec<Accepting>) {
     let front = Arc::new(Front::new(&shared));
     let mut accepting = tokio::task::JoinSet::new();
-    for (socket, acceptor) in sockets {
-        match TcpListener::from_std(socket) {
-            Ok(socket) => {
-                accepting.spawn(accept_loop(Arc::clone(&front), Accepting { socket, acceptor }));
-            }
-            Err(error) => tracing::error!(%error, "cannot serve a listening socket"),
-        }
+    for socket in sockets {
+        accepting.spawn(accept_loop(Arc::clone(&front), socket));
     }
     while accepting.join_next().await.is_some() {}
     front.connections.close();

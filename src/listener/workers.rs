@@ -5,23 +5,96 @@
 //! own idle replica connections: a connection never moves between threads, and serving a request
 //! wakes no other thread. The workers share the routing snapshots, the counters, the admin router,
 //! the open-connection count and the drain; the controller runs on the runtime that called
-//! [`serve`].
+//! [`Prepared::serve`].
 //!
-//! Every socket of a group is served by some worker (a socket nobody accepts on would hold the
-//! connections the kernel gives it). With fewer sockets than workers (a lone socket passed on by a
-//! process of one worker), the workers share descriptors of the same socket and race to accept.
+//! Everything that can fail happens in [`prepare`], before the load balancer says it serves:
+//! building the runtimes and registering every socket with the runtime that will accept on it.
+//! So a socket is never left open with nobody accepting on it (the kernel would go on queueing
+//! connections there), and an upgrade whose new process cannot serve fails while the old one still
+//! does. With fewer sockets than workers (a lone socket passed on by a process of one worker), the
+//! workers share descriptors of the same socket and race to accept.
 
-use super::{Listening, Shared, serve_here};
+use super::{Accepting, Listening, Shared, serve_here};
 use std::io;
-use std::net::TcpListener;
+use std::net::TcpListener as StdListener;
+use tokio::net::TcpListener;
+use tokio::runtime::Runtime;
 use tokio::sync::oneshot;
 use tokio_rustls::TlsAcceptor;
 
-/// The sockets one runtime accepts on: each with the TLS acceptor of its address, if any.
-type Sockets = Vec<(TcpListener, Option<TlsAcceptor>)>;
+/// The sockets one runtime accepts on (not registered yet), each with its TLS acceptor, if any.
+type Sockets = Vec<(StdListener, Option<TlsAcceptor>)>;
+
+/// The listening sockets, registered with the runtimes that will accept on them.
+pub struct Prepared {
+    kind: Kind,
+}
+
+enum Kind {
+    /// Served on the runtime that calls [`Prepared::serve`].
+    Here(Vec<Accepting>),
+    /// Served by worker threads.
+    Workers(Vec<Worker>),
+}
+
+/// A worker's runtime and its sockets, registered with it.
+struct Worker {
+    /// Taken when its thread runs it; otherwise shut down without blocking on drop (a runtime
+    /// dropped the usual way inside another runtime panics).
+    runtime: Option<Runtime>,
+    accepting: Vec<Accepting>,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // The sockets first, while their runtime is still there to deregister them.
+        self.accepting.clear();
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Registers the sockets of `listening`: with the calling runtime for one worker (or when no
+/// worker runtime can be built), else with `workers` runtimes of their own (fewer, with a warning,
+/// when not all can be built).
+///
+/// # Errors
+/// A socket cannot be registered (the system is out of resources).
+pub fn prepare(listening: Listening, workers: usize) -> io::Result<Prepared> {
+    let mut runtimes = Vec::with_capacity(workers);
+    while workers > 1 && runtimes.len() < workers {
+        match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(runtime) => runtimes.push(runtime),
+            Err(error) => {
+                let built = runtimes.len();
+                tracing::warn!(%error, "cannot build a runtime for proxy worker {built}; serving with {built}");
+                break;
+            }
+        }
+    }
+    if runtimes.is_empty() {
+        let accepting = register(every_socket(listening))?;
+        return Ok(Prepared { kind: Kind::Here(accepting) });
+    }
+    let mut shares = split(listening, runtimes.len());
+    let mut prepared = Vec::with_capacity(runtimes.len());
+    for runtime in runtimes {
+        let sockets = shares.remove(0);
+        let registered = {
+            let _inside = runtime.enter();
+            register(sockets)
+        };
+        // On an error, this runtime and those of `prepared` shut down without blocking.
+        let mut worker = Worker { runtime: Some(runtime), accepting: Vec::new() };
+        worker.accepting = registered?;
+        prepared.push(worker);
+    }
+    Ok(Prepared { kind: Kind::Workers(prepared) })
+}
 
 /// Every socket of `listening`, for one runtime that serves them all.
-pub(super) fn every_socket(listening: Listening) -> Sockets {
+fn every_socket(listening: Listening) -> Sockets {
     let mut sockets: Sockets = listening.plain.into_iter().map(|socket| (socket, None)).collect();
     if let Some((tls, acceptor)) = listening.tls {
         sockets.extend(tls.into_iter().map(|socket| (socket, Some(acceptor.clone()))));
@@ -29,95 +102,147 @@ pub(super) fn every_socket(listening: Listening) -> Sockets {
     sockets
 }
 
-/// The sockets of worker `index` of `workers` among `group` (one address's): with a socket per
-/// worker or more, its own (every `workers`-th); with fewer, a second descriptor of one of them,
-/// which it shares with the other workers that got it.
-fn share_of(
-    group: &[TcpListener],
-    index: usize,
-    workers: usize,
-    acceptor: Option<&TlsAcceptor>,
-) -> io::Result<Sockets> {
-    let mut sockets = Vec::new();
-    if group.is_empty() {
-        return Ok(sockets);
-    }
-    if group.len() >= workers {
-        for socket in group.iter().skip(index).step_by(workers) {
-            sockets.push((socket.try_clone()?, acceptor.cloned()));
+/// The sockets of each of `workers` workers. Every socket goes to one worker (every
+/// `workers`-th to the same one); a worker left without a socket of an address gets a second
+/// descriptor of one, when the system gives one.
+fn split(listening: Listening, workers: usize) -> Vec<Sockets> {
+    let mut shares: Vec<Sockets> = (0..workers).map(|_| Vec::new()).collect();
+    let deal = |group: Vec<StdListener>, acceptor: Option<TlsAcceptor>, shares: &mut Vec<Sockets>| {
+        let count = group.len();
+        if count == 0 {
+            return;
         }
-    } else {
-        sockets.push((group[index % group.len()].try_clone()?, acceptor.cloned()));
+        let first_copies: Vec<_> =
+            (count..workers).map(|index| (index, group[index % count].try_clone())).collect();
+        for (index, socket) in group.into_iter().enumerate() {
+            shares[index % workers].push((socket, acceptor.clone()));
+        }
+        for (index, copy) in first_copies {
+            match copy {
+                Ok(socket) => shares[index].push((socket, acceptor.clone())),
+                Err(error) => tracing::warn!(%error, "proxy worker {index} shares no listening socket"),
+            }
+        }
+    };
+    deal(listening.plain, None, &mut shares);
+    if let Some((tls, acceptor)) = listening.tls {
+        deal(tls, Some(acceptor), &mut shares);
     }
-    Ok(sockets)
+    shares
 }
 
-/// Serves with `workers` threads until the drain begins and each worker's connections are done
-/// (bounded by the drain time). Fewer runtimes than asked for, when some cannot be built, serve
-/// every socket between them; a worker whose thread cannot start is served on the calling runtime.
-pub(super) async fn serve(shared: Shared, listening: Listening, workers: usize) {
-    let mut runtimes = Vec::with_capacity(workers);
-    while runtimes.len() < workers {
-        match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-            Ok(runtime) => runtimes.push(runtime),
-            Err(error) => {
-                tracing::warn!(%error, "cannot build a runtime for proxy worker {}; serving with {}", runtimes.len(), runtimes.len());
-                break;
-            }
-        }
-    }
-    let started = runtimes.len();
-    if started == 0 {
-        serve_here(shared, every_socket(listening)).await;
-        return;
-    }
-    let mut finished = Vec::with_capacity(started);
-    for (index, runtime) in runtimes.into_iter().enumerate() {
-        let sockets = match worker_sockets(&listening, index, started) {
-            Ok(sockets) => sockets,
-            Err(error) => {
-                tracing::error!(%error, "cannot give proxy worker {index} its listening sockets");
-                continue;
-            }
+/// Registers `sockets` with the runtime this is called in.
+fn register(sockets: Sockets) -> io::Result<Vec<Accepting>> {
+    sockets
+        .into_iter()
+        .map(|(socket, acceptor)| Ok(Accepting { socket: TcpListener::from_std(socket)?, acceptor }))
+        .collect()
+}
+
+/// Takes `accepting` off the runtime it was registered with and registers it with this one.
+fn move_here(accepting: Vec<Accepting>) -> io::Result<Vec<Accepting>> {
+    let sockets = accepting
+        .into_iter()
+        .map(|a| Ok((a.socket.into_std()?, a.acceptor)))
+        .collect::<io::Result<Sockets>>()?;
+    register(sockets)
+}
+
+impl Prepared {
+    /// Serves until the drain begins and every worker's connections are done (bounded by the
+    /// drain time). A worker whose thread cannot start is served on the calling runtime.
+    pub(super) async fn serve(self, shared: Shared) {
+        let workers = match self.kind {
+            Kind::Here(accepting) => return serve_here(shared, accepting).await,
+            Kind::Workers(workers) => workers,
         };
-        let (done, finished_one) = oneshot::channel();
-        let worker_shared = shared.clone();
-        let spawned = std::thread::Builder::new().name(format!("ringlb-proxy-{index}")).spawn(move || {
-            runtime.block_on(serve_here(worker_shared, sockets));
-            let _ = done.send(());
-        });
-        if let Err(error) = spawned {
-            tracing::warn!(%error, "cannot start the thread of proxy worker {index}; serving its sockets here");
-            match worker_sockets(&listening, index, started) {
-                Ok(sockets) => {
-                    let (done, here) = oneshot::channel();
-                    let shared = shared.clone();
-                    tokio::spawn(async move {
-                        serve_here(shared, sockets).await;
-                        let _ = done.send(());
-                    });
-                    finished.push(here);
+        let mut finished = Vec::with_capacity(workers.len());
+        for (index, mut worker) in workers.into_iter().enumerate() {
+            // The worker reaches its thread through a channel, so that a thread that cannot start
+            // leaves it here rather than dropping its runtime inside this one.
+            let (hand, take) = std::sync::mpsc::channel::<(Runtime, Vec<Accepting>)>();
+            let (done, finished_one) = oneshot::channel();
+            let worker_shared = shared.clone();
+            let spawned =
+                std::thread::Builder::new().name(format!("ringlb-proxy-{index}")).spawn(move || {
+                    if let Ok((runtime, accepting)) = take.recv() {
+                        runtime.block_on(serve_here(worker_shared, accepting));
+                    }
+                    let _ = done.send(());
+                });
+            let accepting = std::mem::take(&mut worker.accepting);
+            match spawned {
+                Ok(_) => {
+                    if let Some(runtime) = worker.runtime.take() {
+                        let _ = hand.send((runtime, accepting));
+                    }
+                    finished.push(finished_one);
                 }
-                Err(error) => tracing::error!(%error, "cannot serve the sockets of proxy worker {index}"),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot start the thread of proxy worker {index}; serving its sockets here");
+                    // The worker's runtime is still there (dropped at the end of this turn) to
+                    // deregister them.
+                    match move_here(accepting) {
+                        Ok(accepting) => {
+                            let (done, here) = oneshot::channel();
+                            let shared = shared.clone();
+                            tokio::spawn(async move {
+                                serve_here(shared, accepting).await;
+                                let _ = done.send(());
+                            });
+                            finished.push(here);
+                        }
+                        Err(error) => {
+                            tracing::error!(%error, "cannot serve the sockets of proxy worker {index}")
+                        }
+                    }
+                }
             }
-            continue;
         }
-        finished.push(finished_one);
-    }
-    drop(listening);
-    tracing::debug!(workers = finished.len(), "proxy workers serving");
-    for done in finished {
-        if done.await.is_err() {
-            tracing::error!("a proxy worker ended abnormally (a panic); its connections were closed");
+        tracing::debug!(workers = finished.len(), "proxy workers serving");
+        for done in finished {
+            if done.await.is_err() {
+                tracing::error!("a proxy worker ended abnormally (a panic); its connections were closed");
+            }
         }
     }
 }
 
-/// The sockets of worker `index` of `workers`, for both addresses.
-fn worker_sockets(listening: &Listening, index: usize, workers: usize) -> io::Result<Sockets> {
-    let mut sockets = share_of(&listening.plain, index, workers, None)?;
-    if let Some((tls, acceptor)) = &listening.tls {
-        sockets.extend(share_of(tls, index, workers, Some(acceptor))?);
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::listener::bind::bind;
+
+    fn group(count: usize) -> Vec<StdListener> {
+        bind("127.0.0.1:0".parse().expect("address"), "listen", count, Vec::new()).expect("bind").sockets
     }
-    Ok(sockets)
+
+    fn ports(share: &Sockets) -> Vec<u16> {
+        share.iter().map(|(socket, _)| socket.local_addr().expect("address").port()).collect()
+    }
+
+    #[test]
+    fn every_socket_of_a_group_goes_to_one_worker() {
+        let shares = split(Listening { plain: group(3), tls: None }, 2);
+        assert_eq!(shares.iter().map(Vec::len).collect::<Vec<_>>(), [2, 1]);
+        let shares = split(Listening { plain: group(2), tls: None }, 2);
+        assert_eq!(shares.iter().map(Vec::len).collect::<Vec<_>>(), [1, 1]);
+    }
+
+    #[test]
+    fn workers_beyond_the_sockets_share_them() {
+        let lone = group(1);
+        let port = lone[0].local_addr().expect("address").port();
+        let shares = split(Listening { plain: lone, tls: None }, 3);
+        for share in &shares {
+            assert_eq!(ports(share), [port]);
+        }
+    }
+
+    #[tokio::test]
+    async fn prepared_workers_dropped_unserved_inside_a_runtime_shut_down_without_a_panic() {
+        let prepared = prepare(Listening { plain: group(2), tls: None }, 2).expect("prepare");
+        assert!(matches!(&prepared.kind, Kind::Workers(workers) if workers.len() == 2));
+        drop(prepared);
+    }
 }
