@@ -162,8 +162,8 @@ impl Balancer {
         let plain = bind(manifest.listen, "listen", workers, inherited.listen)?;
         let addr = plain.addr;
         let mut sockets = keep(&plain, "listen");
-        let tls = match &manifest.tls {
-            None => None,
+        let (tls_sockets, tls) = match &manifest.tls {
+            None => (None, None),
             Some(settings) => {
                 let dir = source.path().parent().map(std::path::Path::to_path_buf).unwrap_or_default();
                 let loaded = certs::load_all(&settings.certificates, &dir, std::time::SystemTime::now())?;
@@ -172,12 +172,8 @@ impl Balancer {
                 let bound = bind(settings.listen, "tls.listen", workers, inherited.tls)?;
                 sockets.extend(keep(&bound, "tls.listen"));
                 tls::log_serving(&certificates, "TLS");
-                Some(((bound.sockets, acceptor), bound.addr, certificates))
+                (Some((bound.sockets, acceptor)), Some((bound.addr, certificates)))
             }
-        };
-        let (tls_sockets, tls) = match tls {
-            None => (None, None),
-            Some((sockets, tls_addr, certificates)) => (Some(sockets), Some((tls_addr, certificates))),
         };
         // Every socket registered with the runtime that will accept on it, before anything else
         // starts: a socket that cannot be served fails the start (and an upgrade with it).

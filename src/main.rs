@@ -42,9 +42,7 @@ fn main() -> ExitCode {
         .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
         .unwrap_or(1);
     let per_core = matches!(&cli.command, Command::Run(args) if args.scheduler == Scheduler::PerCore);
-    let (built, proxy_workers) = if cpus <= 1 {
-        (tokio::runtime::Builder::new_current_thread().enable_all().build(), 1)
-    } else if per_core {
+    let (built, proxy_workers) = if cpus <= 1 || per_core {
         (tokio::runtime::Builder::new_current_thread().enable_all().build(), cpus)
     } else {
         (tokio::runtime::Builder::new_multi_thread().worker_threads(cpus).enable_all().build(), 1)

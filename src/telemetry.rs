@@ -234,7 +234,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn upkeep_folds_samples_into_their_histogram_and_loses_none() {
+    async fn upkeep_loses_no_sample_and_ends_when_told() {
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.into()), &DURATION_BUCKETS)
             .expect("buckets")

@@ -31,18 +31,17 @@ pub struct Bound {
 /// The address cannot be bound (in use, not local, not permitted).
 pub fn bind(addr: SocketAddr, key: &str, workers: usize, inherited: Vec<TcpListener>) -> io::Result<Bound> {
     let mut sockets = Vec::new();
+    // Where the first socket taken listens: the others must listen there too.
+    let mut taken_at: Option<SocketAddr> = None;
     for socket in inherited {
         match socket.local_addr() {
-            Ok(bound)
-                if serves(addr, bound)
-                    && sockets.first().is_none_or(|first: &TcpListener| {
-                        first.local_addr().is_ok_and(|first| first == bound)
-                    }) =>
-            {
-                sockets.push(socket)
+            Ok(bound) if serves(addr, bound) && taken_at.is_none_or(|at| at == bound) => {
+                taken_at = Some(bound);
+                sockets.push(socket);
             }
             Ok(bound) => tracing::warn!(
-                "a socket passed on for `{key}` listens on {bound}, the manifest says {addr}; not serving it"
+                "a socket passed on for `{key}` listens on {bound}, not on {}; not serving it",
+                taken_at.unwrap_or(addr)
             ),
             Err(error) => tracing::warn!(%error, "a socket passed on for `{key}` is unusable"),
         }

@@ -203,36 +203,25 @@ async fn serve_one<S>(front: &Front, stream: S, peer: SocketAddr, scheme: Scheme
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let hyper = Arc::clone(&front.hyper);
     match engine {
         ProxyEngine::Fast => {
             match fast::serve(stream, peer, scheme, &front.fast, &front.local, &front.drain).await {
                 Ended::Closed => {}
-                Ended::Handover(rest) => {
-                    Box::pin(hyper_engine::serve_connection(
-                        rest,
-                        peer,
-                        scheme,
-                        hyper,
-                        front.local.clone(),
-                        &front.drain,
-                    ))
-                    .await;
-                }
+                Ended::Handover(rest) => serve_with_hyper(front, rest, peer, scheme).await,
             }
         }
-        ProxyEngine::Hyper => {
-            Box::pin(hyper_engine::serve_connection(
-                stream,
-                peer,
-                scheme,
-                hyper,
-                front.local.clone(),
-                &front.drain,
-            ))
-            .await;
-        }
+        ProxyEngine::Hyper => serve_with_hyper(front, stream, peer, scheme).await,
     }
+}
+
+/// Serves a connection with hyper, its state boxed.
+async fn serve_with_hyper<S>(front: &Front, stream: S, peer: SocketAddr, scheme: Scheme)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let hyper = Arc::clone(&front.hyper);
+    Box::pin(hyper_engine::serve_connection(stream, peer, scheme, hyper, front.local.clone(), &front.drain))
+        .await;
 }
 
 /// Answers a connection over `proxy.max_connections` with a 503 and closes it.

@@ -77,18 +77,21 @@ pub fn prepare(listening: Listening, workers: usize) -> io::Result<Prepared> {
         let accepting = register(every_socket(listening))?;
         return Ok(Prepared { kind: Kind::Here(accepting) });
     }
-    let mut shares = split(listening, runtimes.len());
+    let shares = split(listening, runtimes.len());
     let mut prepared = Vec::with_capacity(runtimes.len());
-    for runtime in runtimes {
-        let sockets = shares.remove(0);
+    for (runtime, sockets) in runtimes.into_iter().zip(shares) {
         let registered = {
             let _inside = runtime.enter();
             register(sockets)
         };
-        // On an error, this runtime and those of `prepared` shut down without blocking.
-        let mut worker = Worker { runtime: Some(runtime), accepting: Vec::new() };
-        worker.accepting = registered?;
-        prepared.push(worker);
+        match registered {
+            Ok(accepting) => prepared.push(Worker { runtime: Some(runtime), accepting }),
+            Err(error) => {
+                // The workers of `prepared` shut down the same way when dropped.
+                runtime.shutdown_background();
+                return Err(error);
+            }
+        }
     }
     Ok(Prepared { kind: Kind::Workers(prepared) })
 }
