@@ -88,14 +88,15 @@ where
         draining: Box::pin(backend.tunnels_closing()),
     }
     .await;
+    // Counted before either end sees the close, so whoever saw it reads the metrics that say so.
+    open.decrement(1.0);
+    metrics::counter!(telemetry::TUNNELS_CLOSED, "reason" => end.label()).increment(1);
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
         let _ = client.shutdown().await;
         let _ = replica.shutdown().await;
     })
     .await;
     drop(inflight);
-    open.decrement(1.0);
-    metrics::counter!(telemetry::TUNNELS_CLOSED, "reason" => end.label()).increment(1);
     match &end {
         End::Closed => tracing::debug!(replica = %backend.name, "tunnel to replica {} closed", backend.name),
         End::Idle => tracing::debug!(replica = %backend.name,
