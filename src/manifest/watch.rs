@@ -7,7 +7,8 @@
 //! its line and column and changes nothing; the next good save applies.
 
 use super::source::{Applied, ManifestSource};
-use notify::{RecursiveMode, Watcher};
+use notify::event::{AccessKind, AccessMode};
+use notify::{EventKind, RecursiveMode, Watcher};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -85,6 +86,16 @@ async fn settle(rx: &mut mpsc::Receiver<()>) {
     }
 }
 
+/// Whether a file event of `kind` may have changed the text. Opening and reading the file do not:
+/// they are the watcher's own reads, and waking on them would read the file again and again.
+fn may_change_the_text(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    }
+}
+
 /// Starts an OS-level watch on the manifest's directory that sends `()` on changes to the file.
 /// Without one (unsupported, out of watches) the poll alone keeps the manifest current.
 fn start_os_watch(path: &Path, tx: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
@@ -95,6 +106,7 @@ fn start_os_watch(path: &Path, tx: mpsc::Sender<()>) -> Option<notify::Recommend
     let name = path.file_name()?.to_owned();
     let handler = move |event: notify::Result<notify::Event>| {
         if let Ok(event) = event
+            && may_change_the_text(&event.kind)
             && event.paths.iter().any(|p| p.file_name() == Some(name.as_os_str()))
         {
             // A full channel already holds a wake-up; dropping this one loses nothing.
@@ -109,6 +121,32 @@ fn start_os_watch(path: &Path, tx: mpsc::Sender<()>) -> Option<notify::Recommend
             tracing::warn!(%error, dir = %dir.display(),
                 "cannot watch the manifest's directory; polling it every {}s", POLL_EVERY.as_secs());
             None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{CreateKind, DataChange, ModifyKind, RemoveKind, RenameMode};
+
+    #[test]
+    fn reading_the_file_is_no_change_and_writing_renaming_or_removing_it_is() {
+        for read in [
+            EventKind::Access(AccessKind::Read),
+            EventKind::Access(AccessKind::Open(AccessMode::Any)),
+            EventKind::Access(AccessKind::Close(AccessMode::Read)),
+        ] {
+            assert!(!may_change_the_text(&read), "{read:?}");
+        }
+        for change in [
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            EventKind::Modify(ModifyKind::Data(DataChange::Any)),
+            EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+            EventKind::Create(CreateKind::File),
+            EventKind::Remove(RemoveKind::File),
+        ] {
+            assert!(may_change_the_text(&change), "{change:?}");
         }
     }
 }
