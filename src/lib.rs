@@ -3,7 +3,8 @@
 //! follows a watched YAML manifest.
 //!
 //! # Layout, from the bottom up
-//! - `ring/`: the hash rings, one file per algorithm behind one trait; pure data.
+//! - `ring/`: the hash rings, one file per algorithm behind one trait; pure data. `routes`: which
+//!   service a request belongs to (host and path prefix); pure data too.
 //! - `manifest/`: the desired state: types, defaults, validation, the watched file, atomic edits.
 //! - `runtime/`: what runs replicas (Docker, Swarm, local processes, static endpoints) behind one
 //!   trait; the only code that talks to Docker or spawns processes.
@@ -45,6 +46,7 @@ mod proxy;
 pub mod replica;
 mod reserved;
 pub mod ring;
+pub mod routes;
 pub mod runtime;
 mod snapshot;
 pub mod telemetry;
