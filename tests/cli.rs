@@ -71,3 +71,60 @@ fn run_refuses_an_invalid_manifest_at_start() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Two services, one by host and one by path prefix, on the process runtime.
+const SERVICES: &str = "\
+name: shop
+listen: 127.0.0.1:0
+services:
+  - name: web
+    match: {host: web.example}
+    replicas: 2
+    replica: {runtime: process, command: [ringlb, server, --port, '{port}']}
+  - name: api
+    match: {path_prefix: /api}
+    replica: {runtime: process, command: [ringlb, server, --port, '{port}']}
+";
+
+#[test]
+fn check_validates_services_with_a_line_for_each_and_names_a_collision_where_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("services.yaml");
+    std::fs::write(&path, SERVICES).unwrap();
+    let (ok, out, err) = ringlb(&["check", "--manifest", path.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let lines: Vec<_> = out.lines().collect();
+    assert!(lines[0].ends_with(": ok: cluster shop: 2 services, listening on 127.0.0.1:0"), "{out}");
+    assert!(
+        lines[1].starts_with("  service web (host web.example): 2 replicas on the process runtime"),
+        "{out}"
+    );
+    assert!(
+        lines[2].starts_with("  service api (path prefix /api): 3 replicas on the process runtime"),
+        "{out}"
+    );
+
+    std::fs::write(&path, SERVICES.replace("match: {host: web.example}", "match: {path_prefix: /api}"))
+        .unwrap();
+    let (ok, _, err) = ringlb(&["check", "--manifest", path.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        err.contains("services.yaml:9:12: services[1].match: matches the same requests as service web"),
+        "{err}"
+    );
+}
+
+#[test]
+fn run_refuses_services_it_does_not_serve_yet_and_starts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("services.yaml");
+    std::fs::write(&path, SERVICES).unwrap();
+    let out = Command::new(common::bin()).args(["run", "--manifest"]).arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("services: (several services behind one listener) is not served by this version yet"),
+        "{err}"
+    );
+    assert!(!err.contains("started replica"), "{err}");
+}

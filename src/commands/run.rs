@@ -32,6 +32,13 @@ pub async fn run(
         None => anyhow::anyhow!("{}: {e}", manifest_path.display()),
     })?;
     let manifest = source.current().manifest;
+    if !manifest.services.is_empty() {
+        anyhow::bail!(
+            "{}: services: (several services behind one listener) is not served by this version yet: \
+             `ringlb check` validates it; `ringlb run` serves a manifest without it",
+            manifest_path.display()
+        );
+    }
     tracing::info!(manifest = %manifest_path.display(), "{}", manifest.summary());
     match ringlb::manifest::file::remove_stale_temporaries(manifest_path) {
         Ok(0) => {}

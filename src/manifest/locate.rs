@@ -51,6 +51,27 @@ pub fn locate(text: &str, path: &str) -> Option<Position> {
     find(tree.documents.first()?, &steps(path))
 }
 
+/// Whether the text writes the field at `path` itself (not only a key above it).
+pub fn is_written(text: &str, path: &str) -> bool {
+    let tree = yaml_tree::build(text);
+    tree.documents.first().is_some_and(|document| find_exact(document, &steps(path)))
+}
+
+/// Whether `steps` lead from `node` to a node, all the way.
+fn find_exact(node: &Node, steps: &[Step<'_>]) -> bool {
+    let Some((step, rest)) = steps.split_first() else { return true };
+    match (&node.kind, step) {
+        (Kind::Mapping { entries, .. }, Step::Key(wanted)) => entries
+            .iter()
+            .find(|(key, _)| key.scalar() == Some(*wanted))
+            .is_some_and(|(_, value)| find_exact(value, rest)),
+        (Kind::Sequence { items, .. }, Step::Index(wanted)) => {
+            items.get(*wanted).is_some_and(|item| find_exact(item, rest))
+        }
+        _ => false,
+    }
+}
+
 fn position(node: &Node) -> Position {
     Position { line: node.line, column: node.column }
 }
@@ -124,6 +145,16 @@ mod tests {
         assert_eq!(locate(TEXT, "hashing.slots"), Some(Position { line: 6, column: 10 }));
         assert_eq!(locate(TEXT, "hostnames[2]"), Some(Position { line: 3, column: 19 }));
         assert_eq!(locate(TEXT, "list[1].deep"), Some(Position { line: 9, column: 12 }));
+    }
+
+    #[test]
+    fn a_field_is_written_only_when_the_whole_path_is_there() {
+        assert!(is_written(TEXT, "replicas"));
+        assert!(is_written(TEXT, "list[1].deep"));
+        assert!(!is_written(TEXT, "list[1].shallow"));
+        assert!(!is_written(TEXT, "list[2]"));
+        assert!(!is_written(TEXT, "hashing.slots.x"));
+        assert!(!is_written("", "replicas"));
     }
 
     #[test]

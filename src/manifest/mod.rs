@@ -3,7 +3,7 @@
 //! This file owns the [`Manifest`] type and its entry points (parse, load, the derived numbers, the
 //! summary, what may not change live). The rest of the manifest lives beside it:
 //! - the sections, one file each: `replica.rs`, `hashing.rs`, `health.rs`, `proxy.rs`,
-//!   `limits.rs`, `autoscale.rs`; every default in `defaults.rs`; [`duration`] for `500ms`,
+//!   `limits.rs`, `autoscale.rs`, and `services.rs` for several services behind one listener; every default in `defaults.rs`; [`duration`] for `500ms`,
 //!   `resources.rs` for `64MiB`, [`template`] for `{name}` in commands and environments;
 //! - `validate.rs` the rules the types cannot express, `names.rs` the naming rules, `error.rs`
 //!   the errors, with line and column on every one ([`locate`] finds them in the text);
@@ -32,6 +32,7 @@ mod names;
 mod proxy;
 mod replica;
 mod resources;
+mod services;
 pub mod template;
 pub mod tls;
 mod validate;
@@ -46,6 +47,7 @@ pub use names::{NAME_RULE, is_valid_image, is_valid_name};
 pub use proxy::{Http2Limits, ProxyEngine, ProxySettings, UnknownPath};
 pub use replica::{ReplacementName, ReplicaProtocol, ReplicaSpec, RuntimeKind};
 pub use resources::{ByteSize, Resources};
+pub use services::{ProxyOverrides, RouteSpec, SERVICE_KEYS, Service, ServiceSpec};
 pub use tls::{CertificateFiles, TlsSettings};
 
 use crate::ring::{Algorithm, RingConfig};
@@ -89,6 +91,10 @@ pub struct Manifest {
     /// Present: TLS is terminated on a second listener.
     #[serde(default)]
     pub tls: Option<TlsSettings>,
+    /// Several services behind the listener, each with its own replicas (`services.rs`); left
+    /// out, the cluster is one service that takes every request.
+    #[serde(default)]
+    pub services: Vec<ServiceSpec>,
 }
 
 impl Manifest {
@@ -117,7 +123,9 @@ impl Manifest {
         if manifest.replica.runtime == RuntimeKind::Static && locate::locate(text, "replicas").is_none() {
             manifest.replicas = u32::try_from(manifest.replica.endpoints.len()).unwrap_or(u32::MAX);
         }
+        services::complete(&mut manifest, text, runtime);
         let mut errors = manifest.validate();
+        errors.extend(services::validate(&manifest, text));
         if errors.is_empty() {
             return Ok(manifest);
         }
@@ -171,19 +179,51 @@ impl Manifest {
         }
     }
 
-    /// A one-line summary, as `ringlb check` prints it.
+    /// A summary, as `ringlb check` prints it: one line for a cluster, and with `services:` a
+    /// line for the listener and one more for each service.
     pub fn summary(&self) -> String {
-        let hashing = match self.hashing.algorithm {
+        if self.services.is_empty() {
+            return self.cluster_summary();
+        }
+        let mut text =
+            format!("cluster {}: {} services, listening on {}", self.name, self.services.len(), self.listen);
+        for service in self.services() {
+            let m = &service.manifest;
+            text.push_str(&format!(
+                "\n  service {} ({}): {} replicas on the {} runtime, {}, key {}",
+                service.name,
+                service.route,
+                m.replicas,
+                m.replica.runtime,
+                m.hashing_summary(),
+                m.hashing.key
+            ));
+        }
+        text
+    }
+
+    /// How it hashes, in a few words.
+    fn hashing_summary(&self) -> String {
+        match self.hashing.algorithm {
             Algorithm::Maglev => format!("maglev (table {})", self.ring_config().table_size),
             Algorithm::Ring => format!(
                 "ring (M {}, K {}, {:?}, {:?} probing)",
                 self.hashing.slots, self.hashing.virtual_nodes, self.hashing.function, self.hashing.probing
             )
             .to_lowercase(),
-        };
+        }
+    }
+
+    /// The one-line summary of a manifest without `services:`.
+    fn cluster_summary(&self) -> String {
         format!(
             "cluster {}: {} replicas on the {} runtime, {}, key {}, listening on {}",
-            self.name, self.replicas, self.replica.runtime, hashing, self.hashing.key, self.listen
+            self.name,
+            self.replicas,
+            self.replica.runtime,
+            self.hashing_summary(),
+            self.hashing.key,
+            self.listen
         )
     }
 
@@ -203,6 +243,12 @@ impl Manifest {
         };
         check("name", self.name != next.name, self.name.clone(), next.name.clone());
         check("listen", self.listen != next.listen, self.listen.to_string(), next.listen.to_string());
+        let services = |m: &Manifest| {
+            let all =
+                m.services.iter().map(|s| format!("{} for {}", s.name, m.route_of(s))).collect::<Vec<_>>();
+            if all.is_empty() { "no services: list".to_owned() } else { all.join(", ") }
+        };
+        check("services", services(self) != services(next), services(self), services(next));
         let tls_listen = |m: &Manifest| m.tls.as_ref().map_or("no tls".to_owned(), |t| t.listen.to_string());
         check("tls.listen", tls_listen(self) != tls_listen(next), tls_listen(self), tls_listen(next));
         check(
