@@ -43,8 +43,10 @@ impl HostPattern {
             None => (false, text),
         };
         let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+        // A request's host is at most MAX_HOST long, and a wildcard's needs a label before it.
+        let longest = if wildcard { MAX_HOST - 2 } else { MAX_HOST };
         let labels_ok = !name.is_empty()
-            && name.len() <= MAX_HOST
+            && name.len() <= longest
             && name.split('.').all(|label| {
                 !label.is_empty()
                     && label.len() <= 63
@@ -197,8 +199,12 @@ impl RouteTable {
         Ok(RouteTable { ordered, everything })
     }
 
-    /// The service of a request to `host` (the `Host` header or `:authority`, as sent; `None`
-    /// without one) for `path` (the request target), or `None` when no route matches.
+    /// The service of a request to `host` for `path`, or `None` when no route matches.
+    ///
+    /// `host` is the host the request names, as sent: the `Host` header or `:authority`, or the
+    /// authority of an absolute-form target (`GET http://host/path`); `None` without one. `path`
+    /// is the origin-form target (`/path?query`), as sent: dot segments are not resolved, so a
+    /// service's path prefix selects where a request goes, not what a client may reach.
     pub fn route(&self, host: Option<&[u8]>, path: &[u8]) -> Option<usize> {
         if let Some(index) = self.everything {
             return Some(index);
@@ -332,8 +338,11 @@ mod tests {
 
     #[test]
     fn malformed_hosts_and_prefixes_are_refused_by_name() {
+        let long_wildcard = format!("*.{}", "a".repeat(252));
         for host in
             ["", "*", "*.", "a..b", "-a.example", "web.*.example", "a b", "web.example:80", "ä.example"]
+                .into_iter()
+                .chain([long_wildcard.as_str()])
         {
             assert_eq!(Match::new(Some(host), None), Err(MatchError::Host(host.into())), "{host:?}");
         }

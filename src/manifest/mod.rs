@@ -116,20 +116,21 @@ impl Manifest {
     pub fn parse_as(text: &str, runtime: Option<RuntimeKind>) -> Result<Manifest, ManifestError> {
         let mut manifest: Manifest =
             serde_saphyr::from_str(text).map_err(|e| error::syntax_error(text, &e))?;
-        if let Some(runtime) = runtime {
-            manifest.replica.runtime = runtime;
-        }
-        // Static endpoints are the replicas: `replicas:` left out means as many as there are.
-        if manifest.replica.runtime == RuntimeKind::Static && locate::locate(text, "replicas").is_none() {
-            manifest.replicas = u32::try_from(manifest.replica.endpoints.len()).unwrap_or(u32::MAX);
+        if manifest.services.is_empty() {
+            if let Some(runtime) = runtime {
+                manifest.replica.runtime = runtime;
+            }
+            // Static endpoints are the replicas: `replicas:` left out means as many as there are.
+            if manifest.replica.runtime == RuntimeKind::Static && !locate::is_written(text, "replicas") {
+                manifest.replicas = u32::try_from(manifest.replica.endpoints.len()).unwrap_or(u32::MAX);
+            }
         }
         services::complete(&mut manifest, text, runtime);
-        let mut errors = manifest.validate();
-        errors.extend(services::validate(&manifest, text));
+        let mut errors = services::validate(&manifest, text);
         if errors.is_empty() {
             return Ok(manifest);
         }
-        for error in &mut errors {
+        for error in errors.iter_mut().filter(|e| e.position.is_none()) {
             error.position = locate::locate(text, &error.field);
         }
         Err(ManifestError::Invalid(errors))
@@ -185,8 +186,11 @@ impl Manifest {
         if self.services.is_empty() {
             return self.cluster_summary();
         }
-        let mut text =
-            format!("cluster {}: {} services, listening on {}", self.name, self.services.len(), self.listen);
+        let count = match self.services.len() {
+            1 => "1 service".to_owned(),
+            n => format!("{n} services"),
+        };
+        let mut text = format!("cluster {}: {count}, listening on {}", self.name, self.listen);
         for service in self.services() {
             let m = &service.manifest;
             text.push_str(&format!(

@@ -32,7 +32,8 @@ pub const SERVICE_KEYS: [&str; 7] =
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceSpec {
-    /// The service's name: its replicas are named `<name>-<k>`, `?service=` picks it.
+    /// The service's name, by the rule of cluster names; its replicas' generated names are
+    /// `<name>-<k>`.
     pub name: String,
     /// Which requests it serves; every request when left out.
     #[serde(rename = "match", default)]
@@ -184,74 +185,99 @@ pub(super) fn complete(manifest: &mut Manifest, text: &str, runtime: Option<Runt
     }
 }
 
-/// The rules of `services:` (`text` tells which keys were written): none of [`SERVICE_KEYS`] at
-/// the top beside it, names used once, matches that compile and do not match the same requests,
-/// and every service's own keys by the cluster's rules.
+/// Every rule of `manifest` (`text` tells which keys were written): the cluster's, and with
+/// `services:`, none of [`SERVICE_KEYS`] at the top beside it, names used once, matches that
+/// compile and that no two services share, and every service's own keys by the cluster's rules.
 pub(super) fn validate(manifest: &Manifest, text: &str) -> Vec<FieldError> {
-    let mut errors = Vec::new();
+    let mut errors = manifest.validate();
     if manifest.services.is_empty() {
+        if locate::is_written(text, "services") {
+            errors.push(error(
+                "services".to_owned(),
+                "must list at least one service (or be left out)".to_owned(),
+            ));
+        }
         return errors;
     }
-    let fail = |errors: &mut Vec<FieldError>, field: String, message: String| {
-        errors.push(FieldError { field, message, position: None });
-    };
+    // The keys of a service belong to the services: one written at the top is refused below, once.
+    errors.retain(|e| !SERVICE_KEYS.contains(&first_key(&e.field)));
     for key in SERVICE_KEYS {
         if locate::is_written(text, key) {
-            fail(
-                &mut errors,
+            errors.push(error(
                 key.to_owned(),
                 "belongs in each service when there is a services: list; move it into the services that need it"
                     .to_owned(),
-            );
+            ));
         }
     }
+    let mut compiled: Vec<Option<Match>> = Vec::new();
     for (i, spec) in manifest.services.iter().enumerate() {
         if let Some(first) = manifest.services[..i].iter().position(|earlier| earlier.name == spec.name) {
-            fail(
-                &mut errors,
+            errors.push(error(
                 format!("services[{i}].name"),
                 format!(
                     "{:?} is the name of services[{first}] already; each service needs its own",
                     spec.name
                 ),
-            );
+            ));
         }
         match Match::new(spec.route.host.as_deref(), spec.route.path_prefix.as_deref()) {
-            Ok(_) => {}
-            Err(error @ MatchError::Host(_)) => {
-                fail(&mut errors, format!("services[{i}].match.host"), error.to_string())
+            Ok(route) => compiled.push(Some(route)),
+            Err(e) => {
+                let key = if matches!(e, MatchError::Host(_)) { "host" } else { "path_prefix" };
+                errors.push(error(format!("services[{i}].match.{key}"), e.to_string()));
+                compiled.push(None);
             }
-            Err(error) => fail(&mut errors, format!("services[{i}].match.path_prefix"), error.to_string()),
         }
     }
-    if errors.is_empty()
-        && let Err(MatchError::Ambiguous { first, second, what }) = manifest.route_table()
-    {
-        fail(
-            &mut errors,
-            format!("services[{second}].match"),
-            format!(
-                "matches the same requests as service {} ({what}): one request can go to one service only; \
-             give one of them a host or a longer path_prefix",
-                manifest.services[first].name
-            ),
-        );
+    for (j, route) in compiled.iter().enumerate() {
+        let Some(route) = route else { continue };
+        if let Some(i) = compiled[..j].iter().position(|earlier| earlier.as_ref() == Some(route)) {
+            let field = format!("services[{j}].match");
+            // Without a `match:` of its own, the service's entry is where the match is missing.
+            let at =
+                if locate::is_written(text, &field) { field.clone() } else { format!("services[{j}].name") };
+            errors.push(FieldError {
+                field,
+                message: format!(
+                    "matches the same requests as service {} ({route}): one request can go to one service \
+                     only; give one of them a host or a longer path_prefix",
+                    manifest.services[i].name
+                ),
+                position: locate::locate(text, &at),
+            });
+        }
     }
     for (i, spec) in manifest.services.iter().enumerate() {
-        for error in manifest.view_of(spec).validate() {
-            if let Some(field) = service_field(&error.field, &spec.proxy) {
-                fail(&mut errors, format!("services[{i}].{field}"), error.message);
+        for e in manifest.view_of(spec).validate() {
+            if let Some(field) = service_field(&e.field, &spec.proxy) {
+                let message = if field == "name" {
+                    e.message.replace("cluster name", "service name")
+                } else {
+                    e.message
+                };
+                errors.push(error(format!("services[{i}].{field}"), message));
             }
         }
     }
     errors
 }
 
+/// An error at `field`, positioned later from the text.
+fn error(field: String, message: String) -> FieldError {
+    FieldError { field, message, position: None }
+}
+
+/// `hashing` of `hashing.slots`, `hostnames` of `hostnames[2]`.
+fn first_key(field: &str) -> &str {
+    field.split(['.', '[']).next().unwrap_or(field)
+}
+
 /// The field of a service's view that error `field` is about, if the service wrote it: one of
 /// its own keys, or a `proxy` setting it overrides. The rest come from the cluster's keys, whose
 /// own validation reports them once.
 fn service_field<'a>(field: &'a str, overrides: &ProxyOverrides) -> Option<&'a str> {
-    let key = field.split(['.', '[']).next().unwrap_or(field);
+    let key = first_key(field);
     let overridden = match field {
         "proxy.timeout" => overrides.timeout.is_some(),
         "proxy.connect_timeout" => overrides.connect_timeout.is_some(),
@@ -265,6 +291,7 @@ fn service_field<'a>(field: &'a str, overrides: &ProxyOverrides) -> Option<&'a s
 mod tests {
     use super::*;
     use crate::manifest::ManifestError;
+    use std::time::Duration;
 
     const TWO: &str = "\
 name: shop
@@ -327,9 +354,62 @@ services:
     }
 
     #[test]
-    fn a_service_key_at_the_top_beside_services_is_refused_where_it_is() {
-        let text = format!("replicas: 3\n{TWO}");
-        assert_eq!(errors_of(&text), [("replicas".to_owned(), 1, SERVICE_KEY_MESSAGE.to_owned())],);
+    fn a_service_key_at_the_top_beside_services_is_refused_once_where_it_is() {
+        // An invalid value too: it is the key's place that is wrong, and said once.
+        for key in ["replicas: 3", "replicas: 3000", "hostnames: [x, x]", "autoscale: {min: 5, max: 2}"] {
+            let text = format!("{key}\n{TWO}");
+            let field = key.split(':').next().expect("a key").to_owned();
+            assert_eq!(errors_of(&text), [(field, 1, SERVICE_KEY_MESSAGE.to_owned())], "{key}");
+        }
+        let errors = errors_of("name: shop\nreplicas: 2\nservices: []\n");
+        assert_eq!((errors[0].0.as_str(), errors[0].1), ("services", 3));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+    }
+
+    #[test]
+    fn a_service_takes_every_key_of_its_own_and_not_the_clusters() {
+        let text = "\
+name: shop
+proxy: {connect_timeout: 3s, unknown_path: exercise}
+services:
+  - name: web
+    match: {host: web.example}
+    replicas: 2
+    hostnames: [w1, w2]
+    replica: {runtime: process, command: [web, '{port}']}
+    hashing: {algorithm: ring, slots: 128, virtual_nodes: 3}
+    health: {kind: tcp, interval: 250ms}
+    limits: {max_replicas: 8}
+    proxy: {connect_timeout: 1s, unknown_path: pass}
+  - name: api
+    replica: {runtime: process, command: [api, '{port}']}
+";
+        let manifest = Manifest::parse(text).expect("valid");
+        let services = manifest.services();
+        let (web, api) = (&services[0].manifest, &services[1].manifest);
+        assert_eq!(web.hostnames, ["w1", "w2"]);
+        assert_eq!(
+            (web.hashing.algorithm, web.hashing.slots, web.hashing.virtual_nodes),
+            (crate::ring::Algorithm::Ring, 128, 3)
+        );
+        assert_eq!(web.health.kind, crate::manifest::HealthKind::Tcp);
+        assert_eq!(web.health.interval.get(), Duration::from_millis(250));
+        assert_eq!(web.limits.max_replicas, 8);
+        assert_eq!(
+            (web.proxy.connect_timeout.get(), web.proxy.unknown_path),
+            (Duration::from_secs(1), UnknownPath::Pass)
+        );
+        let defaults = Manifest::parse("name: d\n").expect("valid");
+        assert_eq!(api.replicas, 3);
+        assert_eq!(
+            (&api.hashing, &api.health, &api.limits),
+            (&defaults.hashing, &defaults.health, &defaults.limits)
+        );
+        assert_eq!(
+            (api.proxy.connect_timeout.get(), api.proxy.unknown_path),
+            (Duration::from_secs(3), UnknownPath::Exercise)
+        );
+        assert_eq!(services[1].route, Match::default(), "no match: what no other takes");
     }
 
     const SERVICE_KEY_MESSAGE: &str =
@@ -359,9 +439,18 @@ services:
         let errors = errors_of(same);
         assert_eq!((errors[0].0.as_str(), errors[0].1), ("services[1].match", 6));
         assert!(errors[0].2.contains("service a (path prefix /api)"), "{}", errors[0].2);
-        // Two services without a match both take every request.
-        let errors = errors_of("name: shop\nservices:\n  - name: a\n  - name: b\n");
-        assert_eq!(errors[0].0, "services[1].match");
+        // Services without a match all take every request: each after the first is named, at
+        // its entry, beside any other error.
+        let errors = errors_of("name: shop\nreplicas: 2\nservices:\n  - name: a\n  - name: b\n  - name: a\n");
+        let fields: Vec<_> = errors.iter().map(|(f, line, _)| (f.as_str(), *line)).collect();
+        assert_eq!(
+            fields,
+            [("replicas", 2), ("services[2].name", 6), ("services[1].match", 5), ("services[2].match", 6)]
+        );
+        // A service name follows the name rule, and the error says it is a service's.
+        let errors = errors_of(&TWO.replace("name: api", "name: 'a pi'"));
+        assert_eq!((errors[0].0.as_str(), errors[0].1), ("services[1].name", 11));
+        assert!(errors[0].2.contains("not a valid service name"), "{}", errors[0].2);
     }
 
     #[test]
@@ -455,5 +544,11 @@ services:
         let docker = TWO.replace("runtime: process", "runtime: docker, image: 'app:1'");
         let as_process = Manifest::parse_as(&docker, Some(RuntimeKind::Process)).expect("valid as processes");
         assert!(as_process.services().iter().all(|s| s.manifest.replica.runtime == RuntimeKind::Process));
+        // As static endpoints, each service is told it has none; the cluster at the top is not.
+        let errors = match Manifest::parse_as(TWO, Some(RuntimeKind::Static)) {
+            Err(ManifestError::Invalid(errors)) => errors,
+            other => panic!("static without endpoints: {other:?}"),
+        };
+        assert!(!errors.is_empty() && errors.iter().all(|e| e.field.starts_with("services[")), "{errors:?}");
     }
 }
