@@ -2,7 +2,7 @@
 //! its top, duplicated or merged keys, and `replicas`/`hostnames` values it cannot rewrite safely
 //! (aliases, anchors, tags, the wrong kind of node).
 
-use super::{EditError, HOSTNAMES, REPLICAS};
+use super::{EditError, HOSTNAMES, REPLICAS, SERVICES};
 use crate::manifest::yaml_tree::{self, Cut, Kind, Node};
 use serde_saphyr::granit_parser::{ScalarStyle, StructureStyle};
 
@@ -23,8 +23,15 @@ pub(super) fn parse_single_document(source: &str) -> Result<Node, EditError> {
     tree.documents.into_iter().next().ok_or(EditError::NotAMapping { found: "empty" })
 }
 
+/// The entries of `root`, the document's top: a block mapping without a merge key.
 pub(super) fn top_level_entries(root: &Node) -> Result<&[(Node, Node)], EditError> {
-    match &root.kind {
+    mapping_entries(root)
+}
+
+/// The entries of `mapping`, which must be a block mapping without a merge key (the top, or a
+/// service of `services:`).
+pub(super) fn mapping_entries(mapping: &Node) -> Result<&[(Node, Node)], EditError> {
+    match &mapping.kind {
         Kind::Mapping { style: StructureStyle::Block, entries, .. } => {
             // Found by fuzz/fuzz_targets/manifest_edit.rs: a merged mapping could bring its own
             // `hostnames` that the rewritten top-level value does not override.
@@ -37,7 +44,7 @@ pub(super) fn top_level_entries(root: &Node) -> Result<&[(Node, Node)], EditErro
             Ok(entries)
         }
         Kind::Mapping { .. } => Err(EditError::FlowMapping),
-        _ => Err(EditError::NotAMapping { found: root.describe() }),
+        _ => Err(EditError::NotAMapping { found: mapping.describe() }),
     }
 }
 
@@ -107,4 +114,35 @@ fn defines_anchor(node: &Node) -> bool {
             }
             Kind::Scalar { .. } | Kind::Alias(_) => false,
         }
+}
+
+/// The mapping of `services[index]` in the top-level `entries`.
+pub(super) fn service_mapping(entries: &[(Node, Node)], index: usize) -> Result<&Node, EditError> {
+    let (key, list) = find_unique(entries, SERVICES)?.ok_or(EditError::NoSuchService { index, count: 0 })?;
+    let Kind::Sequence { items, .. } = &list.kind else {
+        return Err(EditError::UnsupportedLayout {
+            key: SERVICES,
+            line: key.line,
+            reason: "it is not a list",
+        });
+    };
+    if list.anchor != 0
+        || list.tag.is_some()
+        || items.iter().any(|item| item.anchor != 0 || item.tag.is_some())
+    {
+        return Err(EditError::AnchorTagOrAlias {
+            key: SERVICES,
+            line: list.line,
+            what: "an anchor or a tag",
+        });
+    }
+    let item = items.get(index).ok_or(EditError::NoSuchService { index, count: items.len() })?;
+    match &item.kind {
+        Kind::Mapping { style: StructureStyle::Block, .. } => Ok(item),
+        _ => Err(EditError::UnsupportedLayout {
+            key: SERVICES,
+            line: item.line,
+            reason: "the service is not written as a block mapping (`- name: ...` with a key per line)",
+        }),
+    }
 }

@@ -1,5 +1,5 @@
 //! Comment-preserving rewrite of the scale settings (`replicas` and `hostnames`) in a ringlb
-//! manifest.
+//! manifest: the cluster's at the top, or one service's in `services:` ([`Scope`]).
 //!
 //! The manifest is a YAML file that people edit by hand, with comments, blank lines and their own
 //! key order. When ringlb itself has to change the desired scale (for example from the admin API
@@ -25,13 +25,17 @@ mod quote;
 mod splice;
 mod verify;
 
-use checks::{check_hostnames, check_replicas, find_unique, parse_single_document, top_level_entries};
+use checks::{
+    check_hostnames, check_replicas, find_unique, mapping_entries, parse_single_document, service_mapping,
+    top_level_entries,
+};
 use quote::flow_sequence;
 use splice::{Edit, apply_edits, hostnames_edits, indentation, line_end, line_ending, line_start};
 use verify::verify;
 
 const REPLICAS: &str = "replicas";
 const HOSTNAMES: &str = "hostnames";
+const SERVICES: &str = "services";
 
 /// Why [`rewrite_scale`] refused to rewrite a manifest. The input is never partially edited: on
 /// any error the caller should leave the file as it is.
@@ -121,6 +125,14 @@ pub enum EditError {
         /// What is unusual about it.
         reason: &'static str,
     },
+    /// `services[index]` is not in the file, which lists `count` services.
+    #[error("the manifest lists {count} services; there is no services[{index}]")]
+    NoSuchService {
+        /// The service asked for.
+        index: usize,
+        /// How many the file lists.
+        count: usize,
+    },
     /// The edit could not be verified: the parser produced an unexpected event stream, or the
     /// rewritten text did not parse back to the original document with the two values changed.
     /// Not expected to happen; the manifest must be left unchanged.
@@ -172,8 +184,40 @@ pub enum EditError {
 /// laid out in a way that cannot be edited safely (e.g. `? key` explicit-key syntax where a line
 /// would have to be inserted).
 pub fn rewrite_scale(source: &str, replicas: u32, hostnames: &[String]) -> Result<String, EditError> {
+    rewrite_scale_in(source, Scope::Cluster, replicas, hostnames)
+}
+
+/// Whose `replicas:` and `hostnames:` [`rewrite_scale_in`] rewrites.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// The cluster's, at the top of a manifest without `services:`.
+    Cluster,
+    /// Those of `services[i]`: the service's own mapping, the rest of the file as it was.
+    Service(usize),
+}
+
+/// As [`rewrite_scale`], for the keys of `scope`. For a service, `replicas:` when missing is
+/// inserted at the indentation of the service's keys, before its first key when that key starts
+/// its own line, else (`- name: web`) after the first key's entry; `hostnames:` goes after
+/// `replicas:` as at the top. The check after the rewrite holds every other byte's meaning: the
+/// other services, the top-level keys, and the service's other keys.
+///
+/// # Errors
+/// As [`rewrite_scale`]; for a service also [`EditError::NoSuchService`], and
+/// [`EditError::UnsupportedLayout`] when `services` is not a block list of block mappings.
+pub fn rewrite_scale_in(
+    source: &str,
+    scope: Scope,
+    replicas: u32,
+    hostnames: &[String],
+) -> Result<String, EditError> {
     let root = parse_single_document(source)?;
-    let entries = top_level_entries(&root)?;
+    let top = top_level_entries(&root)?;
+    let mapping = match scope {
+        Scope::Cluster => &root,
+        Scope::Service(index) => service_mapping(top, index)?,
+    };
+    let entries = mapping_entries(mapping)?;
     let replicas_entry = find_unique(entries, REPLICAS)?;
     let hostnames_entry = find_unique(entries, HOSTNAMES)?;
     let eol = line_ending(source);
@@ -200,23 +244,39 @@ pub fn rewrite_scale(source: &str, replicas: u32, hostnames: &[String]) -> Resul
         }
         None => {
             // A block mapping always has at least one entry.
-            let (first_key, _) =
+            let (first_key, first_value) =
                 entries.first().ok_or_else(|| EditError::Internal("empty block mapping".to_owned()))?;
+            // `replicas: N`, and `hostnames: [..]` on a line of its own at `indent`.
+            let lines = |indent: &str| {
+                let mut text = format!("{REPLICAS}: {replicas}");
+                if insert_hostnames {
+                    text.push_str(&format!("{eol}{indent}{HOSTNAMES}: {}", flow_sequence(hostnames)));
+                }
+                text
+            };
             // The key must be where the mapping starts (not, say, inside `? |` explicit-key
             // syntax) and alone on its line before it.
-            let indent = indentation(source, first_key.start)
-                .filter(|_| first_key.start == root.start)
-                .ok_or(EditError::UnsupportedLayout {
-                key: REPLICAS,
-                line: first_key.line,
-                reason: "the first top-level key does not start its own line, so `replicas` cannot be inserted before it",
-            })?;
-            let mut text = format!("{indent}{REPLICAS}: {replicas}{eol}");
-            if insert_hostnames {
-                text.push_str(&format!("{indent}{HOSTNAMES}: {}{eol}", flow_sequence(hostnames)));
+            match indentation(source, first_key.start).filter(|_| first_key.start == mapping.start) {
+                Some(indent) => {
+                    let text = format!("{indent}{}{eol}", lines(indent));
+                    let at = line_start(source, first_key.start);
+                    edits.push(Edit::replace(at, at, text));
+                }
+                None if scope != Scope::Cluster && first_key.start == mapping.start => {
+                    // `- name: web`: after the first entry, at the column of its key.
+                    let indent = " ".repeat(first_key.start - line_start(source, first_key.start));
+                    let at = line_end(source, trimmed_end(source, first_value.end));
+                    let text = format!("{eol}{indent}{}", lines(&indent));
+                    edits.push(Edit::replace(at, at, text));
+                }
+                None => {
+                    return Err(EditError::UnsupportedLayout {
+                        key: REPLICAS,
+                        line: first_key.line,
+                        reason: "the first key does not start its own line, so `replicas` cannot be inserted before it",
+                    });
+                }
             }
-            let at = line_start(source, first_key.start);
-            edits.push(Edit::replace(at, at, text));
         }
     }
     if let Some((key, value)) = hostnames_entry {
@@ -224,8 +284,18 @@ pub fn rewrite_scale(source: &str, replicas: u32, hostnames: &[String]) -> Resul
     }
 
     let output = apply_edits(source, edits)?;
-    verify(&root, &output, replicas, hostnames, hostnames_entry.is_some())?;
+    verify(&root, &output, scope, replicas, hostnames, hostnames_entry.is_some())?;
     Ok(output)
+}
+
+/// `end` moved back over the blank space a block value's span reaches into the next lines with.
+fn trimmed_end(source: &str, end: usize) -> usize {
+    let bytes = source.as_bytes();
+    let mut end = end.min(bytes.len());
+    while end > 0 && matches!(bytes[end - 1], b' ' | b'\t' | b'\r' | b'\n') {
+        end -= 1;
+    }
+    end
 }
 
 #[cfg(test)]
@@ -763,6 +833,141 @@ hostnames: [a]
             let other = rewrite_scale(&out, replicas / 2, &[]).map_err(|e| TestCaseError::fail(e.to_string()))?;
             let back = rewrite_scale(&other, replicas, &list).map_err(|e| TestCaseError::fail(e.to_string()))?;
             assert_same_except_scale(source, &back, replicas, &list);
+        }
+    }
+
+    const SERVICES_MANIFEST: &str = "\
+# two services behind one listener
+name: shop
+services:
+  - name: web            # the front end
+    match: {host: web.example}
+    replicas: 2          # keep two
+    hostnames: [w1, w2]
+    replica: {runtime: process, command: [web, '{port}']}
+  - name: api
+    match:
+      path_prefix: /api  # longest prefix wins
+    replica:
+      runtime: process
+      command: [api, '{port}']
+listen: 127.0.0.1:5000
+";
+
+    /// `after` is `before` with `services[index]`'s scale set to `replicas` and `hostnames`,
+    /// and every other value as it was.
+    fn assert_service_scaled(before: &str, after: &str, index: usize, replicas: u32, hostnames: &[String]) {
+        let (mut b, mut a) = (parse(before), parse(after));
+        let (bs, as_) = (&mut b["services"][index], &mut a["services"][index]);
+        let (bs, as_) = (bs.as_object_mut().expect("a mapping"), as_.as_object_mut().expect("a mapping"));
+        let had = bs.remove(HOSTNAMES).is_some();
+        bs.remove(REPLICAS);
+        assert_eq!(as_.remove(REPLICAS), Some(json!(replicas)), "{after}");
+        let got = as_.remove(HOSTNAMES);
+        if had || !hostnames.is_empty() {
+            assert_eq!(got, Some(json!(hostnames)), "{after}");
+        } else {
+            assert_eq!(got, None, "{after}");
+        }
+        assert_eq!(a, b, "other keys changed:\n{after}");
+    }
+
+    fn rewrite_service(source: &str, index: usize, replicas: u32, list: &[&str]) -> String {
+        let list = names(list);
+        let out = rewrite_scale_in(source, Scope::Service(index), replicas, &list)
+            .unwrap_or_else(|e| panic!("{e}\n{source}"));
+        assert_service_scaled(source, &out, index, replicas, &list);
+        let again = rewrite_scale_in(&out, Scope::Service(index), replicas, &list).expect("second pass");
+        assert_eq!(again, out, "not idempotent");
+        out
+    }
+
+    #[test]
+    fn a_service_is_scaled_in_place_and_every_other_byte_stays() {
+        let out = rewrite_service(SERVICES_MANIFEST, 0, 3, &["w1", "w2", "w3"]);
+        let changed: Vec<(&str, &str)> =
+            SERVICES_MANIFEST.lines().zip(out.lines()).filter(|(a, b)| a != b).collect();
+        assert_eq!(
+            changed,
+            [
+                ("    replicas: 2          # keep two", "    replicas: 3          # keep two"),
+                ("    hostnames: [w1, w2]", "    hostnames: [w1, w2, w3]")
+            ]
+        );
+        let manifest = crate::manifest::Manifest::parse(&out).expect("still valid");
+        let services = manifest.services();
+        assert_eq!((services[0].manifest.replicas, services[1].manifest.replicas), (3, 3));
+    }
+
+    #[test]
+    fn a_service_without_scale_keys_gets_them_after_its_first_entry() {
+        let out = rewrite_service(SERVICES_MANIFEST, 1, 4, &["a1"]);
+        assert!(out.contains("  - name: api\n    replicas: 4\n    hostnames: [a1]\n    match:\n"), "{out}");
+        assert!(out.starts_with(&SERVICES_MANIFEST[..SERVICES_MANIFEST.find("  - name: api").expect("api")]));
+        let manifest = crate::manifest::Manifest::parse(&out).expect("still valid");
+        assert_eq!(manifest.services()[1].manifest.hostnames, ["a1"]);
+        // A first entry that is a block: after the block, not inside it.
+        let block_first = SERVICES_MANIFEST.replace(
+            "  - name: api\n    match:\n      path_prefix: /api  # longest prefix wins\n",
+            "  - match:\n      path_prefix: /api  # longest prefix wins\n\n    name: api\n",
+        );
+        let out = rewrite_service(&block_first, 1, 2, &[]);
+        assert!(out.contains("prefix wins\n    replicas: 2\n\n    name: api\n"), "{out}");
+        // A key on its own line after the dash: before it, as at the top.
+        let own_line = SERVICES_MANIFEST.replace("  - name: api\n", "  -\n    name: api\n");
+        let out = rewrite_service(&own_line, 1, 5, &[]);
+        assert!(out.contains("  -\n    replicas: 5\n    name: api\n"), "{out}");
+    }
+
+    #[test]
+    fn a_service_that_is_not_there_or_not_a_block_mapping_is_refused() {
+        let missing = rewrite_scale_in(SERVICES_MANIFEST, Scope::Service(2), 1, &[]);
+        assert!(matches!(missing, Err(EditError::NoSuchService { index: 2, count: 2 })), "{missing:?}");
+        let none = rewrite_scale_in("name: shop\nreplicas: 1\n", Scope::Service(0), 1, &[]);
+        assert!(matches!(none, Err(EditError::NoSuchService { index: 0, count: 0 })), "{none:?}");
+        let flow = SERVICES_MANIFEST.replace(
+            "  - name: web            # the front end\n    match: {host: web.example}\n    replicas: 2          # keep two\n    hostnames: [w1, w2]\n    replica: {runtime: process, command: [web, '{port}']}\n",
+            "  - {name: web, replicas: 2}\n",
+        );
+        let refused = rewrite_scale_in(&flow, Scope::Service(0), 1, &[]);
+        assert!(matches!(refused, Err(EditError::UnsupportedLayout { key: "services", .. })), "{refused:?}");
+        // The other service of that file is still block style, and can be scaled.
+        rewrite_service(&flow, 1, 2, &["x"]);
+    }
+
+    #[test]
+    fn the_check_after_a_service_rewrite_refuses_any_other_change() {
+        let before = parse_single_document(SERVICES_MANIFEST).expect("one document");
+        let scaled = SERVICES_MANIFEST.replace("replicas: 2 ", "replicas: 3 ");
+        let check = |output: &str| verify(&before, output, Scope::Service(0), 3, &names(&["w1", "w2"]), true);
+        assert!(check(&scaled).is_ok());
+        for (what, output) in [
+            ("another service", scaled.replace("/api ", "/v2 ")),
+            ("a top-level key", scaled.replace("127.0.0.1:5000", "127.0.0.1:5001")),
+            ("another key of the service", scaled.replace("web.example", "www.example")),
+            ("a service more", scaled.replace("listen:", "  - name: extra\nlisten:")),
+            ("the requested value", SERVICES_MANIFEST.to_owned()),
+        ] {
+            assert!(matches!(check(&output), Err(EditError::Internal(_))), "{what}: {output}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+        #[test]
+        fn a_rewritten_service_parses_back_to_the_requested_values(
+            list in prop::collection::vec(name_strategy(), 0..5),
+            replicas in any::<u32>(),
+            index in 0usize..2,
+            crlf in any::<bool>(),
+        ) {
+            let source = if crlf { SERVICES_MANIFEST.replace('\n', "\r\n") } else { SERVICES_MANIFEST.to_owned() };
+            let out = rewrite_scale_in(&source, Scope::Service(index), replicas, &list)
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            assert_service_scaled(&source, &out, index, replicas, &list);
+            let again = rewrite_scale_in(&out, Scope::Service(index), replicas, &list)
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(&again, &out);
         }
     }
 }

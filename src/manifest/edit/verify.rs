@@ -1,34 +1,96 @@
 //! The editor's last safety net: the rewritten text, parsed again, must be the original document
-//! with only `replicas` and `hostnames` changed, to exactly the requested values.
+//! with only `replicas` and `hostnames` changed (at the top, or in one service of `services:`),
+//! to exactly the requested values.
 
-use super::checks::{find_unique, parse_single_document, top_level_entries};
+use super::checks::{find_unique, mapping_entries, parse_single_document};
 use super::quote::is_plain_safe;
-use super::{EditError, HOSTNAMES, REPLICAS};
+use super::{EditError, HOSTNAMES, REPLICAS, SERVICES, Scope};
 use crate::manifest::yaml_tree::{Kind, Node};
 use serde_saphyr::granit_parser::ScalarStyle;
 
-/// Checks `output`, the rewrite of the document whose root was `before`, against the request.
+/// Checks `output`, the rewrite of the document whose root was `before`, against the request for
+/// the keys of `scope`.
 pub(super) fn verify(
     before: &Node,
     output: &str,
+    scope: Scope,
     replicas: u32,
     hostnames: &[String],
     had_hostnames: bool,
 ) -> Result<(), EditError> {
-    let fail = |what: String| EditError::Internal(format!("the rewritten manifest {what}"));
     let after = parse_single_document(output).map_err(|e| fail(format!("does not parse back ({e})")))?;
     if before.anchor != after.anchor || before.tag != after.tag {
         return Err(fail("changed the top-level node's anchor or tag".to_owned()));
     }
-    let before_entries = top_level_entries(before).map_err(|e| fail(e.to_string()))?;
-    let after_entries = top_level_entries(&after).map_err(|e| fail(e.to_string()))?;
-    let (kept_before, kept_after) = (others(before_entries), others(after_entries));
-    if kept_before.len() != kept_after.len()
-        || kept_before
-            .iter()
-            .zip(&kept_after)
-            .any(|(b, a)| !same_value(&b.0, &a.0) || !same_value(&b.1, &a.1))
+    let Scope::Service(index) = scope else {
+        return verify_mapping(before, &after, replicas, hostnames, had_hostnames);
+    };
+    // Everything but `services` as it was; in it, every service but this one as it was.
+    let (before_top, after_top) = (entries_of(before)?, entries_of(&after)?);
+    let is_services =
+        |entry: &&(Node, Node)| matches!(&entry.0.kind, Kind::Scalar { value, .. } if value == SERVICES);
+    if !same_entries(
+        before_top.iter().filter(|e| !is_services(e)),
+        after_top.iter().filter(|e| !is_services(e)),
+    ) {
+        return Err(fail("changed top-level keys other than `services`".to_owned()));
+    }
+    let (Some(before_items), Some(after_items)) = (services_of(before_top), services_of(after_top)) else {
+        return Err(fail("lost its `services` list".to_owned()));
+    };
+    if before_items.len() != after_items.len()
+        || before_items.iter().zip(after_items).enumerate().any(|(i, (b, a))| i != index && !same_value(b, a))
     {
+        return Err(fail("changed another service".to_owned()));
+    }
+    match (before_items.get(index), after_items.get(index)) {
+        (Some(b), Some(a)) => verify_mapping(b, a, replicas, hostnames, had_hostnames),
+        _ => Err(fail("lost the service".to_owned())),
+    }
+}
+
+/// The items of the top-level `services` list among `entries`.
+fn services_of(entries: &[(Node, Node)]) -> Option<&[Node]> {
+    let (_, list) = entries
+        .iter()
+        .find(|(key, _)| matches!(&key.kind, Kind::Scalar { value, .. } if value == SERVICES))?;
+    match &list.kind {
+        Kind::Sequence { items, .. } => Some(items),
+        _ => None,
+    }
+}
+
+/// An [`EditError::Internal`] saying what the rewrite did wrong.
+fn fail(what: String) -> EditError {
+    EditError::Internal(format!("the rewritten manifest {what}"))
+}
+
+/// The entries of a mapping of the rewrite, or why it has none.
+fn entries_of(node: &Node) -> Result<&[(Node, Node)], EditError> {
+    mapping_entries(node).map_err(|e| fail(e.to_string()))
+}
+
+/// Whether two lists of entries are the same, key by key and value by value.
+fn same_entries<'a>(
+    before: impl Iterator<Item = &'a (Node, Node)>,
+    after: impl Iterator<Item = &'a (Node, Node)>,
+) -> bool {
+    let (before, after): (Vec<_>, Vec<_>) = (before.collect(), after.collect());
+    before.len() == after.len()
+        && before.iter().zip(&after).all(|(b, a)| same_value(&b.0, &a.0) && same_value(&b.1, &a.1))
+}
+
+/// The mapping `after` is `before` with only `replicas` and `hostnames` changed, to exactly the
+/// requested values.
+fn verify_mapping(
+    before: &Node,
+    after: &Node,
+    replicas: u32,
+    hostnames: &[String],
+    had_hostnames: bool,
+) -> Result<(), EditError> {
+    let (before_entries, after_entries) = (entries_of(before)?, entries_of(after)?);
+    if !same_entries(others(before_entries).into_iter(), others(after_entries).into_iter()) {
         return Err(fail("changed keys other than `replicas` and `hostnames`".to_owned()));
     }
 
