@@ -182,12 +182,10 @@ impl Balancer {
         let snapshots = Arc::new(Snapshots::default());
         let shutdown = CancellationToken::new();
 
-        let controller = Controller::new(
-            Arc::clone(&runtime),
-            Arc::clone(&source),
-            Arc::clone(&snapshots),
-            trigger.clone(),
-        );
+        // One service for now (`ringlb run` refuses several): the cluster.
+        let desired = source.service(0).expect("every manifest has at least one service");
+        let controller =
+            Controller::new(Arc::clone(&runtime), desired, Arc::clone(&snapshots), trigger.clone());
         let controller = tokio::spawn(controller.run(shutdown.child_token()));
         let watcher = tokio::spawn(watch::run(Arc::clone(&source), shutdown.child_token()));
         let tls_addr = match tls {

@@ -21,7 +21,7 @@ mod scaling;
 mod wake;
 
 use crate::manifest::Manifest;
-use crate::manifest::source::{Desired as DesiredManifest, ManifestSource};
+use crate::manifest::source::Desired as DesiredManifest;
 use crate::runtime::Runtime;
 use crate::snapshot::Snapshots;
 use crate::telemetry;
@@ -33,7 +33,7 @@ use plan::Action;
 use publish::{Published, Publisher};
 use scaling::Scaling;
 use std::sync::Arc;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use wake::{Wake, WakeUps};
@@ -41,7 +41,8 @@ use wake::{Wake, WakeUps};
 /// The reconcile loop's state. Build with [`Controller::new`], then [`Controller::run`].
 pub struct Controller<R: Runtime> {
     runtime: Arc<R>,
-    source: Arc<ManifestSource>,
+    /// The desired state of the one service it reconciles (`ManifestSource::service`).
+    desired: watch::Receiver<DesiredManifest>,
     trigger: Trigger,
     /// Every heartbeat's result, from the inventory's probe tasks.
     reports: mpsc::Receiver<HealthReport>,
@@ -54,31 +55,38 @@ pub struct Controller<R: Runtime> {
 }
 
 impl<R: Runtime> Controller<R> {
-    /// A controller for `runtime`, following `source`, publishing to `snapshots`, woken by
-    /// `trigger` (the same trigger the runtime and the proxy fire).
+    /// A controller for `runtime`, following `desired` (one service's desired state, from
+    /// `ManifestSource::service`), publishing to `snapshots`, woken by `trigger` (the same
+    /// trigger the runtime and the proxy fire).
     pub fn new(
         runtime: Arc<R>,
-        source: Arc<ManifestSource>,
+        desired: watch::Receiver<DesiredManifest>,
         snapshots: Arc<Snapshots>,
         trigger: Trigger,
     ) -> Self {
         let (reports_tx, reports) = mpsc::channel(4096);
+        let inventory = Inventory::new(&desired.borrow().manifest, reports_tx);
         Controller {
-            inventory: Inventory::new(&source.current().manifest, reports_tx),
+            inventory,
             executor: Executor::new(Arc::clone(&runtime)),
             scaling: Scaling::new(Arc::clone(&snapshots)),
             publisher: Publisher::new(snapshots),
             runtime,
-            source,
+            desired,
             trigger,
             reports,
             applied: None,
         }
     }
 
+    /// The desired state now.
+    fn current(&self) -> DesiredManifest {
+        self.desired.borrow().clone()
+    }
+
     /// Runs until `shutdown`; then stops probing (the caller decides what happens to replicas).
     pub async fn run(mut self, shutdown: CancellationToken) {
-        let mut wakeups = WakeUps::new(self.source.subscribe());
+        let mut wakeups = WakeUps::new(self.desired.clone());
         let mut wake = Wake::Start;
         loop {
             self.reconcile(&wake).await;
@@ -109,14 +117,14 @@ impl<R: Runtime> Controller<R> {
                     return Some(Wake::Stopped { name });
                 }
                 Some(report) = self.reports.recv() => {
-                    let replace_after = self.source.current().manifest.health.replace_after;
+                    let replace_after = self.current().manifest.health.replace_after;
                     if let Some(name) = self.inventory.apply_health(report, replace_after) {
                         return Some(Wake::Health { name });
                     }
                 }
                 _ = wakeups.resync.tick() => return Some(Wake::Resync),
                 _ = wakeups.sample.tick(), if self.scaling.is_active() => {
-                    if self.scaling.sample(&self.inventory, &self.source.current().manifest) {
+                    if self.scaling.sample(&self.inventory, &self.current().manifest) {
                         return Some(Wake::Load);
                     }
                 }
@@ -137,7 +145,7 @@ impl<R: Runtime> Controller<R> {
     /// Returns true when another pass should follow at once.
     async fn reconcile_once(&mut self, wake: &Wake) -> bool {
         metrics::counter!(telemetry::RECONCILE_PASSES).increment(1);
-        let desired = self.source.current();
+        let desired = self.current();
         let manifest = Arc::clone(&desired.manifest);
         self.take_version(&desired, wake);
         let now = Instant::now();
@@ -244,6 +252,7 @@ fn plan_input<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::manifest::source::ManifestSource;
     use crate::runtime::fake::{Call, FakeRuntime};
     use std::sync::Mutex;
     use std::time::Duration;
@@ -285,7 +294,7 @@ mod tests {
             let snapshots = Arc::new(Snapshots::default());
             let controller = Controller::new(
                 Arc::clone(&runtime),
-                Arc::clone(&source),
+                source.service(0).unwrap(),
                 Arc::clone(&snapshots),
                 trigger.clone(),
             );
@@ -529,12 +538,12 @@ mod tests {
         let source = ManifestSource::open(&path).unwrap();
         let mut controller = Controller::new(
             Arc::new(FakeRuntime::new(trigger.clone())),
-            Arc::clone(&source),
+            source.service(0).unwrap(),
             Arc::new(Snapshots::default()),
             trigger,
         );
         // The loop's own steps, driven by hand: a first pass, an edit, the wake-up it causes.
-        let mut wakeups = WakeUps::new(source.subscribe());
+        let mut wakeups = WakeUps::new(source.service(0).unwrap());
         controller.reconcile(&Wake::Start).await;
         source.apply_text(&manifest(2, "hostnames: [a]\n")).unwrap();
         let version = source.current().version;

@@ -51,6 +51,10 @@ pub struct ManifestSource {
     runtime: Option<RuntimeKind>,
     state: Mutex<State>,
     tx: watch::Sender<Desired>,
+    /// The desired state of each service (`Manifest::services`; the one cluster without
+    /// `services:`), sent only when that service's part changed. Their number cannot change
+    /// while ringlb runs (`Manifest::immutable_changes`).
+    services: Vec<watch::Sender<Desired>>,
 }
 
 impl ManifestSource {
@@ -69,12 +73,18 @@ impl ManifestSource {
     /// Any [`ManifestError`].
     pub fn open_as(path: &Path, runtime: Option<RuntimeKind>) -> Result<Arc<ManifestSource>, ManifestError> {
         let (manifest, text) = Manifest::load_as(path, runtime)?;
+        let services = manifest
+            .services()
+            .into_iter()
+            .map(|service| watch::channel(Desired { manifest: Arc::new(service.manifest), version: 1 }).0)
+            .collect();
         let (tx, _) = watch::channel(Desired { manifest: Arc::new(manifest), version: 1 });
         Ok(Arc::new(ManifestSource {
             path: path.to_path_buf(),
             runtime,
             state: Mutex::new(State { last_text: text, last_error: None }),
             tx,
+            services,
         }))
     }
 
@@ -86,6 +96,13 @@ impl ManifestSource {
     /// A receiver that sees every published version.
     pub fn subscribe(&self) -> watch::Receiver<Desired> {
         self.tx.subscribe()
+    }
+
+    /// A receiver of the desired state of `services[index]` (index 0: the cluster, for a manifest
+    /// without `services:`): the service as a cluster of its own, with the version under which it
+    /// last changed; an edit of another service sends it nothing. `None` past the last service.
+    pub fn service(&self, index: usize) -> Option<watch::Receiver<Desired>> {
+        self.services.get(index).map(watch::Sender::subscribe)
     }
 
     /// The version in effect.
@@ -151,6 +168,15 @@ impl ManifestSource {
         }
         metrics::counter!(crate::telemetry::MANIFEST_RELOADS, "result" => "applied").increment(1);
         let version = current.version + 1;
+        for (tx, service) in self.services.iter().zip(next.services()) {
+            tx.send_if_modified(|desired| {
+                let changed = *desired.manifest != service.manifest;
+                if changed {
+                    *desired = Desired { manifest: Arc::new(service.manifest), version };
+                }
+                changed
+            });
+        }
         self.tx.send_replace(Desired { manifest: Arc::new(next), version });
         Ok(Applied::Changed(version))
     }
@@ -166,6 +192,36 @@ mod tests {
         std::fs::write(&path, text).unwrap();
         let source = ManifestSource::open(&path).unwrap();
         (dir, source)
+    }
+
+    #[test]
+    fn each_service_hears_only_of_its_own_changes() {
+        let text = |web: u32, api: u32| {
+            format!(
+                "name: shop\nservices:\n  - name: web\n    match: {{host: web.example}}\n    replicas: {web}\n    \
+                 replica: {{runtime: process, command: [web, '{{port}}']}}\n  - name: api\n    replicas: {api}\n    \
+                 replica: {{runtime: process, command: [api, '{{port}}']}}\n"
+            )
+        };
+        let (_dir, shop) = source(&text(2, 3));
+        let (mut web, mut api) = (shop.service(0).unwrap(), shop.service(1).unwrap());
+        assert!(shop.service(2).is_none());
+        assert_eq!((web.borrow().manifest.name.as_str(), web.borrow().manifest.replicas), ("web", 2));
+        shop.apply_text(&text(2, 5)).unwrap();
+        assert!(!web.has_changed().unwrap(), "web did not change");
+        assert!(api.has_changed().unwrap());
+        let seen = api.borrow_and_update().clone();
+        assert_eq!((seen.manifest.replicas, seen.version), (5, 2));
+        shop.apply_text(&text(4, 5)).unwrap();
+        assert!(!api.has_changed().unwrap(), "api did not change");
+        let seen = web.borrow_and_update().clone();
+        assert_eq!((seen.manifest.replicas, seen.version), (4, 3));
+        // Without `services:`, service 0 is the cluster, every change its own.
+        let (_dir, cluster) = source("name: demo\nreplicas: 3\n");
+        let mut only = cluster.service(0).unwrap();
+        cluster.apply_text("name: demo\nreplicas: 4\n").unwrap();
+        assert_eq!(*only.borrow_and_update().manifest, *cluster.current().manifest);
+        assert!(cluster.service(1).is_none());
     }
 
     #[test]
