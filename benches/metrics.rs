@@ -21,7 +21,7 @@ fn scrape(c: &mut Criterion) {
     let replicas: Vec<ReplicaMetrics> = metrics::with_local_recorder(&recorder, || {
         (0..64)
             .map(|i| {
-                let m = ReplicaMetrics::new(&format!("server{i}"));
+                let m = ReplicaMetrics::new("demo", &format!("server{i}"));
                 for (method, status) in [
                     (Method::GET, StatusCode::OK),
                     (Method::POST, StatusCode::OK),

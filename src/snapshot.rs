@@ -42,8 +42,8 @@ pub struct Backend {
 }
 
 impl Backend {
-    /// A backend with zeroed counters.
-    pub fn new(name: &str, id: u32, addr: SocketAddr) -> Backend {
+    /// A backend of `service` with zeroed counters.
+    pub fn new(service: &str, name: &str, id: u32, addr: SocketAddr) -> Backend {
         Backend {
             name: name.to_owned(),
             id,
@@ -54,7 +54,7 @@ impl Backend {
             inflight: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
-            metrics: crate::telemetry::ReplicaMetrics::new(name),
+            metrics: crate::telemetry::ReplicaMetrics::new(service, name),
             tunnels: tokio_util::sync::CancellationToken::new(),
         }
     }
@@ -418,7 +418,7 @@ mod tests {
 
     #[test]
     fn the_inflight_guard_counts_until_dropped() {
-        let backend = Arc::new(Backend::new("a", 1, "127.0.0.1:1".parse().unwrap()));
+        let backend = Arc::new(Backend::new("s", "a", 1, "127.0.0.1:1".parse().unwrap()));
         let guard = backend.begin_request();
         assert_eq!((backend.inflight(), backend.requests()), (1, 1));
         drop(guard);
@@ -427,7 +427,7 @@ mod tests {
 
     #[test]
     fn ejection_flips_once() {
-        let backend = Backend::new("a", 1, "127.0.0.1:1".parse().unwrap());
+        let backend = Backend::new("s", "a", 1, "127.0.0.1:1".parse().unwrap());
         assert!(backend.eject());
         assert!(!backend.eject());
         assert!(backend.is_ejected());
@@ -457,7 +457,7 @@ mod tests {
             snapshot.generation = snapshots.load().generation + 1;
             snapshot.replica_names = names.iter().map(|n| n.to_string()).collect();
             snapshot.members = (0..members)
-                .map(|i| Arc::new(Backend::new(names[i], i as u32 + 1, "127.0.0.1:1".parse().unwrap())))
+                .map(|i| Arc::new(Backend::new("s", names[i], i as u32 + 1, "127.0.0.1:1".parse().unwrap())))
                 .collect();
             snapshots.publish(snapshot);
         };

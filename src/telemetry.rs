@@ -184,6 +184,7 @@ pub fn install() -> Result<PrometheusHandle, BuildError> {
 /// a request costs one atomic increment, without a label lookup.
 #[derive(Debug)]
 pub struct ReplicaMetrics {
+    service: String,
     name: String,
     requests: [OnceLock<Counter>; METHOD_CLASSES.len() * STATUS_CLASSES.len()],
     duration: Histogram,
@@ -191,14 +192,20 @@ pub struct ReplicaMetrics {
 }
 
 impl ReplicaMetrics {
-    /// The handles of replica `name`.
-    pub fn new(name: &str) -> ReplicaMetrics {
+    /// The handles of replica `name` of `service`.
+    pub fn new(service: &str, name: &str) -> ReplicaMetrics {
         ReplicaMetrics {
+            service: service.to_owned(),
             name: name.to_owned(),
             requests: std::array::from_fn(|_| OnceLock::new()),
-            duration: histogram!(REQUEST_DURATION, "replica" => name.to_owned()),
-            inflight: gauge!(INFLIGHT, "replica" => name.to_owned()),
+            duration: histogram!(REQUEST_DURATION, "service" => service.to_owned(), "replica" => name.to_owned()),
+            inflight: gauge!(INFLIGHT, "service" => service.to_owned(), "replica" => name.to_owned()),
         }
+    }
+
+    /// The service of the replica.
+    pub fn service(&self) -> &str {
+        &self.service
     }
 
     /// Counts one answered request and its time to the response head.
@@ -206,7 +213,7 @@ impl ReplicaMetrics {
         let (m, s) = (method_class(method), status_class(status));
         if let Some(slot) = self.requests.get(m * STATUS_CLASSES.len() + s) {
             slot.get_or_init(|| {
-                counter!(REQUESTS, "replica" => self.name.clone(), "method" => METHOD_CLASSES[m], "status" => STATUS_CLASSES[s])
+                counter!(REQUESTS, "service" => self.service.clone(), "replica" => self.name.clone(), "method" => METHOD_CLASSES[m], "status" => STATUS_CLASSES[s])
             })
             .increment(1);
         }

@@ -94,6 +94,20 @@ async fn metrics_parse_and_per_replica_counters_sum_to_the_requests_sent() {
         3
     );
     assert!(requests.iter().all(|s| s.labels["method"] == "GET" && s.labels["status"] == "2xx"));
+    // One service, the cluster: every replica series says so, and the replica state gauges too.
+    for series in [
+        "ringlb_requests_total",
+        "ringlb_request_duration_seconds_count",
+        "ringlb_inflight_requests",
+        "ringlb_replicas",
+    ] {
+        let all: Vec<&Sample> = samples.iter().filter(|s| s.name == series).collect();
+        assert!(
+            !all.is_empty()
+                && all.iter().all(|s| s.labels.get("service").map(String::as_str) == Some("metrics")),
+            "{series}: {all:?}"
+        );
+    }
     let count: f64 =
         samples.iter().filter(|s| s.name == "ringlb_request_duration_seconds_count").map(|s| s.value).sum();
     assert_eq!(count, 100.0);

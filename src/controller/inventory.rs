@@ -56,6 +56,9 @@ pub(super) struct Inventory {
     prober: Prober,
     /// The heartbeat settings all probe tasks follow.
     probe_settings: watch::Sender<ProbeSettings>,
+    /// The service whose replicas these are (the cluster's name without `services:`): the
+    /// `service` label of their metrics.
+    service: String,
 }
 
 fn probe_settings(manifest: &Manifest) -> ProbeSettings {
@@ -79,7 +82,13 @@ impl Inventory {
             retired: BTreeSet::new(),
             prober: Prober::new(settings_rx, reports),
             probe_settings,
+            service: manifest.name.clone(),
         }
+    }
+
+    /// The service whose replicas these are.
+    pub(super) fn service(&self) -> &str {
+        &self.service
     }
 
     /// Has every probe follow `manifest`'s heartbeat settings (the tasks see a change at once).
@@ -177,8 +186,9 @@ impl Inventory {
     pub(super) fn track(&mut self, instance: Instance, now: Instant) {
         let state =
             if instance.running { InstanceState::Starting { since: now } } else { InstanceState::Exited };
-        let backend =
-            instance.addr.map(|addr| Arc::new(Backend::new(&instance.name, instance.replica_id, addr)));
+        let backend = instance
+            .addr
+            .map(|addr| Arc::new(Backend::new(&self.service, &instance.name, instance.replica_id, addr)));
         let probe = match (instance.running, instance.addr) {
             (true, Some(addr)) => Some(self.prober.spawn(instance.id.clone(), addr)),
             _ => None,
@@ -271,7 +281,7 @@ impl Inventory {
             }
             (InstanceState::Ready, Err(error)) => {
                 let why = crate::error_chain(&error);
-                metrics::counter!(telemetry::HEARTBEAT_FAILURES, "replica" => name.clone()).increment(1);
+                metrics::counter!(telemetry::HEARTBEAT_FAILURES, "service" => self.service.clone(), "replica" => name.clone()).increment(1);
                 tracing::warn!(event = "replica_failing", replica = %name, reason = %why,
                     "replica {name} failed a heartbeat ({why}); out of the ring");
                 t.state = InstanceState::Failing { failures: 1 };
@@ -279,7 +289,7 @@ impl Inventory {
             }
             (InstanceState::Failing { failures }, Err(error)) => {
                 let why = crate::error_chain(&error);
-                metrics::counter!(telemetry::HEARTBEAT_FAILURES, "replica" => name.clone()).increment(1);
+                metrics::counter!(telemetry::HEARTBEAT_FAILURES, "service" => self.service.clone(), "replica" => name.clone()).increment(1);
                 let failures = failures.saturating_add(1);
                 tracing::warn!(event = "replica_failing", replica = %name, failures, reason = %why,
                     "replica {name} failed {failures} heartbeats in a row ({why})");

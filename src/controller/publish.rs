@@ -183,14 +183,16 @@ impl Publisher {
 /// The replica gauges: how many are desired and ready, and how many are in each other state.
 fn set_gauges(inventory: &Inventory, desired: usize, ready: usize) {
     let count = |state: InstanceState| inventory.tracked().filter(|t| t.state == state).count() as f64;
-    metrics::gauge!(telemetry::REPLICAS, "state" => "desired").set(desired as f64);
-    metrics::gauge!(telemetry::REPLICAS, "state" => "ready").set(ready as f64);
-    metrics::gauge!(telemetry::REPLICAS, "state" => "draining").set(count(InstanceState::Draining));
-    metrics::gauge!(telemetry::REPLICAS, "state" => "exited").set(count(InstanceState::Exited));
+    let service = inventory.service().to_owned();
+    let gauge = |state: &'static str| metrics::gauge!(telemetry::REPLICAS, "service" => service.clone(), "state" => state);
+    gauge("desired").set(desired as f64);
+    gauge("ready").set(ready as f64);
+    gauge("draining").set(count(InstanceState::Draining));
+    gauge("exited").set(count(InstanceState::Exited));
     let starting = inventory.tracked().filter(|t| matches!(t.state, InstanceState::Starting { .. })).count();
     let failing = inventory.tracked().filter(|t| matches!(t.state, InstanceState::Failing { .. })).count();
-    metrics::gauge!(telemetry::REPLICAS, "state" => "starting").set(starting as f64);
-    metrics::gauge!(telemetry::REPLICAS, "state" => "failing").set(failing as f64);
+    gauge("starting").set(starting as f64);
+    gauge("failing").set(failing as f64);
 }
 
 /// One tracked instance as the status API shows it.

@@ -135,8 +135,10 @@ impl Scaling {
                 "autoscaler: {current} -> {} replicas ({:.1} in flight, {:.2} per replica, target {target}; the rule says {}; {:?})",
                 decision.desired, decision.observed_total, decision.observed_per_replica, decision.raw, decision.reason);
         }
-        metrics::gauge!(telemetry::AUTOSCALER_DESIRED).set(f64::from(decision.desired));
-        metrics::gauge!(telemetry::AUTOSCALER_OBSERVED).set(decision.observed_total);
+        let service = inventory.service().to_owned();
+        metrics::gauge!(telemetry::AUTOSCALER_DESIRED, "service" => service.clone())
+            .set(f64::from(decision.desired));
+        metrics::gauge!(telemetry::AUTOSCALER_OBSERVED, "service" => service).set(decision.observed_total);
         self.scaled = Some(decision.desired);
         decision.desired != current
     }

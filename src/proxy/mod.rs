@@ -208,7 +208,8 @@ impl Proxy {
     /// until its next good heartbeat, and the controller is woken to look at it.
     fn eject(&self, backend: &Backend, why: &str) {
         if backend.eject() {
-            metrics::counter!(telemetry::EJECTIONS, "replica" => backend.name.clone()).increment(1);
+            metrics::counter!(telemetry::EJECTIONS, "service" => backend.metrics.service().to_owned(), "replica" => backend.name.clone())
+                .increment(1);
             tracing::warn!(event = "replica_ejected", replica = %backend.name, reason = %why,
                 "cannot connect to replica {}: {why}; ejected until its next good heartbeat", backend.name);
             self.trigger.fire();

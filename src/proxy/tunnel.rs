@@ -243,7 +243,7 @@ mod tests {
     use tokio::io::{AsyncReadExt, duplex};
 
     fn backend() -> Arc<Backend> {
-        Arc::new(Backend::new("t-1", 1, "127.0.0.1:1".parse().unwrap()))
+        Arc::new(Backend::new("t", "t-1", 1, "127.0.0.1:1".parse().unwrap()))
     }
 
     #[tokio::test]
