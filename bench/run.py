@@ -10,6 +10,9 @@ rounds. Results go to bench/results/ as Markdown and CSV, with the machine's det
 The TLS scenarios (`tls-*`) put ringlb's TLS listener beside an nginx with the same self-signed
 ECDSA certificate, TLS 1.2 and 1.3 and ALPN; `h2-get` drives ringlb's and nginx's HTTP/2 with prior
 knowledge through h2load (64 connections, 10 streams each). Replicas get HTTP/1.1 in every scenario.
+During tls-get-new-connection a client beside wrk (bench/new_connection_probe.py) opens a new TLS
+connection 40 times a second and times the whole exchange, connect and handshake included, which
+wrk's own latency leaves out.
 
 Two bare prototype proxies run beside ringlb as measuring sticks: `proto-tokio` (`b_tokio`, hand-written
 HTTP/1.1 framing on httparse, tokio current_thread) and `proto-monoio` (`c_monoio`, the same framing on
@@ -55,6 +58,11 @@ PORTS = {"nginx": 18190, "haproxy": 18191, "ringlb": 18192, "ringlb-ring": 18193
 RINGLB_TLS_PLAIN_PORT = 18200
 # The contenders reached over TLS (wrk does not verify the certificate; both serve the same one).
 TLS_CONTENDERS = {"nginx-tls", "ringlb-tls"}
+# The scenarios a client beside the load times its whole exchange in (bench/new_connection_probe.py),
+# at this many new connections a second.
+PROBED_SCENARIOS = {"tls-get-new-connection"}
+PROBE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "new_connection_probe.py")
+PROBE_RATE = 40
 ONE_MIB = 1024 * 1024
 
 
@@ -455,21 +463,35 @@ def watch(cmd, pid=None, env=None):
     return out, err, peak, cpu
 
 
-def wrk(contender, scenario, duration, lua, pid=None):
+def wrk(contender, scenario, duration, lua, pid=None, probe=False):
+    """The scenario through wrk; with `probe`, bench/new_connection_probe.py runs beside it (on the
+    load generator's CPUs, for the whole measurement but its first and last half second) and its
+    figures come back as `probe`."""
     path, conns, env_extra, _ = SCENARIOS[scenario]
     if "H2LOAD_STREAMS" in env_extra:
         return h2load(contender, scenario, duration, pid)
     env = dict(os.environ, **env_extra)
     cmd = ["taskset", "-c", LAYOUT.load_cpus, "wrk", f"-t{LAYOUT.cores}", f"-c{conns}", f"-d{duration}s", "--timeout", "5s", "-s", lua,
            f"{url_of(contender)}{path}"]
+    prober = None
+    if probe:
+        prober = subprocess.Popen(["taskset", "-c", LAYOUT.load_cpus, sys.executable, PROBE, str(port_of(contender)),
+                                   str(max(1.0, duration - 1.0)), str(PROBE_RATE), "0.5"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out, err, peak, cpu = watch(cmd, pid, env)
+    probed = None
+    if prober is not None:
+        probe_out, probe_err = prober.communicate(timeout=60)
+        if prober.returncode != 0 or not probe_out.strip():
+            raise RuntimeError(f"the new-connection probe failed for {contender}: {probe_err}")
+        probed = json.loads(probe_out)
     line = next((l for l in out.splitlines() if l.startswith("RESULT")), None)
     if line is None:
         raise RuntimeError(f"wrk gave no result for {contender}/{scenario}: {out} {err}")
     requests, micros, p50, p99, p999, errors, status = (int(x) for x in line.split()[1:])
     return {"rps": requests / (micros / 1e6), "p50_ms": p50 / 1000, "p99_ms": p99 / 1000, "p999_ms": p999 / 1000,
             "errors": errors + status, "peak_rss_kib": peak,
-            "cpu_us": cpu * 1e6 / requests if cpu is not None and requests else None}
+            "cpu_us": cpu * 1e6 / requests if cpu is not None and requests else None, "probe": probed}
 
 
 def h2load(contender, scenario, duration, pid=None):
@@ -708,7 +730,8 @@ def run_layout(args, scenarios, prototypes, skipped, measure_startup):
                     check_scenario(contender, scenario)
                     # A short warm-up, then the measurement.
                     wrk(contender, scenario, 1, lua)
-                    rows[contender].append(wrk(contender, scenario, args.duration, lua, pids.get(contender)))
+                    rows[contender].append(wrk(contender, scenario, args.duration, lua, pids.get(contender),
+                                               probe=scenario in PROBED_SCENARIOS))
                     say(f"{scenario} ({LAYOUT.cores} core(s)) round {r + 1} {contender}: "
                         f"{rows[contender][-1]['rps']:.0f} req/s")
             for contender, runs in rows.items():
@@ -719,6 +742,9 @@ def run_layout(args, scenarios, prototypes, skipped, measure_startup):
                     "p50_ms": med("p50_ms"), "p99_ms": med("p99_ms"), "p999_ms": med("p999_ms"),
                     "errors": sum(x["errors"] for x in runs), "peak_rss_kib": max(x["peak_rss_kib"] for x in runs),
                     "cpu_us": med("cpu_us") if runs[0]["cpu_us"] is not None else None,
+                    "probe": {k: statistics.median(x["probe"][k] for x in runs) for k in ("p50_ms", "p99_ms", "handshake_p99_ms")}
+                    | {"n": sum(x["probe"]["n"] for x in runs), "failed": sum(x["probe"]["failed"] for x in runs)}
+                    if runs[0].get("probe") else None,
                 })
     finally:
         procs.stop_all()
@@ -774,6 +800,17 @@ def write(out, info, results, extra, args):
               + (f"{extra['manifest_edit_to_new_replica_serving_s'] * 1000:.0f} ms."
                  if extra["manifest_edit_to_new_replica_serving_s"] else "not seen within 30 s."),
               f"- The whole run took {extra['bench_seconds']:.0f} s."]
+    probed = [r for r in results if r.get("probe")]
+    if probed:
+        lines += ["", f"A client beside wrk opening a new TLS connection {PROBE_RATE} times a second "
+                  "(bench/new_connection_probe.py) times the whole exchange, connect, handshake and request, which "
+                  "wrk's latency leaves out (it starts when wrk writes the request, after the handshake); medians of "
+                  "the rounds:", "",
+                  "| scenario | cores | contender | exchanges | failed | p50 ms | p99 ms | handshake p99 ms |",
+                  "|---|---:|---|---:|---:|---:|---:|---:|"]
+        lines += [f"| {r['scenario']} | {r['cores']} | {r['contender']} | {r['probe']['n']:.0f} | {r['probe']['failed']:.0f} | "
+                  f"{r['probe']['p50_ms']:.2f} | {r['probe']['p99_ms']:.2f} | {r['probe']['handshake_p99_ms']:.2f} |"
+                  for r in probed]
     lines += [f"- {name} did not run: {why}." for name, why in extra["prototypes_skipped"].items()] + [""]
     text = "\n".join(lines)
     for name in [f"{stamp}.md", "latest.md"]:
