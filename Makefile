@@ -256,7 +256,7 @@ bench: build
 
 ## Criterion micro-benchmarks: ring lookups, metrics recording and scraping.
 bench-micro:
-	$(CARGO) bench --locked --bench ring --bench metrics
+	$(CARGO) bench --locked --bench ring --bench metrics --bench routes
 
 ## Validate $(MANIFEST) like `nginx -t`.
 check: build
