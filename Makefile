@@ -254,7 +254,7 @@ demo-autoscale: build
 bench: build
 	python3 bench/run.py $(if $(CORES),--cores $(CORES))
 
-## Criterion micro-benchmarks: ring lookups, metrics recording and scraping.
+## Criterion micro-benchmarks: ring lookups, metrics recording and scraping, route lookups.
 bench-micro:
 	$(CARGO) bench --locked --bench ring --bench metrics --bench routes
 
