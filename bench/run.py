@@ -478,13 +478,19 @@ def wrk(contender, scenario, duration, lua, pid=None, probe=False):
         prober = subprocess.Popen(["taskset", "-c", LAYOUT.load_cpus, sys.executable, PROBE, str(port_of(contender)),
                                    str(max(1.0, duration - 1.0)), str(PROBE_RATE), "0.5"],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    out, err, peak, cpu = watch(cmd, pid, env)
     probed = None
-    if prober is not None:
-        probe_out, probe_err = prober.communicate(timeout=60)
-        if prober.returncode != 0 or not probe_out.strip():
-            raise RuntimeError(f"the new-connection probe failed for {contender}: {probe_err}")
-        probed = json.loads(probe_out)
+    try:
+        out, err, peak, cpu = watch(cmd, pid, env)
+        if prober is not None:
+            # It stops by itself within its duration and one exchange's limit (2 s) of it.
+            probe_out, probe_err = prober.communicate(timeout=10)
+            if prober.returncode != 0 or not probe_out.strip():
+                raise RuntimeError(f"the new-connection probe failed for {contender}: {probe_err}")
+            probed = json.loads(probe_out)
+    finally:
+        if prober is not None and prober.poll() is None:
+            prober.kill()
+            prober.wait()
     line = next((l for l in out.splitlines() if l.startswith("RESULT")), None)
     if line is None:
         raise RuntimeError(f"wrk gave no result for {contender}/{scenario}: {out} {err}")
@@ -800,6 +806,7 @@ def write(out, info, results, extra, args):
               + (f"{extra['manifest_edit_to_new_replica_serving_s'] * 1000:.0f} ms."
                  if extra["manifest_edit_to_new_replica_serving_s"] else "not seen within 30 s."),
               f"- The whole run took {extra['bench_seconds']:.0f} s."]
+    lines += [f"- {name} did not run: {why}." for name, why in extra["prototypes_skipped"].items()]
     probed = [r for r in results if r.get("probe")]
     if probed:
         lines += ["", f"A client beside wrk opening a new TLS connection {PROBE_RATE} times a second "
@@ -811,7 +818,7 @@ def write(out, info, results, extra, args):
         lines += [f"| {r['scenario']} | {r['cores']} | {r['contender']} | {r['probe']['n']:.0f} | {r['probe']['failed']:.0f} | "
                   f"{r['probe']['p50_ms']:.2f} | {r['probe']['p99_ms']:.2f} | {r['probe']['handshake_p99_ms']:.2f} |"
                   for r in probed]
-    lines += [f"- {name} did not run: {why}." for name, why in extra["prototypes_skipped"].items()] + [""]
+    lines += [""]
     text = "\n".join(lines)
     for name in [f"{stamp}.md", "latest.md"]:
         with open(os.path.join(out, name), "w") as f:

@@ -109,7 +109,7 @@ pub fn install() -> Result<PrometheusHandle, BuildError> {
     describe_counter!(
         REQUESTS,
         Unit::Count,
-        "Requests answered by a replica, by replica, method class and status class."
+        "Requests answered by a replica, by service, replica, method class and status class."
     );
     describe_histogram!(
         REQUEST_DURATION,
@@ -153,11 +153,11 @@ pub fn install() -> Result<PrometheusHandle, BuildError> {
         Unit::Count,
         "Replicas taken out of rotation by the proxy after a refused connection (until their next good heartbeat)."
     );
-    describe_counter!(HEARTBEAT_FAILURES, Unit::Count, "Failed heartbeats, by replica.");
+    describe_counter!(HEARTBEAT_FAILURES, Unit::Count, "Failed heartbeats, by service and replica.");
     describe_gauge!(
         REPLICAS,
         Unit::Count,
-        "Replicas by state: desired, ready, starting, failing, draining, exited."
+        "Replicas by service and state: desired, ready, starting, failing, draining, exited."
     );
     describe_counter!(RECONCILE_PASSES, Unit::Count, "Reconcile passes of the controller.");
     describe_counter!(
