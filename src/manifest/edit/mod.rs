@@ -30,7 +30,9 @@ use checks::{
     top_level_entries,
 };
 use quote::flow_sequence;
-use splice::{Edit, apply_edits, hostnames_edits, indentation, line_end, line_ending, line_start};
+use splice::{
+    Edit, apply_edits, hostnames_edits, indentation, line_end, line_ending, line_start, trimmed_end,
+};
 use verify::verify;
 
 const REPLICAS: &str = "replicas";
@@ -288,16 +290,6 @@ pub fn rewrite_scale_in(
     Ok(output)
 }
 
-/// `end` moved back over the blank space a block value's span reaches into the next lines with.
-fn trimmed_end(source: &str, end: usize) -> usize {
-    let bytes = source.as_bytes();
-    let mut end = end.min(bytes.len());
-    while end > 0 && matches!(bytes[end - 1], b' ' | b'\t' | b'\r' | b'\n') {
-        end -= 1;
-    }
-    end
-}
-
 #[cfg(test)]
 mod tests {
     use super::quote::is_plain_safe;
@@ -349,13 +341,24 @@ hashing:
     /// `after` has the value of `before` except for `replicas` and `hostnames`, which hold the
     /// requested values (`hostnames` absent when it was absent and the list is empty).
     fn assert_same_except_scale(before: &str, after: &str, replicas: u32, hostnames: &[String]) {
-        let mut b = parse(before);
-        let mut a = parse(after);
-        let (b, a) = (b.as_object_mut().expect("mapping"), a.as_object_mut().expect("mapping"));
-        let had = b.remove(HOSTNAMES).is_some();
-        b.remove(REPLICAS);
-        assert_eq!(a.remove(REPLICAS), Some(json!(replicas)), "{after}");
-        let got = a.remove(HOSTNAMES);
+        assert_scaled_at(before, after, |doc| doc, replicas, hostnames);
+    }
+
+    /// As [`assert_same_except_scale`], for the mapping `at` picks in the document.
+    fn assert_scaled_at(
+        before: &str,
+        after: &str,
+        at: impl Fn(&mut Value) -> &mut Value,
+        replicas: u32,
+        hostnames: &[String],
+    ) {
+        let (mut b, mut a) = (parse(before), parse(after));
+        let (bm, am) =
+            (at(&mut b).as_object_mut().expect("a mapping"), at(&mut a).as_object_mut().expect("a mapping"));
+        let had = bm.remove(HOSTNAMES).is_some();
+        bm.remove(REPLICAS);
+        assert_eq!(am.remove(REPLICAS), Some(json!(replicas)), "{after}");
+        let got = am.remove(HOSTNAMES);
         if had || !hostnames.is_empty() {
             assert_eq!(got, Some(json!(hostnames)), "{after}");
         } else {
@@ -857,19 +860,7 @@ listen: 127.0.0.1:5000
     /// `after` is `before` with `services[index]`'s scale set to `replicas` and `hostnames`,
     /// and every other value as it was.
     fn assert_service_scaled(before: &str, after: &str, index: usize, replicas: u32, hostnames: &[String]) {
-        let (mut b, mut a) = (parse(before), parse(after));
-        let (bs, as_) = (&mut b["services"][index], &mut a["services"][index]);
-        let (bs, as_) = (bs.as_object_mut().expect("a mapping"), as_.as_object_mut().expect("a mapping"));
-        let had = bs.remove(HOSTNAMES).is_some();
-        bs.remove(REPLICAS);
-        assert_eq!(as_.remove(REPLICAS), Some(json!(replicas)), "{after}");
-        let got = as_.remove(HOSTNAMES);
-        if had || !hostnames.is_empty() {
-            assert_eq!(got, Some(json!(hostnames)), "{after}");
-        } else {
-            assert_eq!(got, None, "{after}");
-        }
-        assert_eq!(a, b, "other keys changed:\n{after}");
+        assert_scaled_at(before, after, |doc| &mut doc["services"][index], replicas, hostnames);
     }
 
     fn rewrite_service(source: &str, index: usize, replicas: u32, list: &[&str]) -> String {

@@ -59,6 +59,17 @@ pub(super) fn line_end(source: &str, pos: usize) -> usize {
     source[pos..].find(['\n', '\r']).map_or(source.len(), |i| pos + i)
 }
 
+/// `end` moved back over the blank space (spaces, tabs, line breaks) before it: where a block
+/// value's text ends, as its span reaches into the next lines.
+pub(super) fn trimmed_end(source: &str, end: usize) -> usize {
+    let bytes = source.as_bytes();
+    let mut end = end.min(bytes.len());
+    while end > 0 && matches!(bytes[end - 1], b' ' | b'\t' | b'\r' | b'\n') {
+        end -= 1;
+    }
+    end
+}
+
 /// The spaces before `pos` on its line, if only spaces precede it.
 pub(super) fn indentation(source: &str, pos: usize) -> Option<&str> {
     let prefix = &source[line_start(source, pos)..pos];
@@ -92,10 +103,7 @@ pub(super) fn hostnames_edits(
     }
     let indent = &source[first_line..dash];
     // The old items' text, without trailing blank space (block scalars reach into the next line).
-    let mut end = value.end.max(dash + 1);
-    while end > dash + 1 && matches!(bytes[end - 1], b' ' | b'\t' | b'\r' | b'\n') {
-        end -= 1;
-    }
+    let end = trimmed_end(source, value.end.max(dash + 1)).max(dash + 1);
     if names.is_empty() {
         // `hostnames: []` on the key's line; the lines of the old items go, from the end of the
         // last non-blank line before the first one to the end of the last one's line (so a
